@@ -1,0 +1,204 @@
+"""Exponential backoff with full jitter, and the circuit breaker (pure: ``now`` and ``rng`` in).
+
+Per worker slot, :class:`BackoffState` grows the delay; per service, :class:`CircuitBreaker`
+counts failures in a sliding window. :func:`decide_restart` is the original's decision, in its
+order: forget after a stable run, record the failure, then open the circuit or pick a delay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Protocol
+
+from janus_mp.errors import ConfigError
+
+
+class RandomSource(Protocol):
+    def randint(self, a: int, b: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class BackoffConfig:
+    initial_delay: float = 0.1
+    max_delay: float = 60.0
+    multiplier: float = 2.0
+    cooldown: float = 300.0
+    max_retries: int = 10
+    window: float = 600.0
+    half_open_after: float | None = None
+    trial_period: float = 10.0
+    clean_restart_delay: float = 0.1
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name == "half_open_after":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not math.isfinite(value):
+                raise ConfigError(f.name, "must be a finite number")
+        if self.initial_delay < 0:
+            raise ConfigError("initial_delay", "must be >= 0")
+        if self.max_delay < self.initial_delay:
+            raise ConfigError("max_delay", "must be >= initial_delay")
+        if self.multiplier < 1:
+            raise ConfigError("multiplier", "must be >= 1")
+        if self.cooldown < 0:
+            raise ConfigError("cooldown", "must be >= 0")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError("max_retries", "must be an integer >= 0 (0 turns the breaker off)")
+        if self.window <= 0:
+            raise ConfigError("window", "must be > 0")
+        if self.half_open_after is not None and self.half_open_after <= 0:
+            raise ConfigError("half_open_after", "must be > 0 or unset")
+        if self.trial_period < 0:
+            raise ConfigError("trial_period", "must be >= 0")
+        if self.clean_restart_delay < 0:
+            raise ConfigError("clean_restart_delay", "must be >= 0")
+
+    def cap(self, attempt: int) -> float:
+        """The jitter ceiling for ``attempt``: initial·multiplier^attempt, saturating at max."""
+        if self.initial_delay == 0:
+            return 0.0
+        if self.multiplier == 1:
+            return min(self.max_delay, self.initial_delay)
+        limit = math.log(self.max_delay / self.initial_delay, self.multiplier) if \
+            self.max_delay > 0 else 0
+        if attempt >= limit:
+            return self.max_delay
+        return min(self.max_delay, self.initial_delay * self.multiplier ** attempt)
+
+
+@dataclass(frozen=True)
+class BackoffAction:
+    """What to do after a failure."""
+
+
+@dataclass(frozen=True)
+class RetryAfter(BackoffAction):
+    delay: float
+
+
+@dataclass(frozen=True)
+class CircuitOpen(BackoffAction):
+    failures: int
+    max_retries: int
+
+
+@dataclass
+class BackoffState:
+    """Per worker slot: consecutive failures and when its worker last started."""
+
+    attempt: int = 0
+    last_start: float | None = None
+    last_delay: float = 0.0
+
+    def record_start(self, now: float) -> None:
+        self.last_start = now
+
+    def stable_for_cooldown(self, config: BackoffConfig, now: float) -> bool:
+        return self.last_start is not None and now - self.last_start >= config.cooldown
+
+    def next_delay(self, config: BackoffConfig, now: float, rng: RandomSource) -> float:
+        if self.stable_for_cooldown(config, now):
+            self.attempt = 0
+        self.attempt += 1
+        cap_ms = int(config.cap(self.attempt) * 1000)
+        self.last_delay = rng.randint(0, cap_ms) / 1000 if cap_ms > 0 else 0.0
+        return self.last_delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+        self.last_delay = 0.0
+
+
+class BreakerState(str, Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class CircuitBreaker:
+    """Per service: ``max_retries`` failures within ``window`` open it."""
+
+    config: BackoffConfig
+    _failures: deque[tuple[float, int]] = field(default_factory=deque)
+    _state: BreakerState = BreakerState.CLOSED
+    _opened_at: float | None = None
+    _trips: int = 0
+
+    def record_failure(self, now: float, slot: int) -> bool:
+        self._prune(now)
+        self._failures.append((now, slot))
+        if self._state is BreakerState.HALF_OPEN:
+            self._open(now)
+            return True
+        if self._state is BreakerState.CLOSED and self.config.max_retries > 0 and \
+                len(self._failures) >= self.config.max_retries:
+            self._open(now)
+            return True
+        return False
+
+    def _open(self, now: float) -> None:
+        self._state = BreakerState.OPEN
+        self._opened_at = now
+        self._trips += 1
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.config.window
+        while self._failures and self._failures[0][0] <= horizon:
+            self._failures.popleft()
+
+    def forget_slot(self, slot: int) -> None:
+        self._failures = deque(f for f in self._failures if f[1] != slot)
+
+    def failures_in_window(self, now: float) -> int:
+        self._prune(now)
+        return len(self._failures)
+
+    def half_open_due(self) -> float | None:
+        if self._state is BreakerState.OPEN and self.config.half_open_after is not None and \
+                self._opened_at is not None:
+            return self._opened_at + self.config.half_open_after
+        return None
+
+    def begin_half_open(self, now: float) -> None:
+        if self._state is not BreakerState.OPEN:
+            raise ValueError(f"cannot go half-open from {self._state.value}")
+        self._state = BreakerState.HALF_OPEN
+
+    def close(self, now: float) -> None:
+        if self._state is not BreakerState.HALF_OPEN:
+            raise ValueError(f"cannot close from {self._state.value}")
+        self._state = BreakerState.CLOSED
+        self._failures.clear()
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    @property
+    def trips(self) -> int:
+        return self._trips
+
+    @property
+    def opened_at(self) -> float | None:
+        return self._opened_at
+
+    @property
+    def allows_restarts(self) -> bool:
+        return self._state is BreakerState.CLOSED
+
+
+def decide_restart(state: BackoffState, breaker: CircuitBreaker, config: BackoffConfig,
+                   now: float, rng: RandomSource, slot: int) -> BackoffAction:
+    if state.stable_for_cooldown(config, now):
+        state.reset()
+        breaker.forget_slot(slot)
+    if breaker.record_failure(now, slot) or breaker.state is not BreakerState.CLOSED:
+        return CircuitOpen(breaker.failures_in_window(now), config.max_retries)
+    return RetryAfter(state.next_delay(config, now, rng))

@@ -1,0 +1,165 @@
+"""Typed configuration: every default lives here once.
+
+The Python API, the TOML file and the CLI flags all fill these same objects; validation raises
+:class:`~janus_mp.errors.ConfigError` naming the key, so a caller can prefix the path
+(``services.crunch.workers: must be >= 0``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+from janus_mp.backoff import BackoffConfig
+from janus_mp.errors import ConfigError
+from janus_mp.exits import ExitPolicy, RestartPolicy
+
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def _number(key: str, value: object, *, minimum: float = 0.0, strict: bool = False,
+            optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(key, "must be a finite number" + (" or unset" if optional else ""))
+    if value < minimum or (strict and value == minimum):
+        raise ConfigError(key, f"must be {'>' if strict else '>='} {minimum:g}")
+
+
+def _integer(key: str, value: object, *, minimum: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, "must be an integer")
+    if value < minimum:
+        raise ConfigError(key, f"must be >= {minimum}")
+
+
+def _flag(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(key, "must be true or false")
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """How the supervisor as a whole behaves."""
+
+    #: Default backoff and circuit breaker for services that set none.
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    #: Cooperative grace: after a stop is asked, workers have this long before SIGTERM.
+    shutdown_timeout: float = 30.0
+    #: After SIGTERM, workers have this long before SIGKILL.
+    kill_timeout: float = 5.0
+    #: Handle SIGTERM/SIGINT/SIGQUIT/SIGHUP/SIGTTIN/SIGTTOU/SIGUSR1/SIGCHLD (main thread only).
+    install_signal_handlers: bool = True
+    #: multiprocess start method; None = the platform default (fork on Linux).
+    start_method: str | None = None
+    #: Become a child subreaper and clean up what dead workers leave behind.
+    reap_orphans: bool = True
+    #: Directory for prometheus_client multiprocess files; None = a private temporary one.
+    metrics_dir: str | None = None
+    #: HTTP endpoint (/metrics, /healthz, /readyz); None = off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    #: Name shown in process titles and logs.
+    name: str = "janus-mp"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backoff, BackoffConfig):
+            raise ConfigError("backoff", "must be a BackoffConfig")
+        _number("shutdown_timeout", self.shutdown_timeout)
+        _number("kill_timeout", self.kill_timeout)
+        _flag("install_signal_handlers", self.install_signal_handlers)
+        _flag("reap_orphans", self.reap_orphans)
+        if self.start_method is not None and self.start_method not in START_METHODS:
+            raise ConfigError("start_method", f"must be one of {', '.join(START_METHODS)}")
+        if self.metrics_dir is not None and not isinstance(self.metrics_dir, str):
+            raise ConfigError("metrics_dir", "must be a path")
+        if not isinstance(self.metrics_host, str) or not self.metrics_host:
+            raise ConfigError("metrics_host", "must be a host name or address")
+        if self.metrics_port is not None:
+            _integer("metrics_port", self.metrics_port)
+            if self.metrics_port > 65535:
+                raise ConfigError("metrics_port", "must be <= 65535")
+
+
+@dataclass(frozen=True)
+class SpawnOptions:
+    """How one service runs: its pool, restart policy, exit codes and timeouts."""
+
+    workers: int = 1
+    #: Service name; None = the service's own ``name`` (or the callable's ``__name__``).
+    name: str | None = None
+    restart: RestartPolicy = RestartPolicy.ON_FAILURE
+    #: Per-service override of the supervisor's backoff and breaker.
+    backoff: BackoffConfig | None = None
+    success_codes: frozenset[int] = frozenset({0})
+    no_restart_codes: frozenset[int] = frozenset({78})
+    force_restart_codes: frozenset[int] = frozenset()
+    halt_codes: frozenset[int] = frozenset({3})
+    #: A critical service whose breaker trips shuts the supervisor down non-zero.
+    critical: bool = False
+    #: Kill and restart a worker that has not called ``ctx.heartbeat()`` for this long.
+    watchdog_timeout: float | None = None
+    #: Kill and restart a worker that is not ready this long after it was started.
+    start_timeout: float | None = None
+    #: True: a worker is starting until it calls ``ctx.ready()``; False: ready when it runs.
+    wait_for_ready: bool = False
+    #: Cooperative grace for this service's workers; None = the supervisor's shutdown_timeout.
+    stop_timeout: float | None = None
+    #: Services start in ascending order and stop in descending order.
+    start_order: int = 0
+
+    def __post_init__(self) -> None:
+        _integer("workers", self.workers)
+        if self.name is not None and (not isinstance(self.name, str) or not _valid_name(self.name)):
+            raise ConfigError("name", "must be letters, digits, '-', '_' or '.' (1-64 characters)")
+        if not isinstance(self.restart, RestartPolicy):
+            object.__setattr__(self, "restart", RestartPolicy.parse(str(self.restart)))
+        if self.backoff is not None and not isinstance(self.backoff, BackoffConfig):
+            raise ConfigError("backoff", "must be a BackoffConfig")
+        for key in ("success_codes", "no_restart_codes", "force_restart_codes", "halt_codes"):
+            object.__setattr__(self, key, _codes(key, getattr(self, key)))
+        self.exit_policy()  # validates overlaps between the code sets
+        _flag("critical", self.critical)
+        _flag("wait_for_ready", self.wait_for_ready)
+        _number("watchdog_timeout", self.watchdog_timeout, strict=True, optional=True)
+        _number("start_timeout", self.start_timeout, strict=True, optional=True)
+        _number("stop_timeout", self.stop_timeout, optional=True)
+        _integer("start_order", self.start_order, minimum=-(2**31))
+
+    def exit_policy(self) -> ExitPolicy:
+        return ExitPolicy(
+            restart=self.restart,
+            success_codes=self.success_codes,
+            no_restart_codes=self.no_restart_codes,
+            force_restart_codes=self.force_restart_codes,
+            halt_codes=self.halt_codes,
+        )
+
+    def backoff_or(self, default: BackoffConfig) -> BackoffConfig:
+        return self.backoff if self.backoff is not None else default
+
+
+def _codes(key: str, value: Iterable[int]) -> frozenset[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(key, "must be a list of exit codes")
+    codes = frozenset(value)
+    for code in codes:
+        if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
+            raise ConfigError(key, f"exit code {code!r} must be an integer from 0 to 255")
+    return codes
+
+
+def _valid_name(name: str) -> bool:
+    return 0 < len(name) <= 64 and all(c.isalnum() or c in "-_." for c in name)
+
+
+def valid_service_name(name: str) -> bool:
+    """Service names become metric labels, file names and CLI arguments: keep them plain."""
+    return _valid_name(name)
+
+
+def option_names(cls: type) -> list[str]:
+    """Field names of a config dataclass (the TOML loader's did-you-mean uses them)."""
+    return [f.name for f in fields(cls)]

@@ -1,0 +1,118 @@
+"""A dead man's switch: a tiny process that outlives a killed supervisor only to clean up.
+
+Workers notice their supervisor's death themselves (a pidfd watched by a thread), but a worker
+stuck in C code holding the GIL cannot run that thread. So the supervisor forks this guard at
+start and tells it, over a pipe, each worker it spawns and reaps. When the pipe reaches EOF
+without a clean goodbye, the supervisor is gone: the guard freezes every tracked worker and its
+descendants (SIGSTOP, so nothing forks past the sweep), SIGKILLs them all, and exits.
+
+A pid is acted on only if its kernel start time still matches, so a reused pid is never hit.
+The guard is forked, not spawned: it runs only the code below (no imports, no locks, no logging)
+and closes every fd it inherited but its pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+from janus_mp import osproc
+
+_RECORD = struct.Struct("=BiQ")  # op, pid, start time
+_TRACK, _UNTRACK, _GOODBYE = 1, 2, 3
+
+
+class DeadMansSwitch:
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self._write_fd = -1
+        self._broken = False
+
+    def start(self) -> int:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the guard
+            try:
+                _guard(read_fd)
+            finally:
+                os._exit(0)
+        os.close(read_fd)
+        os.set_blocking(write_fd, False)
+        self.pid, self._write_fd = pid, write_fd
+        return pid
+
+    @property
+    def fileno(self) -> int:
+        return self._write_fd
+
+    def track(self, pid: int) -> None:
+        self._send(_TRACK, pid, osproc.start_time(pid) or 0)
+
+    def untrack(self, pid: int) -> None:
+        self._send(_UNTRACK, pid, 0)
+
+    def close(self) -> None:
+        """Clean exit: say goodbye so the guard leaves everything alone, and reap it."""
+        if self._write_fd < 0:
+            return
+        self._send(_GOODBYE, 0, 0)
+        os.close(self._write_fd)
+        self._write_fd = -1
+        if self.pid is not None:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+
+    def _send(self, op: int, pid: int, start: int) -> None:
+        if self._write_fd < 0 or self._broken:
+            return
+        try:
+            os.write(self._write_fd, _RECORD.pack(op, pid, start))
+        except BlockingIOError:
+            self._broken = True  # the guard is not reading: degrade to the workers' own check
+        except OSError:
+            self._broken = True
+
+
+def _guard(read_fd: int) -> None:
+    os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C is for the supervisor
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGTTIN,
+                signal.SIGTTOU, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.set_wakeup_fd(-1)
+    os.closerange(3, read_fd)
+    os.closerange(read_fd + 1, 65536)
+    tracked: dict[int, int] = {}
+    buffer = b""
+    while True:
+        try:
+            chunk = os.read(read_fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        buffer += chunk
+        usable = len(buffer) - len(buffer) % _RECORD.size
+        for offset in range(0, usable, _RECORD.size):
+            op, pid, start = _RECORD.unpack_from(buffer, offset)
+            if op == _TRACK:
+                tracked[pid] = start
+            elif op == _UNTRACK:
+                tracked.pop(pid, None)
+            elif op == _GOODBYE:
+                return
+        buffer = buffer[usable:]
+    _kill_trees(tracked)
+
+
+def _kill_trees(tracked: dict[int, int]) -> None:
+    workers = [pid for pid, start in tracked.items() if osproc.start_time(pid) == start]
+    for _ in range(4):
+        tree = [p for w in workers for p in osproc.descendants(w)]
+        osproc.kill_all(workers + tree, signal.SIGSTOP)
+        tree = [p for w in workers for p in osproc.descendants(w)]
+        osproc.kill_all(tree + workers, signal.SIGKILL)
+        if not any(osproc.descendants(w) for w in workers):
+            break

@@ -1,0 +1,164 @@
+"""Thin Linux process helpers: prctl, pidfds, process groups and /proc trees.
+
+Everything here is a direct system call or a /proc read; policy lives elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import signal
+from collections.abc import Iterable
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc: ctypes.CDLL | None = None
+
+
+def _prctl(option: int, arg: int) -> bool:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return bool(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0) == 0)
+
+
+def set_child_subreaper() -> bool:
+    """Orphaned descendants are re-parented to us (not to init), so we can find and stop them."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_parent_death_signal(signum: int) -> bool:
+    return _prctl(PR_SET_PDEATHSIG, signum)
+
+
+def pidfd_open(pid: int) -> int | None:
+    """An fd that turns readable when ``pid`` exits (None: process gone or no pidfd support)."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Signal a whole process group; False if it no longer exists."""
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def signal_process(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid`` (every thread's), from /proc/<pid>/task/*/children."""
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids.extend(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid``, parents before children."""
+    found: list[int] = []
+    frontier = [pid]
+    seen = {pid}
+    while frontier:
+        nxt: list[int] = []
+        for p in frontier:
+            for child in children_of(p):
+                if child not in seen:
+                    seen.add(child)
+                    found.append(child)
+                    nxt.append(child)
+        frontier = nxt
+    return found
+
+
+def kill_all(pids: Iterable[int], signum: int = signal.SIGKILL) -> int:
+    """Signal each pid; return how many existed."""
+    return sum(signal_process(pid, signum) for pid in pids)
+
+
+def kill_descendants(pid: int, rounds: int = 4) -> int:
+    """SIGKILL every descendant of ``pid``: freeze first so none can fork past the sweep."""
+    killed = 0
+    for _ in range(rounds):
+        tree = descendants(pid)
+        if not tree:
+            break
+        kill_all(tree, signal.SIGSTOP)
+        tree = descendants(pid)  # anything forked before the freeze landed is here now
+        killed += kill_all(tree, signal.SIGKILL)
+    return killed
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state from /proc/<pid>/stat ('Z' zombie, 'T' stopped...), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
+
+
+def start_time(pid: int) -> int | None:
+    """Kernel start time of ``pid`` in clock ticks: with the pid, a unique process identity."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def reap_nonblocking(pid: int) -> int | None:
+    """waitpid(pid, WNOHANG) returning the raw status, None if not yet exited or not ours."""
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if got == pid else None
+
+
+def peek_exited_child() -> int | None:
+    """The pid of some exited child that is still a zombie (not reaped), or None."""
+    try:
+        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    if info is None:
+        return None
+    return int(info.si_pid)
+
+
+def close_fds(fds: Iterable[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def is_eintr(exc: OSError) -> bool:
+    return exc.errno == errno.EINTR

@@ -1,0 +1,230 @@
+"""What runs inside a worker process: bootstrap, the context handed to services, and the bridge.
+
+    supervisor                                   worker process
+    ──────────                                   ──────────────
+    token (SharedEvent) ──── shared memory ────► ctx.shutdown.is_cancelled() / wait()
+    heartbeat (RawValue)◄─── shared memory ───── ctx.heartbeat()
+    conn  ◄──── b"r" (ready) ─────────────────── ctx.ready()
+          ───── b"c" (cancel) ──────────────────► bridge thread → cancels the worker's own
+                                                   child tokens
+    pidfd of the supervisor ────────────────────► bridge thread: supervisor died → kill this
+                                                   worker's whole tree at once (no orphans)
+
+The worker leads its own process group and is a child subreaper, so everything it starts (even
+processes that setsid and double-fork) stays in its subtree until it dies; its exit code is the
+service's verdict (see :mod:`janus_mp.exits`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import multiprocess.connection as mpc
+
+from janus_mp import osproc
+from janus_mp.cancel import CancellationToken
+from janus_mp.exits import ReservedExit
+from janus_mp.service import JanusService
+
+log = logging.getLogger("janus_mp.worker")
+
+READY = b"r"
+CANCEL = b"c"
+
+#: Signals whose supervisor-side handlers a forked worker must not inherit.
+_RESET_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTTIN",
+                  "SIGTTOU", "SIGCHLD", "SIGWINCH")
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs, passed as the Process argument (pickled under spawn)."""
+
+    service_name: str
+    index: int
+    generation: int
+    supervisor_pid: int
+    token: CancellationToken
+    conn: Any  # the worker's end of a duplex multiprocess Pipe
+    heartbeat: Any  # a RawValue('d') of time.monotonic()
+    service: JanusService | bytes  # bytes: dill-pickled for spawn/forkserver
+    close_fds: tuple[int, ...] = ()
+    wait_for_ready: bool = False
+    direct_child: bool = True  # False under forkserver: our parent is the fork server
+    metrics: Any = None  # janus_mp.metrics_store.MultiprocessMetrics, or None
+    title: str | None = None
+
+
+class WorkerContext:
+    """Handed to ``service.run(ctx)`` inside the worker."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.service = spec.service_name
+        self.index = spec.index
+        self.generation = spec.generation
+        self.shutdown: CancellationToken = spec.token
+        self.pid = os.getpid()
+        self.logger = logging.getLogger(f"janus_mp.worker.{spec.service_name}")
+        self._conn = spec.conn
+        self._heartbeat = spec.heartbeat
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def ready(self) -> None:
+        """Tell the supervisor this worker can serve (moves it to RUNNING). Idempotent."""
+        self.heartbeat()
+        with self._lock:
+            if self._ready:
+                return
+            self._ready = True
+        try:
+            self._conn.send_bytes(READY)
+        except OSError:
+            pass  # supervisor gone: the bridge is already taking the worker down
+
+    def heartbeat(self) -> None:
+        """Prove liveness to the watchdog: one store to shared memory, no system call."""
+        self._heartbeat.value = time.monotonic()
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def __repr__(self) -> str:
+        return f"<WorkerContext {self.service}[{self.index}] gen={self.generation} pid={self.pid}>"
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Process target. Ends by raising SystemExit with the worker's exit code."""
+    _detach_from_supervisor(spec)
+    ctx: WorkerContext | None = None
+    code: int = int(ReservedExit.FAILURE)
+    try:
+        service = _load_service(spec)
+        if spec.metrics is not None:
+            try:
+                spec.metrics.worker_init()
+            except Exception:  # metrics must never stop a worker from serving
+                log.exception("%s[%d]: prometheus multiprocess init failed", spec.service_name,
+                              spec.index)
+        ctx = WorkerContext(spec)
+        if not spec.wait_for_ready:
+            ctx.ready()
+        code = _run_service(service, ctx)
+    except _BootError as exc:
+        log.error("%s[%d]: cannot load service: %s", spec.service_name, spec.index, exc)
+        code = int(ReservedExit.BOOT_ERROR)
+    finally:
+        # Nothing the worker started outlives it, whatever it exits with.
+        osproc.kill_descendants(os.getpid())
+    raise SystemExit(code)
+
+
+class _BootError(Exception):
+    pass
+
+
+def _load_service(spec: WorkerSpec) -> JanusService:
+    if isinstance(spec.service, bytes):
+        try:
+            import dill
+
+            service = dill.loads(spec.service)
+        except Exception as exc:
+            raise _BootError(f"unpickling failed: {type(exc).__name__}: {exc}") from exc
+    else:
+        service = spec.service
+    if not isinstance(service, JanusService):
+        raise _BootError(f"{service!r} is not a JanusService")
+    return service
+
+
+def _run_service(service: JanusService, ctx: WorkerContext) -> int:
+    try:
+        result = service.run(ctx)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code & 0xFF
+        log.error("%s[%d]: %s", ctx.service, ctx.index, exc.code)
+        return int(ReservedExit.FAILURE)
+    except BaseException:
+        log.error("%s[%d] (pid %d) crashed:\n%s", ctx.service, ctx.index, ctx.pid,
+                  traceback.format_exc().rstrip())
+        return int(ReservedExit.FAILURE)
+    if result is None:
+        return 0
+    return int(result) & 0xFF
+
+
+def _detach_from_supervisor(spec: WorkerSpec) -> None:
+    """Undo what fork copied from the supervisor and wire up the worker's own plumbing."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    if threading.current_thread() is threading.main_thread():
+        signal.set_wakeup_fd(-1)
+        for name in _RESET_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                signal.signal(signum, signal.SIG_DFL)
+    osproc.close_fds(spec.close_fds)
+    osproc.set_child_subreaper()
+    if spec.title:
+        _set_title(spec.title)
+    # Watch the supervisor: its pidfd is readable the moment it dies, whoever holds which fds.
+    supervisor_fd = osproc.pidfd_open(spec.supervisor_pid)
+    if supervisor_fd is None or (spec.direct_child and os.getppid() != spec.supervisor_pid):
+        _orphaned()  # the supervisor died before we even started
+    bridge = threading.Thread(target=_bridge, args=(spec.conn, spec.token, supervisor_fd),
+                              name="janus-mp-bridge", daemon=True)
+    bridge.start()
+
+
+def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int) -> None:
+    while True:
+        ready = mpc.wait([conn, supervisor_fd])
+        if supervisor_fd in ready:
+            _orphaned()
+        if conn in ready:
+            try:
+                message = conn.recv_bytes(64)
+            except (EOFError, OSError):
+                _orphaned()
+                return
+            if message == CANCEL:
+                token.cancel("stop requested by the supervisor")
+
+
+def _orphaned() -> None:
+    """The supervisor is gone: take this worker's whole tree down now, without grace."""
+    try:
+        osproc.kill_descendants(os.getpid())
+    finally:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle  # optional: the `cli` extra installs it
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
+def flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.support import kill_pids
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children():
+    """Fail a test that leaves a child of the test process running (and clean it up)."""
+    before = set(_children())
+    yield
+    helpers = _multiprocess_helpers()
+    left = [pid for pid in _children()
+            if pid not in before and pid not in helpers and _state(pid) not in (None, "Z")]
+    for pid in _children():
+        if _state(pid) == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+    if left:
+        kill_pids(left)
+        pytest.fail(f"test left child processes running: {left}")
+
+
+def _multiprocess_helpers() -> set[int]:
+    """multiprocess's resource tracker and fork server live for the whole session, by design."""
+    from multiprocess import forkserver, resource_tracker
+
+    pids = {getattr(resource_tracker._resource_tracker, "_pid", None),
+            getattr(forkserver._forkserver, "_forkserver_pid", None)}
+    return {p for p in pids if p}
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    me = os.getpid()
+    for tid in os.listdir(f"/proc/{me}/task"):
+        try:
+            with open(f"/proc/{me}/task/{tid}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:][:1].decode()
