@@ -994,7 +994,7 @@ class JanusSupervisor:
             worker = self._workers_by_pid.get(pid)
             if worker is not None:
                 self._on_worker_exit(worker)
-            elif pid in self._protected_pids or not self.config.reap_orphans:
+            elif pid in self._protected() or not self.config.reap_orphans:
                 return
             else:
                 osproc.reap_nonblocking(pid)
@@ -1004,9 +1004,9 @@ class JanusSupervisor:
         """Kill what dead workers left behind: children of ours that are not our workers."""
         if not self.config.reap_orphans:
             return
-        me = os.getpid()
-        for pid in osproc.children_of(me):
-            if pid in self._workers_by_pid or pid in self._protected_pids:
+        protected = self._protected()
+        for pid in osproc.children_of(os.getpid()):
+            if pid in self._workers_by_pid or pid in protected:
                 continue
             if osproc.process_state(pid) == "Z":
                 osproc.reap_nonblocking(pid)
@@ -1020,6 +1020,10 @@ class JanusSupervisor:
             for pid in list(self._orphans):  # no SIGCHLD handler: reap them now (SIGKILLed)
                 _blocking_reap(pid)
                 self._orphans.discard(pid)
+
+    def _protected(self) -> set[int]:
+        """Children that are ours but not workers: the guard and multiprocess's helpers."""
+        return self._protected_pids | _multiprocess_helper_pids()
 
     def _in_loop(self, fn: Callable[[], T], *, wait: bool = True,
                  timeout: float | None = None) -> T:
@@ -1114,6 +1118,17 @@ def _forget_in_multiprocess(process: Any) -> None:
         mp_process._children.discard(process)
     except Exception:
         pass
+
+
+def _multiprocess_helper_pids() -> set[int]:
+    """The fork server and resource tracker multiprocess starts (spawn/forkserver methods)."""
+    try:
+        from multiprocess import forkserver, resource_tracker
+    except ImportError:
+        return set()
+    pids = {getattr(resource_tracker._resource_tracker, "_pid", None),
+            getattr(forkserver._forkserver, "_forkserver_pid", None)}
+    return {pid for pid in pids if pid}
 
 
 def _wait_exitcode(process: Any) -> int:
