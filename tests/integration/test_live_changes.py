@@ -46,8 +46,9 @@ def build(sup):
         svc = wait_until(lambda: (s := sup.service("steady"))["ready"] == 1
                          and not s["workers"][1:] and s)
         assert svc["desired"] == 1
-        wait_until(lambda: not any(alive(p) for p in removed))
-        assert sup.metrics()["services"]["steady"]["terminated_total"] == {"stopped": 4}
+        wait_until(lambda: sup.metrics()["services"]["steady"]["terminated_total"]
+                   == {"stopped": 4})
+        assert not any(alive(p) for p in removed)
         with pytest.raises(RuntimeError, match="unknown service 'nope'"):
             sup.request("scale", service="nope", workers=1)
         sup.signal(signal.SIGTERM)

@@ -61,8 +61,7 @@ def test_delays_stay_within_bounds_and_jitter_range(config, gaps, seed):
     for gap in gaps:
         state.record_start(now)
         now += gap
-        stable = gap >= config.cooldown
-        attempt_before = 0 if stable else state.attempt
+        attempt_before = 0 if state.stable_for_cooldown(config, now) else state.attempt
         delay = state.next_delay(config, now, rng)
         assert state.attempt == attempt_before + 1
         cap = min(config.max_delay, config.initial_delay * config.multiplier ** state.attempt)
