@@ -215,11 +215,15 @@ def _orphaned() -> None:
 
 
 def _set_title(title: str) -> None:
-    try:
-        import setproctitle  # optional: the `cli` extra installs it
-    except ImportError:
-        return
-    setproctitle.setproctitle(title)
+    if _setproctitle is not None:
+        _setproctitle.setproctitle(title)
+
+
+# Imported here, in the supervisor, so forked workers don't each pay the ~2 ms import.
+try:
+    import setproctitle as _setproctitle
+except ImportError:  # optional: the `cli` extra installs it
+    _setproctitle = None
 
 
 def flush_std_streams() -> None:
