@@ -39,7 +39,9 @@ from janus_mp.deadman import DeadMansSwitch
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
 from janus_mp.exits import ExitKind, KillCause, classify_exit
 from janus_mp.lifecycle import ServicePhase, TerminationReason, TransitionError
+from janus_mp.http_endpoint import MetricsServer
 from janus_mp.metrics import MetricsSnapshot, SupervisorMetrics
+from janus_mp.metrics_store import MultiprocessMetrics
 from janus_mp.pool import ServiceRuntime, ServiceSpec, Slot, SupervisorSnapshot, Worker
 from janus_mp.service import JanusService, as_service
 from janus_mp.shared_event import SharedEventFactory
@@ -86,6 +88,10 @@ class JanusSupervisor:
         self._orphans: set[int] = set()
         self._protected_pids: set[int] = set()
         self._guard: DeadMansSwitch | None = None
+        self._metrics_store: MultiprocessMetrics | None = None
+        self._http: MetricsServer | None = None
+        #: Everything /metrics shows: the workers' own metrics and janus_supervisor_*.
+        self.registry: Any = None
         self.loop_turns = 0
         self.last_turn_at = 0.0
         #: Hooks, called in the loop thread: (pid) after a worker is reaped; signal handlers
@@ -181,6 +187,7 @@ class JanusSupervisor:
     # The loop
     # ==========================================================================================
     def _open(self) -> None:
+        self._open_metrics()  # first: a bad metrics dir or a busy port starts nothing
         self._loop_thread = threading.get_ident()
         self._started_at = self.last_turn_at = self._clock()
         self._selector = selectors.DefaultSelector()
@@ -199,6 +206,58 @@ class JanusSupervisor:
         log.info("%s: supervisor started (pid %d, start method %s)", self.config.name,
                  os.getpid(), self._start_method)
 
+    def _open_metrics(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from janus_mp.prometheus_export import SupervisorCollector
+
+        store = MultiprocessMetrics(self.config.metrics_dir)
+        store.prepare()
+        self._metrics_store = store
+        self.on_worker_reaped.append(store.process_dead)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(store.collector())
+        from janus_mp import __version__
+
+        registry.register(SupervisorCollector(self._metrics.snapshot, {
+            "version": __version__, "start_method": self._start_method,
+            "name": self.config.name}))
+        self.registry = registry
+        if self.config.metrics_port is not None:
+            server = MetricsServer(self.config.metrics_host, self.config.metrics_port,
+                                   registry=registry, health=self._healthy,
+                                   readiness=self._readiness)
+            try:
+                server.start()
+            except JanusError:
+                store.close()
+                raise
+            self._http = server
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics listens on (useful with metrics_port=0), None when off."""
+        return self._http.port if self._http is not None else None
+
+    def _healthy(self) -> bool:
+        """The loop is alive and turning: it answers a no-op within a second."""
+        try:
+            return bool(self.call_in_loop(lambda: True, timeout=1.0))
+        except Exception:
+            return False
+
+    def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        snapshot = self.call_in_loop(self._snapshot, timeout=2.0)
+        not_ready = {
+            s.name: {"phase": s.service.phase.value, "ready": s.service.ready,
+                     "desired": s.service.desired}
+            for s in snapshot.services
+            if s.service.phase.is_alive and not (s.service.phase is ServicePhase.RUNNING
+                                                 and s.service.ready >= s.service.desired)
+        }
+        ready = snapshot.state == "running" and not not_ready
+        return ready, {"ready": ready, "state": snapshot.state, "not_ready": not_ready}
+
     def _close(self) -> None:
         try:
             if self._state != "stopped":  # an exception escaped the loop: leave nothing behind
@@ -212,6 +271,11 @@ class JanusSupervisor:
                 _blocking_reap(pid)
             self._orphans.clear()
         finally:
+            if self._http is not None:
+                self._http.stop()
+                self._http = None
+            if self._metrics_store is not None:
+                self._metrics_store.close()
             if self._guard is not None:
                 self._guard.close()
                 self._protected_pids.discard(self._guard.pid or 0)
@@ -406,7 +470,7 @@ class JanusSupervisor:
             close_fds=tuple(self._private_fds()) + (parent_conn.fileno(),) if fork else (),
             wait_for_ready=service.options.wait_for_ready,
             direct_child=self._start_method != "forkserver",
-            metrics=getattr(self, "_metrics_store", None),
+            metrics=self._metrics_store,
             title=f"janus-mp: {service.name} worker {slot.index} (gen {generation})",
         )
         process = self._context.Process(target=worker_main, args=(spec,), daemon=False,

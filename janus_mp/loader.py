@@ -1,0 +1,94 @@
+"""Turn a ``module:attr`` target into services (or a ready supervisor), with one-line errors."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from typing import Any
+
+from janus_mp.errors import ServiceLoadError
+from janus_mp.service import JanusService
+
+
+def import_target(target: str) -> Any:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ServiceLoadError(f"target {target!r} must look like module:attribute")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ServiceLoadError(f"target {target!r}: no module named {exc.name!r}") from None
+        raise ServiceLoadError(f"target {target!r}: importing {module_name!r} failed: "
+                               f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise ServiceLoadError(f"target {target!r}: importing {module_name!r} failed: "
+                               f"{type(exc).__name__}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ServiceLoadError(
+                f"target {target!r}: module {module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def resolve_target(target: str) -> list[Any]:
+    """What a target names, as a list of services, or ``[supervisor]`` for a JanusSupervisor.
+
+    Accepted: a JanusService (instance or class), a callable ``fn(ctx)``, a list or tuple of
+    those, a configured JanusSupervisor, or a factory (a callable taking no arguments) that
+    returns any of these.
+    """
+    from janus_mp.supervisor import JanusSupervisor
+
+    obj = import_target(target)
+    for _ in range(3):  # a factory may return another accepted thing, not forever
+        if isinstance(obj, JanusSupervisor):
+            return [obj]
+        if isinstance(obj, (list, tuple)):
+            if not obj:
+                raise ServiceLoadError(f"target {target!r} is an empty list")
+            for item in obj:
+                _check_service(item, target)
+            return list(obj)
+        if isinstance(obj, JanusService) or (isinstance(obj, type) and
+                                             issubclass(obj, JanusService)):
+            return [obj]
+        if callable(obj):
+            if _is_factory(obj):
+                try:
+                    obj = obj()
+                except Exception as exc:
+                    raise ServiceLoadError(f"target {target!r}: factory raised "
+                                           f"{type(exc).__name__}: {exc}") from None
+                continue
+            return [obj]
+        break
+    raise ServiceLoadError(
+        f"target {target!r} is a {type(obj).__name__}: expected a JanusService, a function "
+        "taking ctx, a list of those, a JanusSupervisor, or a factory returning one")
+
+
+def _check_service(item: Any, target: str) -> None:
+    if isinstance(item, JanusService) or (isinstance(item, type) and
+                                          issubclass(item, JanusService)):
+        return
+    if callable(item) and not _is_factory(item):
+        return
+    raise ServiceLoadError(f"target {target!r} lists {item!r}, which is not a service")
+
+
+def _is_factory(fn: Any) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [p for p in params if p.default is p.empty and
+                p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return not required
