@@ -10,8 +10,8 @@ class JanusError(Exception):
 class ConfigError(JanusError, ValueError):
     """A configuration value breaks a rule.
 
-    ``key`` is the dotted path of the offending key (``services.crunch.backoff.max_delay``) and
-    ``rule`` says what it must be. ``str()`` gives the one-line message the CLI prints.
+    ``key`` is the dotted path of the offending key (``services.crunch.backoff.max_delay``)
+    and ``rule`` says what it must be. ``str()`` is the one-line message the CLI prints.
     """
 
     def __init__(self, key: str, rule: str) -> None:
@@ -20,14 +20,14 @@ class ConfigError(JanusError, ValueError):
         self.rule = rule
 
     def under(self, prefix: str) -> ConfigError:
-        """The same error with its key placed under ``prefix`` (``backoff`` -> ``services.x.backoff``)."""
+        """The same error with its key under ``prefix`` (``backoff`` -> ``services.x.backoff``)."""
         if not prefix:
             return self
         return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.rule)
 
 
 class ServiceLoadError(JanusError):
-    """A service cannot be built or shipped to a worker (bad import target, unpicklable for spawn)."""
+    """A service cannot be built or sent to a worker (bad import target, unpicklable)."""
 
 
 class UnknownServiceError(JanusError, KeyError):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 from janus_mp.errors import ConfigError
 from janus_mp.lifecycle import TerminationReason
 
 
-class RestartPolicy(str, Enum):
+class RestartPolicy(StrEnum):
     ALWAYS = "always"
     ON_FAILURE = "on_failure"
     NEVER = "never"
@@ -19,7 +19,7 @@ class RestartPolicy(str, Enum):
     def parse(cls, value: str) -> RestartPolicy:
         key = str(value).strip().lower().replace("-", "_")
         for policy in cls:
-            if policy.value == key or policy.name.lower() == key or f"restartpolicy.{policy.name.lower()}" == key:
+            if key in (policy.value, policy.name.lower(), f"restartpolicy.{policy.name.lower()}"):
                 return policy
         raise ConfigError("restart", "must be one of always, on_failure, never")
 
@@ -31,7 +31,7 @@ class ReservedExit(IntEnum):
     CONFIG_ERROR = 78
 
 
-class KillCause(str, Enum):
+class KillCause(StrEnum):
     STOP_REQUESTED = "stop_requested"
     WATCHDOG = "watchdog"
     START_TIMEOUT = "start_timeout"
@@ -39,7 +39,7 @@ class KillCause(str, Enum):
     REPLACE = "replace"
 
 
-class ExitKind(str, Enum):
+class ExitKind(StrEnum):
     CLEAN = "clean"
     FAILURE = "failure"
     SIGNALED = "signaled"

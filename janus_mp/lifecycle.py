@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from janus_mp.errors import JanusError
 
 
-class ServicePhase(str, Enum):
+class ServicePhase(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     BACKING_OFF = "backing_off"
@@ -52,7 +52,7 @@ class TransitionError(JanusError):
         self.to_phase = to_phase
 
 
-class TerminationKind(str, Enum):
+class TerminationKind(StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     CIRCUIT_BREAKER_OPEN = "circuit_breaker_open"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 #: Bucket bounds (seconds) of the worker uptime histogram: 10 ms to a day.
 UPTIME_BUCKETS: tuple[float, ...] = (

@@ -105,9 +105,8 @@ class MultiprocessMetrics:
                     archive.write_value(key, value if fresh else max(old_value, value), timestamp)
                 elif mode == "min":
                     archive.write_value(key, value if fresh else min(old_value, value), timestamp)
-                elif mode == "mostrecent":
-                    if fresh or timestamp > old_timestamp:
-                        archive.write_value(key, value, timestamp)
+                elif mode == "mostrecent" and (fresh or timestamp > old_timestamp):
+                    archive.write_value(key, value, timestamp)
         finally:
             archive.close()
         os.remove(filename)
@@ -118,7 +117,7 @@ class MultiprocessMetrics:
 
         store = self
 
-        class _Locked(MultiProcessCollector):  # type: ignore[misc]
+        class _Locked(MultiProcessCollector):
             def collect(self) -> Any:
                 with store._lock:
                     return list(super().collect())

@@ -59,7 +59,7 @@ class SupervisorCollector:
                 workers.add_metric([name, phase], count)
             backoff.add_metric([name], svc.backoff_delay_seconds)
             h = svc.uptime
-            buckets = [(_le(b), float(c)) for b, c in zip(h.buckets, h.counts)]
+            buckets = [(_le(b), float(c)) for b, c in zip(h.buckets, h.counts, strict=True)]
             buckets.append(("+Inf", float(h.count)))
             uptime.add_metric([name], buckets, h.sum)
         yield spawned

@@ -38,8 +38,8 @@ from janus_mp.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.deadman import DeadMansSwitch
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
 from janus_mp.exits import ExitKind, KillCause, classify_exit
-from janus_mp.lifecycle import ServicePhase, TerminationReason, TransitionError
 from janus_mp.http_endpoint import MetricsServer
+from janus_mp.lifecycle import ServicePhase, TerminationReason, TransitionError
 from janus_mp.metrics import MetricsSnapshot, SupervisorMetrics
 from janus_mp.metrics_store import MultiprocessMetrics
 from janus_mp.pool import ServiceRuntime, ServiceSpec, Slot, SupervisorSnapshot, Worker
@@ -72,7 +72,7 @@ class JanusSupervisor:
         self._metrics = SupervisorMetrics()
         self._timers = Timers()
         self._root: CancellationToken | None = None
-        self._selector: selectors.BaseSelector | None = None
+        self._selector: selectors.DefaultSelector | None = None
         self._state = "idle"  # idle → running → stopping → stopped
         self._exit_status = 0
         self._started_at = 0.0
@@ -499,7 +499,7 @@ class JanusSupervisor:
                         process=process, pid=pid, pidfd=pidfd, conn=parent_conn, token=token,
                         heartbeat=heartbeat, started_at=now,
                         direct_child=self._start_method != "forkserver", role=role)
-        token.on_cancel(lambda _node, w=worker: _send(w.conn, CANCEL))
+        token.on_cancel(lambda _node: _send(worker.conn, CANCEL))
         self._workers_by_pid[pid] = worker
         if self._guard is not None:
             self._guard.track(pid)
@@ -517,7 +517,7 @@ class JanusSupervisor:
         start_timeout = service.options.start_timeout
         if start_timeout is not None:
             worker.timers.append(self._timers.at(
-                now + start_timeout, lambda w=worker: self._on_start_timeout(w), "start"))
+                now + start_timeout, lambda: self._on_start_timeout(worker), "start"))
         self._metrics.record_spawn(service.name)
         log.debug("%s[%d]: started pid %d (gen %d)", service.name, slot.index, pid, generation)
 
@@ -526,7 +526,7 @@ class JanusSupervisor:
         fds = [self._call_r, self._call_w, self._signal_r, self._signal_w]
         if self._guard is not None:
             fds.append(self._guard.fileno)
-        if self._selector is not None:
+        if isinstance(self._selector, selectors.EpollSelector):
             fds.append(self._selector.fileno())
         for worker in self._workers_by_pid.values():
             fds.append(worker.conn.fileno())

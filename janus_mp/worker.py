@@ -220,6 +220,7 @@ def _set_title(title: str) -> None:
 
 
 # Imported here, in the supervisor, so forked workers don't each pay the ~2 ms import.
+_setproctitle: Any
 try:
     import setproctitle as _setproctitle
 except ImportError:  # optional: the `cli` extra installs it
