@@ -1,19 +1,29 @@
 """The supervisor's HTTP endpoint: /metrics, /healthz, /readyz, in background threads.
 
 Never on the supervisor loop: handlers ask the loop through ``call_in_loop`` with a deadline.
-Slow or hostile clients are bounded: a per-connection socket timeout (slowloris), a header size
-limit (http.server's own), and a cap on concurrent connections beyond which new ones are closed
-at once, so a scrape still gets through while hundreds of idle sockets are open.
+
+Hostile clients cannot stall scrapes. One selector thread accepts connections and reads their
+request headers, all at once and without threads per connection; a request must arrive whole
+within ``HEADER_DEADLINE`` seconds (slowloris) and within ``MAX_HEADER_BYTES`` (huge headers),
+and at most ``MAX_PENDING`` connections wait (the oldest is dropped past that). Only complete
+requests reach the small handler pool, which parses them with http.server. An idle endpoint
+blocks in ``select`` with no timeout: no wake-ups.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import selectors
 import socket
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,8 +33,11 @@ from janus_mp.errors import JanusError
 
 log = logging.getLogger("janus_mp.http")
 
-READ_TIMEOUT = 5.0
-MAX_CONNECTIONS = 32
+HEADER_DEADLINE = 2.0
+MAX_HEADER_BYTES = 16 * 1024
+MAX_PENDING = 1024
+HANDLER_THREADS = 4
+WRITE_TIMEOUT = 5.0
 
 
 class MetricsServer:
@@ -36,99 +49,166 @@ class MetricsServer:
         self.registry = registry
         self.health = health
         self.readiness = readiness
-        self._server: _Server | None = None
+        self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._wake_r = self._wake_w = -1
 
     def start(self) -> None:
-        handler = type("Handler", (_Handler,), {"endpoint": self})
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = _Server((self.host, self.requested_port), handler)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.requested_port))
+            listener.listen(512)
         except OSError as exc:
+            listener.close()
             raise JanusError(f"cannot serve metrics on {self.host}:{self.requested_port}: "
                              f"{exc.strerror or exc}") from None
-        self._thread = threading.Thread(target=self._accept_loop, args=(self._server,),
-                                        name="janus-mp-http", daemon=True)
+        listener.setblocking(False)
+        self._listener = listener
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="janus-mp-http")
+        self._thread = threading.Thread(target=self._serve, name="janus-mp-http-accept",
+                                        daemon=True)
         self._thread.start()
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
-
-    @property
-    def fileno(self) -> int:
-        return self._server.fileno() if self._server is not None else -1
+        assert self._listener is not None
+        return int(self._listener.getsockname()[1])
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
+        if self._listener is None:
             return
         try:
-            server.socket.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            os.write(self._wake_w, b"x")
         except OSError:
             pass
         if self._thread is not None:
             self._thread.join(5)
-        server.server_close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._listener.close()
+        self._listener = None
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    # -- the accepting and header-reading thread ---------------------------------------------
+    def _serve(self) -> None:
+        assert self._listener is not None and self._pool is not None
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ, "accept")
+        selector.register(self._wake_r, selectors.EVENT_READ, "stop")
+        pending: OrderedDict[socket.socket, tuple[float, bytearray, Any]] = OrderedDict()
+        try:
+            while True:
+                timeout = None
+                if pending:
+                    oldest = next(iter(pending.values()))[0]
+                    timeout = max(0.0, oldest - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    if key.data == "stop":
+                        return
+                    if key.data == "accept":
+                        self._accept(selector, pending)
+                    else:
+                        self._read(selector, pending, key.fileobj)  # type: ignore[arg-type]
+                now = time.monotonic()
+                while pending:
+                    sock, (deadline, _, _) = next(iter(pending.items()))
+                    if deadline > now:
+                        break
+                    self._drop(selector, pending, sock)  # too slow: slowloris
+        finally:
+            for sock in list(pending):
+                self._drop(selector, pending, sock)
+            selector.close()
+
+    def _accept(self, selector: selectors.BaseSelector,
+                pending: OrderedDict[socket.socket, tuple[float, bytearray, Any]]) -> None:
+        assert self._listener is not None
+        for _ in range(64):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: refuse, keep serving
+                log.warning("metrics endpoint cannot accept: %s", exc)
+                return
+            if len(pending) >= MAX_PENDING:
+                self._drop(selector, pending, next(iter(pending)))
+            sock.setblocking(False)
+            pending[sock] = (time.monotonic() + HEADER_DEADLINE, bytearray(), address)
+            selector.register(sock, selectors.EVENT_READ, "client")
+
+    def _read(self, selector: selectors.BaseSelector,
+              pending: OrderedDict[socket.socket, tuple[float, bytearray, Any]],
+              sock: socket.socket) -> None:
+        deadline, data, address = pending[sock]
+        try:
+            chunk = sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk or len(data) + len(chunk) > MAX_HEADER_BYTES:
+            self._drop(selector, pending, sock)
+            return
+        data += chunk
+        if b"\r\n\r\n" in data or b"\n\n" in data:
+            selector.unregister(sock)
+            del pending[sock]
+            assert self._pool is not None
+            self._pool.submit(self._handle, sock, bytes(data), address)
 
     @staticmethod
-    def _accept_loop(server: _Server) -> None:
-        """Block in accept(): no poll interval, so an idle endpoint costs no wake-ups."""
-        while True:
-            try:
-                request, address = server.socket.accept()
-            except OSError:
-                return  # shut down
-            try:
-                server.process_request(request, address)
-            except Exception:
-                server.shutdown_request(request)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], handler: type) -> None:
-        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.address_family = family
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # full: refuse at once rather than queue behind
-            return
+    def _drop(selector: selectors.BaseSelector,
+              pending: OrderedDict[socket.socket, tuple[float, bytearray, Any]],
+              sock: socket.socket) -> None:
+        pending.pop(sock, None)
         try:
-            super().process_request(request, client_address)
-        except Exception:
-            self._slots.release()
-            raise
+            selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _handle(self, sock: socket.socket, data: bytes, address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            sock.setblocking(True)
+            sock.settimeout(WRITE_TIMEOUT)
+            _Handler((sock, data), address, self)  # type: ignore[arg-type]
+        except Exception as exc:
+            log.debug("http client %s: %s", address, exc)
         finally:
-            self._slots.release()
+            sock.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
-    endpoint: MetricsServer
-    timeout = READ_TIMEOUT  # socket timeout per read: a trickling client is cut off
+    """http.server's parser over a request whose headers were already read in full."""
+
+    server: MetricsServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        self.connection, data = self.request
+        self.rfile = io.BytesIO(data)
+        self.wfile = self.connection.makefile("wb")
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        endpoint = self.server
         path = self.path.split("?", 1)[0]
         try:
             if path == "/metrics":
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._reply(200, encoder(self.endpoint.registry), content_type)
+                self._reply(200, encoder(endpoint.registry), content_type)
             elif path == "/healthz":
-                ok = self.endpoint.health()
+                ok = endpoint.health()
                 self._reply(200 if ok else 503, b"ok\n" if ok else b"supervisor loop wedged\n")
             elif path == "/readyz":
-                ready, detail = self.endpoint.readiness()
+                ready, detail = endpoint.readiness()
                 self._reply(200 if ready else 503, json.dumps(detail).encode() + b"\n",
                             "application/json")
             else:

@@ -68,6 +68,8 @@ def _execute(sup: JanusSupervisor, request: dict[str, Any]) -> Any:
         return sup.restart_service(request["service"])
     if op == "shutdown":
         return sup.shutdown(request.get("status", 0))
+    if op == "port":
+        return sup.metrics_port
     if op == "signal":
         return sup.handle_signal(request["signum"])
     raise ValueError(f"unknown op {op}")
