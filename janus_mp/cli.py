@@ -19,6 +19,7 @@ import click
 from janus_mp import __version__
 from janus_mp.config import START_METHODS, SpawnOptions, SupervisorConfig
 from janus_mp.config_file import ConfigFile, load_config
+from janus_mp.deploy import Deployment
 from janus_mp.errors import JanusError
 from janus_mp.exits import RestartPolicy
 
@@ -52,9 +53,31 @@ def _bind(value: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+def _setup_logging(level: str, log_file: str | None = None) -> Callable[[], None] | None:
+    """Log to stderr, or to a file that SIGUSR1 reopens (for logrotate); returns the reopener."""
+    if log_file is None:
+        logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                            format=LOG_FORMAT)
+        return None
+    try:
+        handler = logging.FileHandler(log_file)
+    except OSError as exc:
+        _fail(f"--log-file {log_file}: {exc.strerror or exc}")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+
+    def reopen() -> None:
+        handler.acquire()
+        try:
+            handler.close()
+            handler.stream = handler._open()
+        finally:
+            handler.release()
+
+    return reopen
 
 
 def _supervise(build: Callable[[], Any], pid_file: str | None) -> NoReturn:
@@ -70,7 +93,7 @@ def _supervise(build: Callable[[], Any], pid_file: str | None) -> NoReturn:
         except OSError as exc:
             _fail(f"--pid-file {pid_file}: {exc.strerror or exc}")
     try:
-        status = sup.run_until_shutdown()
+        status = sup.run()
     except JanusError as exc:
         _fail(str(exc))
     finally:
@@ -100,6 +123,13 @@ _COMMON = [
                  default="info", show_default=True),
     click.option("--pid-file", type=click.Path(dir_okay=False), default=None,
                  help="Write the supervisor's pid here while it runs."),
+    click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+                 help="Log here instead of stderr; SIGUSR1 reopens it."),
+    click.option("--socket", "socket_path", default=None, metavar="PATH",
+                 help="Control socket [default: $XDG_RUNTIME_DIR/janus-mp/NAME.sock or "
+                      "/tmp/janus-mp-UID/NAME.sock; 'off' to disable]."),
+    click.option("--name", default="janus-mp", show_default=True,
+                 help="Supervisor name: process titles, logs, default socket name."),
 ]
 
 
@@ -132,9 +162,14 @@ def _supervisor_overrides(metrics_bind: str | None, start_method: str | None,
 @common_options
 def run(target: str | None, config_path: str | None, workers: int | None, restart: str | None,
         metrics_bind: str | None, start_method: str | None, shutdown_timeout: float | None,
-        kill_timeout: float | None, log_level: str, pid_file: str | None) -> None:
-    """Supervise TARGET (module:attr) and/or the services of a config file."""
-    _setup_logging(log_level)
+        kill_timeout: float | None, log_level: str, pid_file: str | None, log_file: str | None,
+        socket_path: str | None, name: str) -> None:
+    """Supervise TARGET (module:attr) and/or the services of a config file.
+
+    Signals: TERM/INT graceful stop (a second one kills), QUIT fast stop, HUP reload the config,
+    TTIN/TTOU one worker more/fewer in every pool, USR1 reopen the log file.
+    """
+    reopen = _setup_logging(log_level, log_file)
     if target is None and config_path is None:
         _fail("give a TARGET (module:attr) or a --config file")
 
@@ -150,6 +185,8 @@ def run(target: str | None, config_path: str | None, workers: int | None, restar
         overrides = _supervisor_overrides(metrics_bind, start_method, shutdown_timeout,
                                           kill_timeout, file_default_bind)
         base = config_file.supervisor if config_file else SupervisorConfig()
+        if base.name == "janus-mp":
+            overrides["name"] = name
         sup_config = dataclasses.replace(base, **overrides)
         entries: list[tuple[Any, SpawnOptions]] = []
         if config_file is not None:
@@ -160,15 +197,51 @@ def run(target: str | None, config_path: str | None, workers: int | None, restar
                 if entries:
                     raise JanusError("a JanusSupervisor target cannot be combined with "
                                      "config-file services")
-                return resolved[0]
+                return Deployment(resolved[0], socket_path=_socket(
+                    socket_path, resolved[0].config.name), reopen_logs=reopen)
             for service in resolved:
                 entries.append((service, _options(SpawnOptions(), workers, restart)))
         sup = JanusSupervisor(sup_config)
         for service, options in entries:
             sup.spawn_service(service, options)
-        return sup
+        reloader = None
+        if config_path is not None:
+            reloader = _config_reloader(config_path, workers, restart,
+                                        {options.name for _, options in entries})
+        return Deployment(sup, socket_path=_socket(socket_path, sup_config.name),
+                          reloader=reloader, reopen_logs=reopen)
 
     _supervise(build, pid_file)
+
+
+def _socket(option: str | None, name: str) -> str | None:
+    from janus_mp.control import default_socket_path
+
+    if option is not None and option.lower() in ("off", "none", ""):
+        return None
+    return option or default_socket_path(name)
+
+
+def _config_reloader(config_path: str, workers: int | None, restart: str | None,
+                     managed: set[str | None]) -> Callable[[Any], str]:
+    """HUP / `janus-mp reload`: read the file again and apply what changed. Any error (bad
+    file, bad target) is raised before anything is touched."""
+    state = {"managed": set(managed)}
+
+    def reload(sup: Any) -> str:
+        config_file = load_config(config_path)
+        entries = _config_services(config_file, workers, restart)
+        names = {options.name for _, options in entries}
+        for service, options in entries:
+            sup.update_service(service, options)
+        removed = sorted(n for n in state["managed"] - names if n)
+        for gone in removed:
+            sup.remove_service(gone)
+        state["managed"] = names
+        return f"{len(entries)} services applied" + (f", removed {', '.join(removed)}"
+                                                      if removed else "")
+
+    return reload
 
 
 def _bind_text(config: SupervisorConfig) -> str:
@@ -234,16 +307,118 @@ def demo(workers: int, metrics_bind: str, log_level: str) -> None:
         from janus_mp.supervisor import JanusSupervisor
 
         overrides = _supervisor_overrides(metrics_bind, None, 10.0, None)
-        sup = JanusSupervisor(SupervisorConfig(name="janus-mp demo", **overrides))
+        sup = JanusSupervisor(SupervisorConfig(name="janus-mp-demo", **overrides))
         for service, options in demo_services(workers):
             sup.spawn_service(service, options)
+        deployment = Deployment(sup, socket_path=_socket(None, "janus-mp-demo"))
         if overrides.get("metrics_port") is not None:
             host, port = overrides["metrics_host"], overrides["metrics_port"]
-            click.echo(f"janus-mp demo: metrics at http://{host}:{port}/metrics "
-                       f"(Ctrl-C to stop)", err=True)
-        return sup
+            click.echo(f"janus-mp demo: metrics at http://{host}:{port}/metrics; "
+                       f"try `janus-mp status --name janus-mp-demo` or `janus-mp top --name "
+                       f"janus-mp-demo` (Ctrl-C to stop)", err=True)
+        return deployment
 
     _supervise(build, None)
+
+
+# ------------------------------------------------------------------------------------------
+# Talking to a running supervisor over its control socket
+# ------------------------------------------------------------------------------------------
+def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--socket", "socket_path", default=None, metavar="PATH",
+                      help="Control socket of the supervisor [default: from --name].")(fn)
+    fn = click.option("--name", default="janus-mp", show_default=True,
+                      help="Name of the supervisor to talk to.")(fn)
+    return fn
+
+
+def _call(socket_path: str | None, name: str, command: str, **args: Any) -> Any:
+    from janus_mp.control import call, default_socket_path
+
+    try:
+        return call(socket_path or default_socket_path(name), command, **args)
+    except JanusError as exc:
+        _fail(str(exc))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@_client_options
+def status(as_json: bool, socket_path: str | None, name: str) -> None:
+    """Show services, workers, phases, restarts, CPU and memory."""
+    data = _call(socket_path, name, "status")
+    if as_json:
+        import json
+
+        click.echo(json.dumps(data, indent=2))
+        return
+    from janus_mp.status_view import render_text
+
+    click.echo(render_text(data))
+
+
+@cli.command()
+@click.argument("service")
+@_client_options
+def restart(service: str, socket_path: str | None, name: str) -> None:
+    """Rolling restart of SERVICE: each new worker is ready before an old one stops."""
+    click.echo(_call(socket_path, name, "restart", service=service))
+
+
+@cli.command()
+@click.argument("service")
+@click.argument("workers")
+@_client_options
+def scale(service: str, workers: str, socket_path: str | None, name: str) -> None:
+    """Set SERVICE's pool to WORKERS (or +N / -N)."""
+    value: Any = workers
+    if workers.isdigit():
+        value = int(workers)
+    elif not (workers[:1] in "+-" and workers[1:].isdigit()):
+        _fail(f"scale: {workers!r} is not a worker count (N, +N or -N)")
+    click.echo(_call(socket_path, name, "scale", service=service, workers=value))
+
+
+@cli.command()
+@click.argument("service")
+@_client_options
+def stop(service: str, socket_path: str | None, name: str) -> None:
+    """Stop SERVICE (the others keep running)."""
+    click.echo(_call(socket_path, name, "stop", service=service))
+
+
+@cli.command()
+@click.argument("service")
+@_client_options
+def start(service: str, socket_path: str | None, name: str) -> None:
+    """Start a stopped SERVICE again."""
+    click.echo(_call(socket_path, name, "start", service=service))
+
+
+@cli.command()
+@_client_options
+def reload(socket_path: str | None, name: str) -> None:
+    """Re-read the config file and apply what changed (rolling restarts)."""
+    click.echo(_call(socket_path, name, "reload"))
+
+
+@cli.command()
+@click.option("--fast", is_flag=True, help="SIGKILL the workers instead of a graceful stop.")
+@_client_options
+def shutdown(fast: bool, socket_path: str | None, name: str) -> None:
+    """Stop the supervisor and all its services."""
+    click.echo(_call(socket_path, name, "shutdown", fast=fast))
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
+@click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
+@_client_options
+def top(interval: float, once: bool, socket_path: str | None, name: str) -> None:
+    """A live view of the supervisor, refreshed in place."""
+    from janus_mp.status_view import run_top
+
+    run_top(lambda: _call(socket_path, name, "status"), interval, once)
 
 
 if __name__ == "__main__":

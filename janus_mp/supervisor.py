@@ -18,6 +18,7 @@ dispatches it by name (``_on_sigterm``...).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import random
@@ -98,6 +99,8 @@ class JanusSupervisor:
         #: for HUP/USR1 beyond the core's (the CLI installs reload and log reopening here).
         self.on_worker_reaped: list[Callable[[int], None]] = []
         self.on_turn: list[Callable[[], None]] = []
+        self._recent_exits: deque[dict[str, Any]] = deque(maxlen=50)
+        self.on_shutdown: list[Callable[[], None]] = []
         self.signal_handlers: dict[int, Callable[[], None]] = {}
 
     # ==========================================================================================
@@ -157,6 +160,24 @@ class JanusSupervisor:
             raise ConfigError("workers", "must be an integer >= 0")
         self._in_loop(lambda: self._scale(self._service(name), workers))
 
+    def update_service(self, service: JanusService | Callable[..., Any] | type,
+                       options: SpawnOptions) -> str:
+        """Add a service, or apply new options to a running one (used by config reload).
+
+        Only the worker count changed: the pool is scaled. Anything else changed: the new spec
+        replaces the old one and the pool is rolling-restarted onto it.
+        """
+        svc = as_service(service, options.name)
+        payload: JanusService | bytes = svc
+        if self._start_method != "fork":
+            payload = _pickle_for_spawn(svc, self._start_method)
+        spec = ServiceSpec(name=svc.name, service=svc, options=options, payload=payload)
+        return self._in_loop(lambda: self._update(spec))
+
+    def remove_service(self, name: str) -> None:
+        """Stop a service and forget it (used by config reload)."""
+        self._in_loop(lambda: self._remove(name))
+
     def snapshot(self) -> SupervisorSnapshot:
         return self._in_loop(self._snapshot)
 
@@ -174,6 +195,14 @@ class JanusSupervisor:
     @property
     def service_names(self) -> list[str]:
         return list(self._specs)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the loop after ``delay`` seconds (from the loop thread or any other)."""
+        self._in_loop(lambda: self._timers.at(self._clock() + delay, fn, "user"), wait=False)
+
+    def recent_exits(self) -> list[dict[str, Any]]:
+        """The last worker exits, newest last: when, who, and why (for status and top)."""
+        return list(self._recent_exits)
 
     def call_in_loop(self, fn: Callable[[], T], *, timeout: float | None = None) -> T:
         """Run ``fn`` in the loop thread and return its result (directly if already there)."""
@@ -305,6 +334,11 @@ class JanusSupervisor:
         self.loop_turns += 1
         self.last_turn_at = self._clock()
         for service in list(self._services.values()):
+            if service.name not in self._specs and not service.live_workers() and \
+                    service.lifecycle.phase is ServicePhase.TERMINATED:
+                del self._services[service.name]  # removed by a reload, now fully stopped
+                service.token.detach()
+                continue
             if service.half_open_pending and not service.live_workers():
                 service.half_open_pending = False
                 self._half_open(service)
@@ -332,6 +366,33 @@ class JanusSupervisor:
         if self._state == "running":
             self._start_service(spec)
         return spec.name
+
+    def _update(self, spec: ServiceSpec) -> str:
+        old = self._specs.get(spec.name)
+        if old is None:
+            return self._register(spec)
+        self._specs[spec.name] = spec
+        runtime = self._services.get(spec.name)
+        if runtime is None or self._state != "running" or runtime.stopping:
+            return spec.name
+        same_but_workers = dataclasses.replace(old.options, workers=spec.options.workers)
+        code_changed = type(old.service) is not type(spec.service) or \
+            getattr(old.service, "fn", None) is not getattr(spec.service, "fn", None)
+        runtime.spec = spec
+        runtime.options = spec.options
+        runtime.exit_policy = spec.options.exit_policy()
+        runtime.backoff_config = spec.options.backoff_or(self.config.backoff)
+        runtime.breaker.config = runtime.backoff_config
+        if spec.options.workers != old.options.workers:
+            self._scale(runtime, spec.options.workers)
+        if code_changed or same_but_workers != spec.options:
+            self._rolling_restart(runtime)
+        return spec.name
+
+    def _remove(self, name: str) -> None:
+        runtime = self._service(name)
+        self._stop_service(runtime, TerminationReason.stopped(), by_request=True)
+        self._specs.pop(name, None)
 
     def _start_order(self) -> list[str]:
         return sorted(self._specs, key=lambda n: self._specs[n].options.start_order)
@@ -688,6 +749,10 @@ class JanusSupervisor:
         self._metrics.record_termination(service.name, decision.reason.label, uptime)
         slot = service.slots.get(worker.slot)
         _log_exit(worker, returncode, decision.reason, decision.failure)
+        self._recent_exits.append({
+            "at": time.time(), "service": service.name, "worker": worker.slot,
+            "generation": worker.generation, "pid": worker.pid, "exit_code": returncode,
+            "reason": str(decision.reason), "uptime_secs": round(uptime, 3)})
         if worker in service.retiring:
             service.retiring.remove(worker)
             return
@@ -873,6 +938,8 @@ class JanusSupervisor:
             return
         self._state = "stopping"
         self._shutdown_started = self._clock()
+        for hook in self.on_shutdown:
+            hook()
         log.info("%s: shutting down%s", self.config.name, " (fast)" if fast else "")
         orders = sorted({s.options.start_order for s in self._services.values()}, reverse=True)
         self._shutdown_stages = [

@@ -1,0 +1,204 @@
+"""The control socket: a unix socket speaking one JSON line in, one JSON line out.
+
+Security: the socket is created mode 0600 inside a 0700 directory, and every peer's uid is
+checked (SO_PEERCRED) against ours; requests are bounded (``MAX_REQUEST`` bytes, a read deadline)
+and parsed as JSON only — nothing received is ever unpickled. A stale socket left by a killed
+supervisor is reclaimed; a live one belongs to another supervisor and is refused.
+
+Commands: status, restart, scale, stop, start, reload, shutdown (see ``handle_request``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from janus_mp.errors import ConfigError, JanusError
+
+log = logging.getLogger("janus_mp.control")
+
+MAX_REQUEST = 64 * 1024
+READ_DEADLINE = 2.0
+
+
+def default_run_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(base, "janus-mp") if base else f"/tmp/janus-mp-{os.getuid()}"
+
+
+def default_socket_path(name: str = "janus-mp") -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return os.path.join(default_run_dir(), f"{safe}.sock")
+
+
+class ControlServer:
+    def __init__(self, path: str, handler: Callable[[dict[str, Any]], Any]) -> None:
+        self.path = path
+        self.handler = handler
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("control_socket", f"cannot create {directory}: "
+                              f"{exc.strerror or exc}") from None
+        self._reclaim_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # born 0600: no window where others could connect
+        try:
+            sock.bind(self.path)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError("control_socket", f"cannot bind {self.path}: "
+                              f"{exc.strerror or exc}") from None
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        sock.listen(16)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="janus-mp-control",
+                                        daemon=True)
+        self._thread.start()
+
+    def _reclaim_stale(self) -> None:
+        try:
+            mode = os.lstat(self.path).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ConfigError("control_socket", f"{self.path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(self.path)  # nobody listens: left behind by a dead supervisor
+            log.info("reclaimed stale control socket %s", self.path)
+            return
+        finally:
+            probe.close()
+        raise JanusError(f"another janus-mp supervisor is running on {self.path}")
+
+    def stop(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        if self._thread is not None:
+            self._thread.join(5)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def _serve(self) -> None:
+        while True:
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                conn, _ = sock.accept()
+            except OSError as exc:
+                if self._sock is None or exc.errno in (22, 9):  # EINVAL/EBADF: shut down
+                    return
+                log.warning("control socket cannot accept: %s", exc)  # EMFILE: refuse, live on
+                threading.Event().wait(0.05)
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
+                             name="janus-mp-control-conn").start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if not _peer_allowed(conn):
+                    _send(conn, {"ok": False, "error": "permission denied"})
+                    return
+                request = _read_request(conn)
+                reply = {"ok": True, "result": self.handler(request)}
+            except (JanusError, KeyError, ValueError, TypeError) as exc:
+                reply = {"ok": False, "error": _one_line(exc)}
+            except Exception as exc:  # a bug must not take the supervisor down
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+            with contextlib.suppress(OSError):
+                _send(conn, reply)
+
+
+def _peer_allowed(conn: socket.socket) -> bool:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid in (os.getuid(), 0)
+
+
+def _read_request(conn: socket.socket) -> dict[str, Any]:
+    conn.settimeout(READ_DEADLINE)
+    data = b""
+    while b"\n" not in data:
+        try:
+            chunk = conn.recv(4096)
+        except TimeoutError:
+            raise ValueError("request not received in time") from None
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError(f"request larger than {MAX_REQUEST} bytes")
+    line = data.split(b"\n", 1)[0]
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("request is not a JSON object on one line") from None
+    if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+        raise ValueError('request must be a JSON object with a "command" string')
+    return request
+
+
+def _send(conn: socket.socket, obj: Any) -> None:
+    conn.sendall(json.dumps(obj, default=str).encode() + b"\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and not isinstance(exc, JanusError) and exc.args:
+        text = str(exc.args[0])  # KeyError's own str() adds quotes
+    else:
+        text = str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
+    """Client side: send one command, return its result or raise JanusError with its message."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise JanusError(f"no supervisor is listening on {path}") from None
+        except PermissionError:
+            raise JanusError(f"permission denied on {path}") from None
+        sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    try:
+        reply = json.loads(data)
+    except json.JSONDecodeError:
+        raise JanusError("the supervisor closed the connection without a reply") from None
+    if not reply.get("ok"):
+        raise JanusError(reply.get("error", "unknown error"))
+    return reply.get("result")

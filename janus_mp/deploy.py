@@ -1,0 +1,194 @@
+"""A supervisor deployed from the command line: control socket, reload, logs, systemd.
+
+The supervisor core knows nothing of these; this shell attaches them through the core's hooks
+(``signal_handlers``, ``on_turn``, ``on_shutdown``, ``call_later``) and serves the control
+commands off the loop, asking the loop only for what it must.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from janus_mp.control import ControlServer
+from janus_mp.errors import JanusError, UnknownServiceError
+from janus_mp.supervisor import JanusSupervisor
+from janus_mp.systemd import SystemdNotifier
+
+log = logging.getLogger("janus_mp.deploy")
+
+#: Re-reads the configuration and applies it to the supervisor; returns a summary line.
+Reloader = Callable[[JanusSupervisor], str]
+
+
+class Deployment:
+    def __init__(self, sup: JanusSupervisor, *, socket_path: str | None,
+                 reloader: Reloader | None = None,
+                 reopen_logs: Callable[[], None] | None = None) -> None:
+        self.sup = sup
+        self.socket_path = socket_path
+        self.reloader = reloader
+        self.reopen_logs = reopen_logs
+        self._control: ControlServer | None = None
+        self._notifier = SystemdNotifier.from_env()
+        self._ready_sent = False
+        self._last_status = ""
+        self._reload_lock = threading.Lock()
+        self._procs: dict[int, psutil.Process] = {}
+
+    def run(self) -> int:
+        if self.socket_path:
+            self._control = ControlServer(self.socket_path, self.handle)
+            self._control.start()
+        self.sup.signal_handlers[signal.SIGHUP] = self._on_hup
+        self.sup.signal_handlers[signal.SIGUSR1] = self._on_usr1
+        if self._notifier is not None:
+            self.sup.on_turn.append(self._notify_progress)
+            self.sup.on_shutdown.append(lambda: self._notify(STOPPING=1, STATUS="stopping"))
+            interval = self._notifier.watchdog_interval()
+            if interval:
+                self._schedule_watchdog(interval)
+        try:
+            return self.sup.run_until_shutdown()
+        finally:
+            if self._control is not None:
+                self._control.stop()
+            if self._notifier is not None:
+                self._notifier.close()
+
+    # -- control commands (run in the control thread) ----------------------------------------
+    def handle(self, request: dict[str, Any]) -> Any:
+        command = request["command"]
+        sup = self.sup
+        if command == "status":
+            return self.status()
+        if command == "reload":
+            return self.reload()
+        if command == "shutdown":
+            sup.shutdown(0, fast=bool(request.get("fast", False)))
+            return "shutting down"
+        service = request.get("service")
+        if not isinstance(service, str):
+            raise ValueError(f"{command}: a \"service\" name is required")
+        if service not in sup.service_names:
+            raise UnknownServiceError(service, sup.service_names)
+        if command == "restart":
+            sup.restart_service(service)
+            return f"rolling restart of {service} started"
+        if command == "stop":
+            sup.stop_service(service)
+            return f"{service} stopping"
+        if command == "start":
+            sup.start_service(service)
+            return f"{service} starting"
+        if command == "scale":
+            workers = request.get("workers")
+            if isinstance(workers, str) and workers[:1] in "+-" and workers[1:].isdigit():
+                current = sup.snapshot().service(service).service.desired
+                workers = max(0, current + int(workers))
+            if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+                raise ValueError("scale: workers must be an integer >= 0 (or +N / -N)")
+            sup.scale(service, workers)
+            return f"{service} scaled to {workers}"
+        raise ValueError(f"unknown command {command!r} (status, restart, scale, stop, start, "
+                         "reload, shutdown)")
+
+    def status(self) -> dict[str, Any]:
+        snapshot = self.sup.snapshot().to_dict()
+        for service in snapshot["services"]:
+            for worker in service["workers"]:
+                worker["processes"] = [self._process_stats(pid) for pid in worker["pids"]]
+        snapshot["supervisor"] = self._process_stats(snapshot["pid"])
+        snapshot["recent_exits"] = self.sup.recent_exits()
+        live = set()
+        for service in snapshot["services"]:
+            live.update(service["pids"])
+        for pid in list(self._procs):
+            if pid not in live and pid != snapshot["pid"]:
+                del self._procs[pid]
+        return snapshot
+
+    def _process_stats(self, pid: int) -> dict[str, Any]:
+        try:
+            proc = self._procs.get(pid)
+            if proc is None:
+                proc = self._procs[pid] = psutil.Process(pid)
+            with proc.oneshot():
+                return {"pid": pid, "cpu_percent": proc.cpu_percent(None),
+                        "rss_bytes": proc.memory_info().rss}
+        except psutil.Error:
+            return {"pid": pid, "cpu_percent": None, "rss_bytes": None}
+
+    def reload(self) -> str:
+        if self.reloader is None:
+            raise JanusError("reload needs a config file: this supervisor was started without one")
+        with self._reload_lock:
+            summary = self.reloader(self.sup)
+        log.info("reloaded: %s", summary)
+        return summary
+
+    # -- signals (dispatched by the loop) ------------------------------------------------------
+    def _on_hup(self) -> None:
+        # Importing targets may take a while: never in the loop thread.
+        threading.Thread(target=self._reload_logged, name="janus-mp-reload", daemon=True).start()
+
+    def _reload_logged(self) -> None:
+        try:
+            self.reload()
+        except JanusError as exc:
+            log.error("reload failed, nothing changed: %s", exc)
+        except Exception:
+            log.exception("reload failed, nothing changed")
+
+    def _on_usr1(self) -> None:
+        if self.reopen_logs is not None:
+            self.reopen_logs()
+            log.info("log files reopened")
+
+    # -- systemd -------------------------------------------------------------------------------
+    def _notify(self, **fields: object) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(**fields)
+
+    def _notify_progress(self) -> None:
+        if self.sup.state != "running":
+            return
+        snapshot = self.sup.call_in_loop(self.sup._snapshot)
+        ready = sum(s.service.ready for s in snapshot.services)
+        desired = sum(s.service.desired for s in snapshot.services if s.service.phase.is_alive)
+        status = f"{len(snapshot.services)} services, {ready}/{desired} workers ready"
+        if not self._ready_sent and ready >= desired:
+            self._ready_sent = True
+            self._notify(READY=1, STATUS=status, MAINPID=snapshot.pid)
+            self._last_status = status
+        elif status != self._last_status and self._ready_sent:
+            self._notify(STATUS=status)
+            self._last_status = status
+
+    def _schedule_watchdog(self, interval: float) -> None:
+        def ping() -> None:
+            self._notify(WATCHDOG=1)
+            if self.sup.state in ("running", "stopping"):
+                self.sup.call_later(interval, ping)
+
+        self.sup.call_later(0.0, ping)
+
+
+def wait_for_socket(path: str, timeout: float = 10.0) -> bool:
+    """For tests and scripts: wait until a control socket answers."""
+    from janus_mp.control import call
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            call(path, "status", timeout=2.0)
+            return True
+        except JanusError:
+            time.sleep(0.05)
+    return False
