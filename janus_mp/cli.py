@@ -365,7 +365,7 @@ def restart(service: str, socket_path: str | None, name: str) -> None:
     click.echo(_call(socket_path, name, "restart", service=service))
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("service")
 @click.argument("workers")
 @_client_options
