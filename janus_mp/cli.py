@@ -208,8 +208,10 @@ def run(target: str | None, config_path: str | None, workers: int | None, restar
         if config_path is not None:
             reloader = _config_reloader(config_path, workers, restart,
                                         {options.name for _, options in entries})
+        what = config_path if config_path is not None else target
         return Deployment(sup, socket_path=_socket(socket_path, sup_config.name),
-                          reloader=reloader, reopen_logs=reopen)
+                          reloader=reloader, reopen_logs=reopen,
+                          title=f"janus-mp: supervisor {what}")
 
     _supervise(build, pid_file)
 
@@ -310,7 +312,8 @@ def demo(workers: int, metrics_bind: str, log_level: str) -> None:
         sup = JanusSupervisor(SupervisorConfig(name="janus-mp-demo", **overrides))
         for service, options in demo_services(workers):
             sup.spawn_service(service, options)
-        deployment = Deployment(sup, socket_path=_socket(None, "janus-mp-demo"))
+        deployment = Deployment(sup, socket_path=_socket(None, "janus-mp-demo"),
+                                title="janus-mp: supervisor demo")
         if overrides.get("metrics_port") is not None:
             host, port = overrides["metrics_host"], overrides["metrics_port"]
             click.echo(f"janus-mp demo: metrics at http://{host}:{port}/metrics; "

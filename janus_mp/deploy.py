@@ -30,8 +30,9 @@ Reloader = Callable[[JanusSupervisor], str]
 class Deployment:
     def __init__(self, sup: JanusSupervisor, *, socket_path: str | None,
                  reloader: Reloader | None = None,
-                 reopen_logs: Callable[[], None] | None = None) -> None:
+                 reopen_logs: Callable[[], None] | None = None, title: str | None = None) -> None:
         self.sup = sup
+        self.title = title
         self.socket_path = socket_path
         self.reloader = reloader
         self.reopen_logs = reopen_logs
@@ -43,6 +44,10 @@ class Deployment:
         self._procs: dict[int, psutil.Process] = {}
 
     def run(self) -> int:
+        if self.title:
+            from janus_mp.worker import _set_title
+
+            _set_title(self.title)
         if self.socket_path:
             self._control = ControlServer(self.socket_path, self.handle)
             self._control.start()

@@ -314,3 +314,22 @@ def test_usr1_reopens_the_log_file(cli, tmp_path):
     log_file.rename(rotated)
     cli.proc.send_signal(signal.SIGUSR1)
     wait_until(lambda: log_file.exists() and "log files reopened" in log_file.read_text())
+
+
+def test_process_titles_name_supervisor_and_workers(cli):
+    cli.start("svcmod:Crunch", "-w", "2")
+    wait_until(lambda: cli.service("crunch")["ready"] == 2)
+
+    def title(pid: int) -> str:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode().strip()
+
+    assert title(cli.proc.pid).startswith("janus-mp: supervisor svcmod:Crunch")
+    workers = {w["worker"]: w["pids"][0] for w in cli.service("crunch")["workers"]}
+    assert title(workers[0]).startswith("janus-mp: crunch worker 0 (gen 1)")
+    assert title(workers[1]).startswith("janus-mp: crunch worker 1 (gen 1)")
+
+
+def test_shipped_example_config_is_valid(cli):
+    result = cli.janus("check", "--no-imports", str(ROOT / "scripts/deploy/janus.toml"))
+    assert result.returncode == 0, result.stderr
