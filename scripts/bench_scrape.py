@@ -105,8 +105,10 @@ def main() -> int:
     print(f"\n{'restarts':>9}{'stock ms':>11}{'janus ms':>10}{'stock/0':>9}{'janus/0':>9}"
           f"{'stock/janus':>13}")
     for row in rows:
+        stock_ratio = row["stock_ms"] / base["stock_ms"]
+        janus_ratio = row["janus_ms"] / base["janus_ms"]
         print(f"{row['restarts']:>9}{row['stock_ms']:>11.2f}{row['janus_ms']:>10.2f}"
-              f"{row['stock_ms'] / base['stock_ms']:>9.1f}{row['janus_ms'] / base['janus_ms']:>9.2f}"
+              f"{stock_ratio:>9.1f}{janus_ratio:>9.2f}"
               f"{row['stock_ms'] / row['janus_ms']:>13.1f}")
     last = rows[-1]
     goal = last["janus_ms"] <= 2 * base["janus_ms"]

@@ -76,7 +76,7 @@ def build(sup):
         for t_start, slot in gen2:  # each old worker stopped only after its replacement started
             assert stops[slot] > t_start
         # ...and one slot at a time: slot k+1's replacement started after slot k's old one stopped
-        for (_, slot), (t_next, _) in zip(gen2, gen2[1:]):
+        for (_, slot), (t_next, _) in zip(gen2, gen2[1:], strict=False):
             assert t_next > stops[slot] - 0.05 or t_next > gen2[0][0]
         assert sup.metrics()["services"]["steady"]["terminated_total"] == {"replaced": 3}
         sup.signal(signal.SIGTERM)
