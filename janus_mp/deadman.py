@@ -109,10 +109,9 @@ def _guard(read_fd: int) -> None:
 
 def _kill_trees(tracked: dict[int, int]) -> None:
     workers = [pid for pid, start in tracked.items() if osproc.start_time(pid) == start]
-    for _ in range(4):
-        tree = [p for w in workers for p in osproc.descendants(w)]
-        osproc.kill_all(workers + tree, signal.SIGSTOP)
-        tree = [p for w in workers for p in osproc.descendants(w)]
-        osproc.kill_all(tree + workers, signal.SIGKILL)
-        if not any(osproc.descendants(w) for w in workers):
-            break
+    # Freeze every worker first: its own clean-up thread would otherwise race this one, and a
+    # worker killed before its descendants would hand them over to init, out of reach.
+    osproc.kill_all(workers, signal.SIGSTOP)
+    for worker in workers:
+        osproc.kill_descendants(worker)
+    osproc.kill_all(workers, signal.SIGKILL)

@@ -79,18 +79,27 @@ def children_of(pid: int) -> list[int]:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid``, parents before children."""
+    """Every descendant of ``pid``, parents before children, from one scan of /proc.
+
+    A full ppid scan, not /proc/*/children: the kernel documents those lists as unreliable
+    while processes exit or are re-parented, which is exactly when we call this.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                data = f.read()
+            ppid = int(data[data.rfind(b")") + 2 :].split(b" ", 2)[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone, or caught half-way through exiting
+        children.setdefault(ppid, []).append(int(entry))
     found: list[int] = []
     frontier = [pid]
-    seen = {pid}
     while frontier:
-        nxt: list[int] = []
-        for p in frontier:
-            for child in children_of(p):
-                if child not in seen:
-                    seen.add(child)
-                    found.append(child)
-                    nxt.append(child)
+        nxt = [child for parent in frontier for child in children.get(parent, ())]
+        found.extend(nxt)
         frontier = nxt
     return found
 
@@ -100,17 +109,36 @@ def kill_all(pids: Iterable[int], signum: int = signal.SIGKILL) -> int:
     return sum(signal_process(pid, signum) for pid in pids)
 
 
-def kill_descendants(pid: int, rounds: int = 4) -> int:
-    """SIGKILL every descendant of ``pid``: freeze first so none can fork past the sweep."""
+def _live(pids: Iterable[int]) -> list[int]:
+    return [p for p in pids if process_state(p) not in (None, "Z")]
+
+
+def kill_descendants(pid: int, rounds: int = 8) -> int:
+    """SIGKILL every live descendant of ``pid``, which must itself stay alive meanwhile.
+
+    Invariant: ``pid`` (a subreaper) outlives its descendants' deaths, so an orphan is always
+    re-parented to it and stays findable; a caller kills ``pid`` only after this returns.
+    Each round freezes what it finds (SIGSTOP: nothing forks past the sweep), looks again for
+    anything forked before the freeze landed, then kills the lot; zombies are left to reapers.
+    """
     killed = 0
     for _ in range(rounds):
-        tree = descendants(pid)
-        if not tree:
+        live = _live(descendants(pid))
+        if not live:
             break
-        kill_all(tree, signal.SIGSTOP)
-        tree = descendants(pid)  # anything forked before the freeze landed is here now
-        killed += kill_all(tree, signal.SIGKILL)
+        kill_all(live, signal.SIGSTOP)
+        late = [p for p in _live(descendants(pid)) if p not in live]
+        kill_all(late, signal.SIGSTOP)
+        killed += kill_all(live + late, signal.SIGKILL)
     return killed
+
+
+def kill_tree(root: int) -> None:
+    """Freeze ``root`` first (its own threads can neither fork nor race us), kill everything
+    below it, then ``root`` last."""
+    signal_process(root, signal.SIGSTOP)
+    kill_descendants(root)
+    signal_process(root, signal.SIGKILL)
 
 
 def process_state(pid: int) -> str | None:

@@ -40,7 +40,7 @@ READY = b"r"
 CANCEL = b"c"
 
 #: Signals whose supervisor-side handlers a forked worker must not inherit.
-_RESET_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGTTIN",
+_RESET_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTTIN",
                   "SIGTTOU", "SIGCHLD", "SIGWINCH")
 
 
@@ -123,8 +123,10 @@ def worker_main(spec: WorkerSpec) -> None:
         log.error("%s[%d]: cannot load service: %s", spec.service_name, spec.index, exc)
         code = int(ReservedExit.BOOT_ERROR)
     finally:
-        # Nothing the worker started outlives it, whatever it exits with.
-        osproc.kill_descendants(os.getpid())
+        # Nothing the worker started outlives it, whatever it exits with. A subreaper without
+        # children has no descendants at all, so the usual exit skips the /proc scan.
+        if osproc.children_of(os.getpid()):
+            osproc.kill_descendants(os.getpid())
     raise SystemExit(code)
 
 
@@ -178,6 +180,12 @@ def _detach_from_supervisor(spec: WorkerSpec) -> None:
             signum = getattr(signal, name, None)
             if signum is not None:
                 signal.signal(signum, signal.SIG_DFL)
+        # Ignored, not default: if the supervisor dies, this worker's group becomes orphaned,
+        # and the kernel then SIGHUPs the whole group the moment one stopped member exits —
+        # which is exactly what the clean-up sweep (SIGSTOP, then SIGKILL) produces. Dying of
+        # that SIGHUP mid-sweep would hand the rest of the tree over to init. (No terminal is
+        # ever attached to a worker; the supervisor talks to it through its own channel.)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     osproc.close_fds(spec.close_fds)
     osproc.set_child_subreaper()
     if spec.title:
@@ -207,11 +215,17 @@ def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int) -> None:
 
 
 def _orphaned() -> None:
-    """The supervisor is gone: take this worker's whole tree down now, without grace."""
-    try:
-        osproc.kill_descendants(os.getpid())
-    finally:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """The supervisor is gone: take this worker's whole tree down now, without grace.
+
+    This worker dies last: killed first, it would hand its descendants over to init.
+    """
+    for _ in range(3):
+        try:
+            osproc.kill_descendants(os.getpid())
+            break
+        except Exception:  # keep trying: dying now would set the descendants free
+            continue
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _set_title(title: str) -> None:

@@ -20,6 +20,21 @@ from tests.scenario_lib import record, started
 """
 
 
+def describe(pids):
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")[:60]
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        out.append((pid, "state", fields[0], "ppid", fields[1], "pgid", fields[2], cmd))
+    return out
+
+
 def starts(sup, service):
     return [e for e in sup.events_list() if e[0] == "start" and e[1] == service]
 
@@ -210,8 +225,10 @@ def test_sigkilled_supervisor_leaves_no_process_behind(tmp_path):
         assert len(tree) >= 12
         sup.signal(signal.SIGKILL)
         t0 = time.monotonic()
-        wait_until(lambda: not tagged_pids(sup.tag), timeout=1.0,
-                   message="every process of the tree gone within 1 s")
+        try:
+            wait_until(lambda: not tagged_pids(sup.tag), timeout=1.0)
+        except AssertionError:
+            raise AssertionError(f"left after 1 s: {describe(tagged_pids(sup.tag))}") from None
         assert time.monotonic() - t0 < 1.0
 
 
