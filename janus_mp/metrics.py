@@ -86,6 +86,11 @@ class SupervisorMetrics:
             counters = self._services[service] = _ServiceCounters()
         return counters
 
+    def register_service(self, service: str) -> None:
+        """Make a service visible (at zero) before anything happened to it."""
+        with self._lock:
+            self._svc(service)
+
     def record_spawn(self, service: str) -> None:
         with self._lock:
             self._svc(service).spawned += 1

@@ -363,6 +363,7 @@ class JanusSupervisor:
         if spec.name in self._specs:
             raise ConfigError("name", f"a service named {spec.name!r} is already registered")
         self._specs[spec.name] = spec
+        self._metrics.register_service(spec.name)
         if self._state == "running":
             self._start_service(spec)
         return spec.name

@@ -68,6 +68,11 @@ def _execute(sup: JanusSupervisor, request: dict[str, Any]) -> Any:
         return sup.restart_service(request["service"])
     if op == "shutdown":
         return sup.shutdown(request.get("status", 0))
+    if op == "wedge":  # block the supervisor loop for a while, as a bug would
+        import time
+        seconds = float(request["seconds"])
+        sup.call_later(0.0, lambda: time.sleep(seconds))
+        return None
     if op == "port":
         return sup.metrics_port
     if op == "signal":

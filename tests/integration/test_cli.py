@@ -333,3 +333,34 @@ def test_process_titles_name_supervisor_and_workers(cli):
 def test_shipped_example_config_is_valid(cli):
     result = cli.janus("check", "--no-imports", str(ROOT / "scripts/deploy/janus.toml"))
     assert result.returncode == 0, result.stderr
+
+
+def test_demo_serves_metrics_and_answers_status_and_top(cli, tmp_path):
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    env = dict(cli.env, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+    cli._log = open(cli.log, "w")
+    cli.proc = subprocess.Popen(
+        [sys.executable, "-m", "janus_mp.cli", "demo", "--metrics-bind", f"127.0.0.1:{port}"],
+        cwd=tmp_path, env=env, stdout=cli._log, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    import urllib.request
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return r.read().decode()
+        except OSError:
+            return ""
+
+    body = wait_until(lambda: 'janus_supervisor_spawned_total{service="flaky"} 2.0' in
+                      (b := scrape()) and b, timeout=30)
+    assert "demo_primes_found_total" in body and "demo_hashes_total" in body
+    status = cli.janus("status", "--name", "janus-mp-demo", env=env)
+    assert status.returncode == 0 and "primes" in status.stdout and "hasher" in status.stdout
+    top = cli.janus("top", "--once", "--name", "janus-mp-demo", env=env)
+    assert top.returncode == 0 and "recent exits" in top.stdout and "flaky" in top.stdout
+    cli.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert cli.proc.wait(30) == 0

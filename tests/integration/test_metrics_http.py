@@ -158,3 +158,14 @@ def test_endpoint_binds_loopback_by_default():
 
     result = CliRunner().invoke(cli, ["run", "--help"])
     assert "127.0.0.1:9464" in result.output
+
+
+def test_healthz_is_503_while_the_loop_is_wedged(tmp_path):
+    with SupervisorProcess(tmp_path, SCENARIO) as sup:
+        port = sup.request("port")
+        assert get(port, "/healthz")[0] == 200
+        sup.request("wedge", seconds=4.0)
+        status, body, _ = wait_until(lambda: (r := get(port, "/healthz"))[0] == 503 and r,
+                                     timeout=5)
+        assert body == b"supervisor loop wedged\n"
+        wait_until(lambda: get(port, "/healthz")[0] == 200, timeout=10)
