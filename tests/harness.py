@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support import TAG_VAR, kill_pids, tagged_pids, wait_until
+from tests.support import TAG_VAR, kill_pids, stop_process, tagged_pids, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,13 +64,8 @@ class SupervisorProcess:
             print(f"--- events ---\n{self.events_list()}")
         leftovers: list[int] = []
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            if self.proc is not None:
+                stop_process(self.proc)
             try:
                 wait_until(lambda: not tagged_pids(self.tag), timeout=3.0)
             except AssertionError:

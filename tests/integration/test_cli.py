@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TAG_VAR, kill_pids, tagged_pids, wait_until
+from tests.support import TAG_VAR, kill_pids, stop_process, tagged_pids, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -98,13 +98,8 @@ class Cli:
         assert self.proc.poll() is None, self.log.read_text()
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         if self.proc is not None:
             self._log.close()
         leftovers = tagged_pids(self.tag)

@@ -1,0 +1,248 @@
+"""The pure merge behind janus-mp's metrics: the stock multiprocess rules, one batch at a time.
+
+prometheus_client's multiprocess mode leaves one file per metric type (and per gauge mode) per
+process, and its collector re-merges every file of every process that ever lived on each scrape.
+Here the same merge is a ``Fold`` that takes one batch of samples at a time, so the supervisor
+folds a reaped worker into an archive once, and a scrape adds only the live workers to a copy:
+
+    reaped worker's files --read--> batches --Fold.add--> archive (the supervisor's memory)
+    live workers' files ---read--> batches --+
+    archive.copy() --------------------------Fold.add--> Fold.metrics() --> /metrics
+
+Merge rules, those of ``prometheus_client.multiprocess.MultiProcessCollector``:
+
+    counter, summary, histogram _sum    summed over processes
+    histogram buckets                   summed per bound, then cumulative; _count = last bucket
+    gauge sum, livesum                  summed
+    gauge min, max (and live*)          smallest / largest value
+    gauge mostrecent (and live*)        the value with the latest timestamp (> 0)
+    gauge all, liveall                  one series per process, labelled ``pid``
+
+A dead process's live-mode gauges are never folded (what ``mark_process_dead`` does), and its
+``all`` series are kept, as the stock reader keeps them. Counts, buckets, min, max, mostrecent
+and all are folded exactly; sums add the same terms in another order than the stock reader's
+directory order, so they agree to rounding, and bit for bit when the terms sum exactly
+(integers, most counts).
+
+No I/O here: ``metrics_store`` reads files and decides who is dead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+Labels = tuple[tuple[str, str], ...]
+SampleId = tuple[str, Labels]  # (sample name, labels in the stock reader's output order)
+
+KINDS = frozenset({"counter", "gauge", "histogram", "summary"})
+_PER_PROCESS = frozenset({"all", "liveall"})  # the gauge modes that keep a pid label
+_MIN = frozenset({"min", "livemin"})
+_MAX = frozenset({"max", "livemax"})
+_SUM = frozenset({"sum", "livesum"})
+_MOST_RECENT = frozenset({"mostrecent", "livemostrecent"})
+
+
+class FileId(NamedTuple):
+    """What a multiprocess file's name says: ``counter_<pid>.db``, ``gauge_<mode>_<pid>.db``."""
+
+    kind: str
+    mode: str  # the gauge's multiprocess_mode; "" for other kinds
+    pid: str
+
+    @property
+    def survives_death(self) -> bool:
+        """Whether a dead process's samples of this file still count (live gauges do not)."""
+        return not (self.kind == "gauge" and self.mode.startswith("live"))
+
+
+class SampleKey(NamedTuple):
+    """One parsed mmap key: the sample's family, name, sorted labels and help text."""
+
+    metric: str
+    sample: str
+    labels: Labels
+    help: str
+
+
+Entry = tuple[SampleKey, float, float]  # key, value, timestamp
+
+
+def parse_file_name(name: str) -> FileId | None:
+    """Split a file name the way the stock reader does; None for names that are not ours."""
+    if not name.endswith(".db"):
+        return None
+    parts = name.split("_")
+    if parts[0] not in KINDS:
+        return None
+    if parts[0] == "gauge":
+        return FileId("gauge", parts[1], parts[2][:-3]) if len(parts) >= 3 else None
+    return FileId(parts[0], "", parts[1][:-3]) if len(parts) >= 2 else None
+
+
+def file_name(source: FileId) -> str:
+    """The inverse of ``parse_file_name``: the name prometheus_client gives the file."""
+    if source.kind == "gauge":
+        return f"gauge_{source.mode}_{source.pid}.db"
+    return f"{source.kind}_{source.pid}.db"
+
+
+class KeyParser:
+    """Raw mmap keys to ``SampleKey``, cached: every worker writes the same few keys.
+
+    JSON decoding is most of a scrape's cost, and the keys do not change between scrapes or
+    between workers. The cache is bounded so a runaway label cannot grow it without limit.
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._cache: dict[str, SampleKey] = {}
+
+    def __call__(self, raw: str) -> SampleKey:
+        key = self._cache.get(raw)
+        if key is None:
+            key = _decode_key(raw)
+            if len(self._cache) >= self._limit:
+                self._cache.clear()
+            self._cache[raw] = key
+        return key
+
+
+def _decode_key(raw: str) -> SampleKey:
+    decoded = json.loads(raw)
+    if not isinstance(decoded, list) or len(decoded) != 4:
+        raise ValueError(f"not a metric key: {raw[:80]!r}")
+    metric, sample, labels, help_text = decoded
+    if not (isinstance(metric, str) and isinstance(sample, str) and isinstance(help_text, str)
+            and isinstance(labels, dict)
+            and all(isinstance(v, str) for v in labels.values())):
+        raise ValueError(f"not a metric key: {raw[:80]!r}")
+    return SampleKey(metric, sample, tuple(sorted(labels.items())), help_text)
+
+
+class _Family:
+    """One metric family's folded samples."""
+
+    __slots__ = ("name", "help", "kind", "mode", "values", "stamps", "buckets")
+
+    def __init__(self, name: str, help_text: str, kind: str) -> None:
+        self.name = name
+        self.help = help_text
+        self.kind = kind
+        self.mode = ""
+        self.values: dict[SampleId, float] = {}
+        self.stamps: dict[SampleId, float] = {}  # mostrecent gauges: the winning timestamp
+        self.buckets: dict[Labels, dict[float, float]] = {}  # histograms: per-bound counts
+
+    def copy(self) -> _Family:
+        twin = _Family(self.name, self.help, self.kind)
+        twin.mode = self.mode
+        twin.values = dict(self.values)
+        twin.stamps = dict(self.stamps)
+        twin.buckets = {labels: dict(bounds) for labels, bounds in self.buckets.items()}
+        return twin
+
+    def metric(self) -> Metric:
+        out = dict(self.values)
+        for labels, bounds in self.buckets.items():
+            total = 0.0
+            for bound, count in sorted(bounds.items()):
+                total += count
+                out[(self.name + "_bucket", labels + (("le", floatToGoString(bound)),))] = total
+            out[(self.name + "_count", labels)] = total
+        metric = Metric(self.name, self.help, self.kind)
+        metric.samples = [Sample(name, dict(labels), value) for (name, labels), value in out.items()]
+        return metric
+
+
+class Fold:
+    """Samples of many processes merged by the stock rules; add batches in any number of steps.
+
+    Invariant: folding batches B1..Bn one by one (into an archive, then a copy of it) gives the
+    stock reader's result over B1..Bn, within the rounding noted in the module docstring, for
+    any split of the batches. A family keeps its first help text and kind and its last gauge
+    mode, as the stock reader does.
+    """
+
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+
+    def copy(self) -> Fold:
+        twin = Fold()
+        twin._families = {name: family.copy() for name, family in self._families.items()}
+        return twin
+
+    def metrics(self) -> list[Metric]:
+        return [family.metric() for family in self._families.values()]
+
+    def series_count(self) -> int:
+        """Folded series: what a copy costs (grows only with gauge ``all`` series of the dead)."""
+        return sum(len(f.values) + sum(map(len, f.buckets.values()))
+                   for f in self._families.values())
+
+    def add(self, source: FileId, entries: Iterable[Entry]) -> int:
+        """Fold one file's entries; returns how many were rejected as malformed (and skipped)."""
+        pid_label: Labels = (("pid", source.pid),) if source.kind == "gauge" else ()
+        rejected = 0
+        for key, value, timestamp in entries:
+            family = self._families.get(key.metric)
+            if family is None:
+                try:
+                    Metric(key.metric, key.help, source.kind)  # the name must render later
+                except ValueError:
+                    rejected += 1
+                    continue
+                family = self._families[key.metric] = _Family(key.metric, key.help, source.kind)
+            if source.kind == "gauge":
+                family.mode = source.mode
+            labels = key.labels + pid_label
+            if family.kind == "gauge":
+                _fold_gauge(family, (key.sample, labels), value, timestamp)
+            elif family.kind == "histogram" and any(name == "le" for name, _ in labels):
+                if not _fold_bucket(family, labels, value):
+                    rejected += 1
+            else:
+                sample = (key.sample, labels)
+                family.values[sample] = family.values.get(sample, 0.0) + value
+        return rejected
+
+
+def _fold_gauge(family: _Family, sample: SampleId, value: float, timestamp: float) -> None:
+    mode = family.mode
+    if mode not in _PER_PROCESS and mode in _MIN | _MAX | _SUM | _MOST_RECENT:
+        sample = (sample[0], tuple(pair for pair in sample[1] if pair[0] != "pid"))
+    values = family.values
+    if mode in _MIN:
+        current = values.get(sample)
+        if current is None or value < current:
+            values[sample] = value
+    elif mode in _MAX:
+        current = values.get(sample)
+        if current is None or value > current:
+            values[sample] = value
+    elif mode in _SUM:
+        values[sample] = values.get(sample, 0.0) + value
+    elif mode in _MOST_RECENT:
+        stamp = float(timestamp or 0)
+        if family.stamps.get(sample, 0.0) < stamp:  # an unset (0) timestamp never wins
+            values[sample] = value
+            family.stamps[sample] = stamp
+    else:  # all, liveall: per process; a later batch of the same pid replaces the earlier
+        values[sample] = value
+
+
+def _fold_bucket(family: _Family, labels: Labels, count: float) -> bool:
+    bound_text = next(value for name, value in labels if name == "le")
+    try:
+        bound = float(bound_text)
+    except ValueError:
+        return False
+    rest = tuple(pair for pair in labels if pair[0] != "le")
+    bounds = family.buckets.setdefault(rest, {})
+    bounds[bound] = bounds.get(bound, 0.0) + count
+    return True
