@@ -63,6 +63,8 @@ class SupervisorConfig:
     metrics_port: int | None = None
     #: Name shown in process titles and logs.
     name: str = "janus-mp"
+    #: Ceiling on any one pool: a typo (`scale crunch 10000`) must not fork-bomb the host.
+    max_workers: int = 1024
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -77,6 +79,7 @@ class SupervisorConfig:
             raise ConfigError("metrics_dir", "must be a path")
         if not isinstance(self.metrics_host, str) or not self.metrics_host:
             raise ConfigError("metrics_host", "must be a host name or address")
+        _integer("max_workers", self.max_workers, minimum=1)
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:

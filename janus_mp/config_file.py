@@ -19,6 +19,8 @@ did-you-mean. Nothing here starts anything.
 from __future__ import annotations
 
 import difflib
+import json
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -67,7 +69,7 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>",
     supervisor_table.update(overrides or {})
     supervisor = _build_supervisor(supervisor_table)
     services_table = _table(data.get("services", {}), "services")
-    services = tuple(_build_service(name, _table(table, f"services.{name}"))
+    services = tuple(_build_service(name, _table(table, _key("services", name)))
                      for name, table in services_table.items())
     return ConfigFile(path=path, supervisor=supervisor, services=services)
 
@@ -89,7 +91,7 @@ _CODE_KEYS = ("success_codes", "no_restart_codes", "force_restart_codes", "halt_
 
 
 def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
-    prefix = f"services.{name}"
+    prefix = _key("services", name)
     if not valid_service_name(name):
         raise ConfigError(prefix, "service names are letters, digits, '-', '_' or '.'")
     names = {f.name for f in fields(SpawnOptions)} - {"name"} | _SERVICE_ONLY
@@ -126,6 +128,15 @@ def _build_backoff(value: Any, prefix: str) -> BackoffConfig:
         raise ConfigError(prefix, str(exc)) from None
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _key(prefix: str, key: object) -> str:
+    """A key path for an error line: odd keys are quoted, so a message stays one line."""
+    text = str(key) if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else json.dumps(str(key))
+    return f"{prefix}.{text}" if prefix else text
+
+
 def _table(value: Any, key: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(key, "must be a table")
@@ -135,8 +146,8 @@ def _table(value: Any, key: str) -> Mapping[str, Any]:
 def _check_keys(table: Mapping[str, Any], known: set[str], prefix: str) -> None:
     for key in table:
         if key not in known:
-            path = f"{prefix}.{key}" if prefix else key
-            close = difflib.get_close_matches(key, sorted(known), n=1)
+            path = _key(prefix, key)
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else \
                 f" (known: {', '.join(sorted(known))})"
             raise ConfigError(path, f"unknown key{hint}")

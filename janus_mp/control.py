@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from janus_mp.errors import ConfigError, JanusError
+from janus_mp.private_fds import PrivateFds
 
 log = logging.getLogger("janus_mp.control")
 
@@ -40,9 +42,11 @@ def default_socket_path(name: str = "janus-mp") -> str:
 
 
 class ControlServer:
-    def __init__(self, path: str, handler: Callable[[dict[str, Any]], Any]) -> None:
+    def __init__(self, path: str, handler: Callable[[dict[str, Any]], Any],
+                 private_fds: PrivateFds | None = None) -> None:
         self.path = path
         self.handler = handler
+        self.private_fds = private_fds or PrivateFds()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -66,6 +70,8 @@ class ControlServer:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
         sock.listen(16)
+        sock.setblocking(False)
+        self.private_fds.add(sock.fileno())
         self._sock = sock
         self._thread = threading.Thread(target=self._serve, name="janus-mp-control",
                                         daemon=True)
@@ -95,6 +101,7 @@ class ControlServer:
             return
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+        self.private_fds.discard(sock.fileno())
         sock.close()
         if self._thread is not None:
             self._thread.join(5)
@@ -107,8 +114,14 @@ class ControlServer:
             if sock is None:
                 return
             try:
-                conn, _ = sock.accept()
-            except OSError as exc:
+                select.select([sock], [], [])  # wait without the registry's lock...
+                conn, _ = self.private_fds.accept(sock)  # ...then accept and register at once
+                conn.setblocking(True)
+            except BlockingIOError:
+                continue
+            except (OSError, ValueError) as exc:
+                if isinstance(exc, ValueError):
+                    return  # closed under us: shut down
                 if self._sock is None or exc.errno in (22, 9):  # EINVAL/EBADF: shut down
                     return
                 log.warning("control socket cannot accept: %s", exc)  # EMFILE: refuse, live on
@@ -118,7 +131,15 @@ class ControlServer:
                              name="janus-mp-control-conn").start()
 
     def _serve_one(self, conn: socket.socket) -> None:
-        with conn:
+        fd = conn.fileno()
+        try:
+            self._serve_request(conn)
+        finally:
+            self.private_fds.discard(fd)
+            conn.close()
+
+    def _serve_request(self, conn: socket.socket) -> None:
+        if True:
             try:
                 if not _peer_allowed(conn):
                     _send(conn, {"ok": False, "error": "permission denied"})

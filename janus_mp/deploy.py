@@ -49,7 +49,7 @@ class Deployment:
 
             _set_title(self.title)
         if self.socket_path:
-            self._control = ControlServer(self.socket_path, self.handle)
+            self._control = ControlServer(self.socket_path, self.handle, self.sup.private_fds)
             self._control.start()
         self.sup.signal_handlers[signal.SIGHUP] = self._on_hup
         self.sup.signal_handlers[signal.SIGUSR1] = self._on_usr1

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from janus_mp.errors import JanusError
+from janus_mp.private_fds import PrivateFds
 
 log = logging.getLogger("janus_mp.http")
 
@@ -43,8 +44,10 @@ WRITE_TIMEOUT = 5.0
 class MetricsServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, registry: CollectorRegistry,
                  health: Callable[[], bool],
-                 readiness: Callable[[], tuple[bool, dict[str, Any]]]) -> None:
+                 readiness: Callable[[], tuple[bool, dict[str, Any]]],
+                 private_fds: PrivateFds | None = None) -> None:
         self.host = host
+        self.private_fds = private_fds or PrivateFds()
         self.requested_port = port
         self.registry = registry
         self.health = health
@@ -68,6 +71,8 @@ class MetricsServer:
         listener.setblocking(False)
         self._listener = listener
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for fd in (listener.fileno(), self._wake_r, self._wake_w):
+            self.private_fds.add(fd)
         self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="janus-mp-http")
         self._thread = threading.Thread(target=self._serve, name="janus-mp-http-accept",
                                         daemon=True)
@@ -90,6 +95,8 @@ class MetricsServer:
             self._thread.join(5)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        for fd in (self._listener.fileno(), self._wake_r, self._wake_w):
+            self.private_fds.discard(fd)
         self._listener.close()
         self._listener = None
         for fd in (self._wake_r, self._wake_w):
@@ -100,6 +107,7 @@ class MetricsServer:
     def _serve(self) -> None:
         assert self._listener is not None and self._pool is not None
         selector = selectors.DefaultSelector()
+        self.private_fds.add(selector.fileno())
         selector.register(self._listener, selectors.EVENT_READ, "accept")
         selector.register(self._wake_r, selectors.EVENT_READ, "stop")
         pending: OrderedDict[socket.socket, tuple[float, bytearray, Any]] = OrderedDict()
@@ -125,6 +133,7 @@ class MetricsServer:
         finally:
             for sock in list(pending):
                 self._drop(selector, pending, sock)
+            self.private_fds.discard(selector.fileno())
             selector.close()
 
     def _accept(self, selector: selectors.BaseSelector,
@@ -132,7 +141,7 @@ class MetricsServer:
         assert self._listener is not None
         for _ in range(64):
             try:
-                sock, address = self._listener.accept()
+                sock, address = self.private_fds.accept(self._listener)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: refuse, keep serving
@@ -164,8 +173,7 @@ class MetricsServer:
             assert self._pool is not None
             self._pool.submit(self._handle, sock, bytes(data), address)
 
-    @staticmethod
-    def _drop(selector: selectors.BaseSelector,
+    def _drop(self, selector: selectors.BaseSelector,
               pending: OrderedDict[socket.socket, tuple[float, bytearray, Any]],
               sock: socket.socket) -> None:
         pending.pop(sock, None)
@@ -173,6 +181,12 @@ class MetricsServer:
             selector.unregister(sock)
         except (KeyError, ValueError):
             pass
+        self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd >= 0:
+            self.private_fds.discard(fd)
         sock.close()
 
     def _handle(self, sock: socket.socket, data: bytes, address: Any) -> None:
@@ -183,7 +197,7 @@ class MetricsServer:
         except Exception as exc:
             log.debug("http client %s: %s", address, exc)
         finally:
-            sock.close()
+            self._close(sock)
 
 
 class _Handler(BaseHTTPRequestHandler):

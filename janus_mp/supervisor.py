@@ -44,6 +44,7 @@ from janus_mp.lifecycle import ServicePhase, TerminationReason, TransitionError
 from janus_mp.metrics import MetricsSnapshot, SupervisorMetrics
 from janus_mp.metrics_store import MultiprocessMetrics
 from janus_mp.pool import ServiceRuntime, ServiceSpec, Slot, SupervisorSnapshot, Worker
+from janus_mp.private_fds import PrivateFds
 from janus_mp.service import JanusService, as_service
 from janus_mp.shared_event import SharedEventFactory
 from janus_mp.timers import Timers
@@ -89,6 +90,8 @@ class JanusSupervisor:
         self._orphans: set[int] = set()
         self._protected_pids: set[int] = set()
         self._guard: DeadMansSwitch | None = None
+        #: fds of the supervisor's own threads (control, HTTP): never inherited by workers.
+        self.private_fds = PrivateFds()
         self._metrics_store: MultiprocessMetrics | None = None
         self._http: MetricsServer | None = None
         #: Everything /metrics shows: the workers' own metrics and janus_supervisor_*.
@@ -158,6 +161,7 @@ class JanusSupervisor:
     def scale(self, name: str, workers: int) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError("workers", "must be an integer >= 0")
+        self._check_pool_size(workers)
         self._in_loop(lambda: self._scale(self._service(name), workers))
 
     def update_service(self, service: JanusService | Callable[..., Any] | type,
@@ -255,7 +259,7 @@ class JanusSupervisor:
         if self.config.metrics_port is not None:
             server = MetricsServer(self.config.metrics_host, self.config.metrics_port,
                                    registry=registry, health=self._healthy,
-                                   readiness=self._readiness)
+                                   readiness=self._readiness, private_fds=self.private_fds)
             try:
                 server.start()
             except JanusError:
@@ -359,7 +363,13 @@ class JanusSupervisor:
     # ==========================================================================================
     # Services
     # ==========================================================================================
+    def _check_pool_size(self, workers: int) -> None:
+        if workers > self.config.max_workers:
+            raise ConfigError("workers", f"{workers} is more than max_workers "
+                                         f"({self.config.max_workers})")
+
     def _register(self, spec: ServiceSpec) -> str:
+        self._check_pool_size(spec.options.workers)
         if spec.name in self._specs:
             raise ConfigError("name", f"a service named {spec.name!r} is already registered")
         self._specs[spec.name] = spec
@@ -369,6 +379,7 @@ class JanusSupervisor:
         return spec.name
 
     def _update(self, spec: ServiceSpec) -> str:
+        self._check_pool_size(spec.options.workers)
         old = self._specs.get(spec.name)
         if old is None:
             return self._register(spec)
@@ -529,7 +540,7 @@ class JanusSupervisor:
             service_name=service.name, index=slot.index, generation=generation,
             supervisor_pid=os.getpid(), token=token, conn=child_conn, heartbeat=heartbeat,
             service=service.spec.payload,
-            close_fds=tuple(self._private_fds()) + (parent_conn.fileno(),) if fork else (),
+            close_fds=(),
             wait_for_ready=service.options.wait_for_ready,
             direct_child=self._start_method != "forkserver",
             metrics=self._metrics_store,
@@ -538,7 +549,10 @@ class JanusSupervisor:
         process = self._context.Process(target=worker_main, args=(spec,), daemon=False,
                                         name=f"janus-mp:{service.name}[{slot.index}]")
         try:
-            process.start()
+            with self.private_fds.frozen() as threads_fds:
+                if fork:  # the child closes them first thing (see WorkerSpec.close_fds)
+                    spec.close_fds = (*self._private_fds(), parent_conn.fileno(), *threads_fds)
+                process.start()
         except OSError as exc:  # fork failed (EAGAIN under RLIMIT_NPROC, ENOMEM): back off
             parent_conn.close()
             child_conn.close()
@@ -619,7 +633,8 @@ class JanusSupervisor:
         if watchdog is not None:
             self._arm_watchdog(worker, watchdog, now)
         if worker.role == "incoming":
-            self._promote(service, slot, worker)
+            if not service.stopping and worker.stop_cause is None:
+                self._promote(service, slot, worker)
             return
         if worker.role == "current" and slot.lifecycle.phase is ServicePhase.STARTING:
             slot.lifecycle.mark_running(now)
@@ -1115,7 +1130,8 @@ class JanusSupervisor:
             return
         for service in self._services.values():
             if not service.stopping:
-                self._scale(service, max(0, service.desired + delta))
+                target = min(self.config.max_workers, max(0, service.desired + delta))
+                self._scale(service, target)
 
     def _reap_zombies(self) -> None:
         """Reap exited children: workers go through the exit path, adopted orphans are waited."""
