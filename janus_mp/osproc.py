@@ -26,9 +26,9 @@ def _prctl(option: int, arg: int) -> bool:
     return bool(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0) == 0)
 
 
-def set_child_subreaper() -> bool:
+def set_child_subreaper(on: bool = True) -> bool:
     """Orphaned descendants are re-parented to us (not to init), so we can find and stop them."""
-    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return _prctl(PR_SET_CHILD_SUBREAPER, int(on))
 
 
 def set_parent_death_signal(signum: int) -> bool:

@@ -313,6 +313,8 @@ class JanusSupervisor:
                 self._guard.close()
                 self._protected_pids.discard(self._guard.pid or 0)
                 self._guard = None
+            if self.config.reap_orphans:  # the hosting process is ours no longer
+                osproc.set_child_subreaper(False)
             self._restore_signals()
             if self._selector is not None:
                 self._selector.close()
