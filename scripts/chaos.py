@@ -31,6 +31,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from janus_mp.osproc import descendants, process_state  # noqa: E402
 
 SUPERVISOR = """
 import os, sys, time
@@ -63,27 +65,20 @@ sys.exit(Deployment(sup, socket_path=SOCKET).run())
 
 
 def children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            fields = data[data.rfind(b")") + 2:].split()
-            if int(fields[1]) == pid:
-                kids.append(int(entry))
-    return kids
+    return [p for p in descendants(pid) if _parent(p) == pid]
 
 
-def state(pid: int) -> str | None:
+def _parent(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return data[data.rfind(b")") + 2:][:1].decode()
+    return int(data[data.rfind(b")") + 2:].split()[1])
+
+
+def state(pid: int) -> str | None:
+    return process_state(pid)
 
 
 def title(pid: int) -> str:
@@ -173,7 +168,8 @@ def main() -> int:
                             total(b, "janus_supervisor_restarts_total") >= kills and b, 30,
                             "every kill to be restarted")
         except SystemExit:
-            print(f"kills {kills}, restarts {total(scrape(port), 'janus_supervisor_restarts_total')}")
+            restarted = total(scrape(port), "janus_supervisor_restarts_total")
+            print(f"kills {kills}, restarts {restarted}")
             raise
         time.sleep(1.0)
         body = scrape(port)
@@ -202,7 +198,8 @@ def main() -> int:
             "clean exit, nothing left": status == 0 and not leftovers,
         }
         result = {
-            "duration_s": round(elapsed, 1), "kills": kills, "kills_per_s": round(kills / elapsed, 1),
+            "duration_s": round(elapsed, 1), "kills": kills,
+            "kills_per_s": round(kills / elapsed, 1),
             "restarts_total": restarts, "zombies": len(zombies),
             "counted_at_last_scrape": counted, "acknowledged_total": acked,
             "fds_baseline": base_fds, "fds_after": fds, "rss_kb_baseline": base_rss,

@@ -76,6 +76,23 @@ def proc_state(pid: int) -> str | None:
     return data[data.rfind(b")") + 2:][:1].decode()
 
 
+def children_of(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (zombies included), from one /proc scan."""
+    from janus_mp.osproc import descendants
+
+    found = descendants(pid)
+    return [p for p in found if _ppid(p) == pid]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rfind(b")") + 2:].split()[1])
+
+
 def alive(pid: int) -> bool:
     state = proc_state(pid)
     return state is not None and state != "Z"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.integration.test_cli import CONFIG, Cli
-from tests.support import wait_until
+from tests.support import children_of, proc_state, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,27 +48,12 @@ def test_signal_storm_leaves_a_consistent_state(tmp_path):
         status = wait_until(settled, timeout=60, interval=0.2)
         # No lost children: every child of the supervisor is a known worker or the guard.
         known = {p for svc in status["services"] for p in svc["pids"]}
-        children = [int(p) for p in _children(cli.proc.pid)]
+        children = [p for p in children_of(cli.proc.pid) if proc_state(p) != "Z"]
         unknown = [p for p in children if p not in known and "worker" in _title(p)]
         assert unknown == []
         assert cli.ctl("status").returncode == 0
     finally:
         cli.close()
-
-
-def _children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            fields = data[data.rfind(")") + 2:].split()
-            if fields[1] == str(pid) and fields[0] != "Z":
-                out.append(entry)
-    return out
 
 
 def _title(pid):

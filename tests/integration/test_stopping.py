@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.harness import SupervisorProcess
-from tests.support import alive, proc_state, tagged_pids, wait_until
+from tests.support import alive, children_of, proc_state, tagged_pids, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -18,20 +18,6 @@ import os, sys, time, signal
 from janus_mp import *
 from tests.scenario_lib import record, started
 """
-
-
-def _children_of(pid):
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            if data[data.rfind(")") + 2:].split()[1] == str(pid):
-                kids.append(int(entry))
-    return kids
 
 
 def describe(pids):
@@ -227,7 +213,7 @@ def test_grandchildren_do_not_survive_restart_or_shutdown(tmp_path):
         second = grandchildren("2")
         assert all(alive(p) for p in second)
         # What the dead generation left was killed and reaped: no zombie is parented to us.
-        wait_until(lambda: not [p for p in _children_of(sup.pid) if proc_state(p) == "Z"],
+        wait_until(lambda: not [p for p in children_of(sup.pid) if proc_state(p) == "Z"],
                    timeout=3)
         sup.signal(signal.SIGTERM)
         assert sup.wait_exit() == 0
