@@ -78,6 +78,9 @@ class DeadMansSwitch:
 
 def _guard(read_fd: int) -> None:
     os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C is for the supervisor
+    from janus_mp.worker import _set_title  # already imported by the parent: no import work
+
+    _set_title(f"janus-mp: guard of supervisor {os.getppid()}")
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGTTIN,
                 signal.SIGTTOU, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_IGN)
