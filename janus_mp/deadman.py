@@ -18,6 +18,7 @@ import signal
 import struct
 
 from janus_mp import osproc
+from janus_mp.worker import _set_title  # at import time: the forked guard must import nothing
 
 _RECORD = struct.Struct("=BiQ")  # op, pid, start time
 _TRACK, _UNTRACK, _GOODBYE = 1, 2, 3
@@ -78,8 +79,6 @@ class DeadMansSwitch:
 
 def _guard(read_fd: int) -> None:
     os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C is for the supervisor
-    from janus_mp.worker import _set_title  # already imported by the parent: no import work
-
     _set_title(f"janus-mp: guard of supervisor {os.getppid()}")
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGTTIN,
                 signal.SIGTTOU, signal.SIGUSR1):
