@@ -87,6 +87,7 @@ class JanusSupervisor:
         self._shutdown_started = 0.0
         self._kill_pending = 0
         self._workers_by_pid: dict[int, Worker] = {}
+        self._worker_fds: set[int] = set()
         self._orphans: set[int] = set()
         self._protected_pids: set[int] = set()
         self._guard: DeadMansSwitch | None = None
@@ -579,6 +580,9 @@ class JanusSupervisor:
                         direct_child=self._start_method != "forkserver", role=role)
         token.on_cancel(lambda _node: _send(worker.conn, CANCEL))
         self._workers_by_pid[pid] = worker
+        self._worker_fds.add(parent_conn.fileno())
+        if pidfd is not None:
+            self._worker_fds.add(pidfd)
         if self._guard is not None:
             self._guard.track(pid)
         exit_source = pidfd if pidfd is not None else process.sentinel
@@ -600,16 +604,13 @@ class JanusSupervisor:
         log.debug("%s[%d]: started pid %d (gen %d)", service.name, slot.index, pid, generation)
 
     def _private_fds(self) -> list[int]:
-        """Supervisor fds a forked worker must not keep (they would hide EOFs and leak)."""
-        fds = [self._call_r, self._call_w, self._signal_r, self._signal_w]
+        """Supervisor fds a forked worker must not keep (they would hide EOFs and leak).
+        Worker fds are kept in a set as workers come and go: no walk over every worker."""
+        fds = [self._call_r, self._call_w, self._signal_r, self._signal_w, *self._worker_fds]
         if self._guard is not None:
             fds.append(self._guard.fileno)
         if isinstance(self._selector, selectors.EpollSelector):
             fds.append(self._selector.fileno())
-        for worker in self._workers_by_pid.values():
-            fds.append(worker.conn.fileno())
-            if worker.pidfd is not None:
-                fds.append(worker.pidfd)
         return [fd for fd in fds if fd >= 0]
 
     def _on_worker_message(self, worker: Worker) -> None:
@@ -734,7 +735,9 @@ class JanusSupervisor:
             returncode = _wait_exitcode(worker.process)
         worker.process.close()
         worker.cancel_timers()
+        self._worker_fds.discard(worker.conn.fileno())
         if worker.pidfd is not None:
+            self._worker_fds.discard(worker.pidfd)
             osproc.close_fds([worker.pidfd])
         worker.conn.close()
         worker.token.detach()
