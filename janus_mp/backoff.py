@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Protocol
 
@@ -17,11 +17,15 @@ from janus_mp.errors import ConfigError
 
 
 class RandomSource(Protocol):
+    """What the jitter needs from ``random.Random``; tests pass a seeded one."""
+
     def randint(self, a: int, b: int) -> int: ...
 
 
 @dataclass(frozen=True)
 class BackoffConfig:
+    """Restart pacing for one service; the defaults are the original's."""
+
     initial_delay: float = 0.1
     max_delay: float = 60.0
     multiplier: float = 2.0
@@ -33,8 +37,12 @@ class BackoffConfig:
     clean_restart_delay: float = 0.1
 
     def __post_init__(self) -> None:
-        for f in fields(self):
+        for f in fields(self):  # types first, in field order, so the first bad key is named
             value = getattr(self, f.name)
+            if f.name == "max_retries":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigError(f.name, "must be an integer >= 0 (0 turns the breaker off)")
+                continue
             if value is None and f.name == "half_open_after":
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
@@ -48,8 +56,6 @@ class BackoffConfig:
             raise ConfigError("multiplier", "must be >= 1")
         if self.cooldown < 0:
             raise ConfigError("cooldown", "must be >= 0")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigError("max_retries", "must be an integer >= 0 (0 turns the breaker off)")
         if self.window <= 0:
             raise ConfigError("window", "must be > 0")
         if self.half_open_after is not None and self.half_open_after <= 0:
@@ -63,13 +69,11 @@ class BackoffConfig:
         """The jitter ceiling for ``attempt``: initial·multiplier^attempt, saturating at max."""
         if self.initial_delay == 0:
             return 0.0
-        if self.multiplier == 1:
-            return min(self.max_delay, self.initial_delay)
-        limit = math.log(self.max_delay / self.initial_delay, self.multiplier) if \
-            self.max_delay > 0 else 0
-        if attempt >= limit:
-            return self.max_delay
-        return min(self.max_delay, self.initial_delay * self.multiplier ** attempt)
+        try:  # float() first: an int multiplier from TOML would build an exact bigint
+            raw = self.initial_delay * float(self.multiplier) ** attempt
+        except OverflowError:  # a long crash loop: float ** int overflows rather than giving inf
+            return float(self.max_delay)
+        return float(min(self.max_delay, raw))
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,15 @@ class BackoffAction:
 
 @dataclass(frozen=True)
 class RetryAfter(BackoffAction):
+    """Restart the slot after ``delay`` seconds."""
+
     delay: float
 
 
 @dataclass(frozen=True)
 class CircuitOpen(BackoffAction):
+    """Too many failures in the window: stop restarting the service."""
+
     failures: int
     max_retries: int
 
@@ -100,9 +108,11 @@ class BackoffState:
         self.last_start = now
 
     def stable_for_cooldown(self, config: BackoffConfig, now: float) -> bool:
+        """A worker that stayed up for the cooldown earns a fresh start."""
         return self.last_start is not None and now - self.last_start >= config.cooldown
 
     def next_delay(self, config: BackoffConfig, now: float, rng: RandomSource) -> float:
+        """Full jitter in whole milliseconds: uniform in [0, cap(attempt)], as the original."""
         if self.stable_for_cooldown(config, now):
             self.attempt = 0
         self.attempt += 1
@@ -116,22 +126,33 @@ class BackoffState:
 
 
 class BreakerState(StrEnum):
+    """CLOSED restarts; OPEN restarts nothing; HALF_OPEN lets one trial worker run."""
+
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
 
 
-@dataclass
 class CircuitBreaker:
-    """Per service: ``max_retries`` failures within ``window`` open it."""
+    """Per service: ``max_retries`` failures within ``window`` open it.
 
-    config: BackoffConfig
-    _failures: deque[tuple[float, int]] = field(default_factory=deque)
-    _state: BreakerState = BreakerState.CLOSED
-    _opened_at: float | None = None
-    _trips: int = 0
+    Failures are kept as (time, slot), oldest first, so a slot that ran stable for the cooldown
+    forgets only its own; with one worker that is the original's "failures reset".
+    """
+
+    def __init__(self, config: BackoffConfig) -> None:
+        self.config = config
+        self._failures: deque[tuple[float, int]] = deque()
+        self._state = BreakerState.CLOSED
+        self._opened_at: float | None = None
+        self._trips = 0
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker(state={self._state.value}, failures={len(self._failures)}, " \
+               f"trips={self._trips})"
 
     def record_failure(self, now: float, slot: int) -> bool:
+        """Count a failure; True when it opened the circuit (a failed half-open trial does)."""
         self._prune(now)
         self._failures.append((now, slot))
         if self._state is BreakerState.HALF_OPEN:
@@ -149,6 +170,8 @@ class CircuitBreaker:
         self._trips += 1
 
     def _prune(self, now: float) -> None:
+        # Invariant: _failures is in time order (``now`` is monotonic), so pruning pops the left.
+        # A failure exactly ``window`` old is out: the window is the half-open (now-window, now].
         horizon = now - self.config.window
         while self._failures and self._failures[0][0] <= horizon:
             self._failures.popleft()
@@ -161,6 +184,7 @@ class CircuitBreaker:
         return len(self._failures)
 
     def half_open_due(self) -> float | None:
+        """When an open circuit may try one worker again; None if it stays open for good."""
         if self._state is BreakerState.OPEN and self.config.half_open_after is not None and \
                 self._opened_at is not None:
             return self._opened_at + self.config.half_open_after
@@ -196,6 +220,7 @@ class CircuitBreaker:
 
 def decide_restart(state: BackoffState, breaker: CircuitBreaker, config: BackoffConfig,
                    now: float, rng: RandomSource, slot: int) -> BackoffAction:
+    """After a failure of ``slot``: retry after a jittered delay, or open the circuit."""
     if state.stable_for_cooldown(config, now):
         state.reset()
         breaker.forget_slot(slot)

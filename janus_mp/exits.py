@@ -1,4 +1,8 @@
-"""Exit-code classification (pure): what a worker's exit means and whether it restarts."""
+"""Exit-code classification (pure): what a worker's exit means and whether it restarts.
+
+The supervisor passes the return code (as multiprocess reports it) and, when it ended the worker
+itself, why; :func:`classify_exit` answers with one :class:`ExitDecision` the loop acts on.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +15,34 @@ from janus_mp.lifecycle import TerminationReason
 
 
 class RestartPolicy(StrEnum):
+    """The original's three policies (OTP's permanent, transient, temporary)."""
+
     ALWAYS = "always"
     ON_FAILURE = "on_failure"
     NEVER = "never"
 
     @classmethod
     def parse(cls, value: str) -> RestartPolicy:
+        """Accept config spellings: any case, ``on-failure`` or ``on_failure``."""
         key = str(value).strip().lower().replace("-", "_")
         for policy in cls:
-            if key in (policy.value, policy.name.lower(), f"restartpolicy.{policy.name.lower()}"):
+            if key == policy.value:
                 return policy
         raise ConfigError("restart", "must be one of always, on_failure, never")
 
 
 class ReservedExit(IntEnum):
+    """Exit codes with a meaning of their own, so services can say why they stopped."""
+
     OK = 0
-    FAILURE = 1
-    BOOT_ERROR = 3
-    CONFIG_ERROR = 78
+    FAILURE = 1  # an uncaught exception
+    BOOT_ERROR = 3  # the worker could not load its service: halts by default, as in gunicorn
+    CONFIG_ERROR = 78  # EX_CONFIG: restarting cannot help, so no restart by default
 
 
 class KillCause(StrEnum):
+    """Why the supervisor itself ended a worker; it overrides what the exit code says."""
+
     STOP_REQUESTED = "stop_requested"
     WATCHDOG = "watchdog"
     START_TIMEOUT = "start_timeout"
@@ -40,6 +51,8 @@ class KillCause(StrEnum):
 
 
 class ExitKind(StrEnum):
+    """Which rule of :func:`classify_exit` matched."""
+
     CLEAN = "clean"
     FAILURE = "failure"
     SIGNALED = "signaled"
@@ -58,8 +71,10 @@ _CODE_SETS = ("success_codes", "no_restart_codes", "force_restart_codes", "halt_
 
 @dataclass(frozen=True)
 class ExitPolicy:
+    """A service's restart policy and what its exit codes mean; a code is in one set at most."""
+
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
-    success_codes: frozenset[int] = frozenset({0})
+    success_codes: frozenset[int] = frozenset({int(ReservedExit.OK)})
     no_restart_codes: frozenset[int] = frozenset({int(ReservedExit.CONFIG_ERROR)})
     force_restart_codes: frozenset[int] = frozenset()
     halt_codes: frozenset[int] = frozenset({int(ReservedExit.BOOT_ERROR)})
@@ -80,7 +95,10 @@ class ExitPolicy:
 def _freeze(name: str, codes: Iterable[int]) -> frozenset[int]:
     if isinstance(codes, (str, bytes)):
         raise ConfigError(name, "must be a list of exit codes")
-    frozen = frozenset(codes)
+    try:
+        frozen = frozenset(codes)
+    except TypeError:
+        raise ConfigError(name, "must be a list of exit codes") from None
     for code in frozen:
         if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
             raise ConfigError(name, f"exit code {code!r} must be an integer from 0 to 255")
@@ -89,6 +107,10 @@ def _freeze(name: str, codes: Iterable[int]) -> frozenset[int]:
 
 @dataclass(frozen=True)
 class ExitDecision:
+    """What one exit means: restart or not, whether it counts toward backoff and the breaker
+    (``failure``), whether the restart skips backoff (``fixed_delay``), whether the whole
+    supervisor halts, and the reason to record."""
+
     kind: ExitKind
     restart: bool
     failure: bool
@@ -99,42 +121,55 @@ class ExitDecision:
 
 def classify_exit(returncode: int, policy: ExitPolicy,
                   cause: KillCause | None = None) -> ExitDecision:
-    """``returncode`` as multiprocess reports it: >= 0 an exit status, < 0 minus a signal."""
+    """``returncode`` as multiprocess reports it: >= 0 an exit status, < 0 minus a signal.
+
+    Rules in order: the supervisor's own cause, then halt, no-restart, force-restart and
+    success codes, then a signal or any other code as a failure.
+    """
     restartable = policy.restart is not RestartPolicy.NEVER
     if cause is KillCause.STOP_REQUESTED:
-        return ExitDecision(ExitKind.STOPPED, False, False, False, False,
-                            TerminationReason.stopped())
+        return _ended(ExitKind.STOPPED, TerminationReason.stopped())
+    # A recycled or replaced worker's successor already exists: nothing to restart here.
     if cause is KillCause.RECYCLE:
-        return ExitDecision(ExitKind.RECYCLED, False, False, False, False,
-                            TerminationReason.recycled())
+        return _ended(ExitKind.RECYCLED, TerminationReason.recycled())
     if cause is KillCause.REPLACE:
-        return ExitDecision(ExitKind.REPLACED, False, False, False, False,
-                            TerminationReason.replaced())
+        return _ended(ExitKind.REPLACED, TerminationReason.replaced())
     if cause is KillCause.WATCHDOG:
-        return ExitDecision(ExitKind.WATCHDOG_TIMEOUT, restartable, True, False, False,
-                            TerminationReason.watchdog_timeout())
+        return _failed(ExitKind.WATCHDOG_TIMEOUT, TerminationReason.watchdog_timeout(),
+                       restart=restartable)
     if cause is KillCause.START_TIMEOUT:
-        return ExitDecision(ExitKind.START_TIMEOUT, restartable, True, False, False,
-                            TerminationReason.start_timeout())
-    if returncode >= 0 and returncode in policy.halt_codes:
-        return ExitDecision(ExitKind.HALT, False, True, False, True,
-                            TerminationReason.halted(returncode))
-    if returncode >= 0 and returncode in policy.no_restart_codes:
-        return ExitDecision(ExitKind.NO_RESTART, False, True, False, False,
-                            TerminationReason.unrecoverable(
-                                f"exit code {returncode} is a no-restart code"))
-    if returncode >= 0 and returncode in policy.force_restart_codes:
-        return ExitDecision(ExitKind.FORCE_RESTART, True, False, True, False,
-                            TerminationReason.failed(returncode))
-    if returncode >= 0 and returncode in policy.success_codes:
-        return ExitDecision(ExitKind.CLEAN, policy.restart is RestartPolicy.ALWAYS, False, True,
-                            False, TerminationReason.completed())
-    if returncode < 0:
-        reason = TerminationReason.killed(-returncode)
-        kind = ExitKind.SIGNALED
+        return _failed(ExitKind.START_TIMEOUT, TerminationReason.start_timeout(),
+                       restart=restartable)
+    if returncode >= 0:
+        if returncode in policy.halt_codes:
+            return ExitDecision(ExitKind.HALT, restart=False, failure=True, fixed_delay=False,
+                                halt=True, reason=TerminationReason.halted(returncode))
+        if returncode in policy.no_restart_codes:
+            return _failed(ExitKind.NO_RESTART, TerminationReason.unrecoverable(
+                f"exit code {returncode} is a no-restart code"), restart=False)
+        if returncode in policy.force_restart_codes:
+            return ExitDecision(ExitKind.FORCE_RESTART, restart=True, failure=False,
+                                fixed_delay=True, halt=False,
+                                reason=TerminationReason.failed(returncode))
+        if returncode in policy.success_codes:
+            return ExitDecision(ExitKind.CLEAN, restart=policy.restart is RestartPolicy.ALWAYS,
+                                failure=False, fixed_delay=True, halt=False,
+                                reason=TerminationReason.completed())
+        kind, reason = ExitKind.FAILURE, TerminationReason.failed(returncode)
     else:
-        reason = TerminationReason.failed(returncode)
-        kind = ExitKind.FAILURE
-    if not restartable:
+        kind, reason = ExitKind.SIGNALED, TerminationReason.killed(-returncode)
+    if not restartable:  # as in the original: an error under `never` is unrecoverable
         reason = TerminationReason.unrecoverable(f"{reason} under restart policy never")
-    return ExitDecision(kind, restartable, True, False, False, reason)
+    return _failed(kind, reason, restart=restartable)
+
+
+def _ended(kind: ExitKind, reason: TerminationReason) -> ExitDecision:
+    """The supervisor ended the worker on purpose: no restart, no failure."""
+    return ExitDecision(kind, restart=False, failure=False, fixed_delay=False, halt=False,
+                        reason=reason)
+
+
+def _failed(kind: ExitKind, reason: TerminationReason, *, restart: bool) -> ExitDecision:
+    """A failure: it counts toward backoff and the breaker."""
+    return ExitDecision(kind, restart=restart, failure=True, fixed_delay=False, halt=False,
+                        reason=reason)

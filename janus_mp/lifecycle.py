@@ -17,6 +17,8 @@ from janus_mp.errors import JanusError
 
 
 class ServicePhase(StrEnum):
+    """Where a service (or one worker slot) is; the value is what status output shows."""
+
     STARTING = "starting"
     RUNNING = "running"
     BACKING_OFF = "backing_off"
@@ -46,6 +48,8 @@ TRANSITIONS: Mapping[ServicePhase, frozenset[ServicePhase]] = MappingProxyType({
 
 
 class TransitionError(JanusError):
+    """A move the table forbids: a bug in the caller, never a user mistake."""
+
     def __init__(self, from_phase: ServicePhase, to_phase: ServicePhase) -> None:
         super().__init__(f"invalid lifecycle transition: {from_phase.value} → {to_phase.value}")
         self.from_phase = from_phase
@@ -53,6 +57,8 @@ class TransitionError(JanusError):
 
 
 class TerminationKind(StrEnum):
+    """Why a worker or service ended; the value is the Prometheus ``reason`` label."""
+
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     CIRCUIT_BREAKER_OPEN = "circuit_breaker_open"
@@ -76,6 +82,8 @@ _SIGNAL_NAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRA
 
 @dataclass(frozen=True)
 class TerminationReason:
+    """A kind plus the numbers that explain it; build with the named constructors."""
+
     kind: TerminationKind
     exit_code: int | None = None
     signal: int | None = None
@@ -152,6 +160,7 @@ class TerminationReason:
         return k.value.replace("_", " ")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: ``kind``, ``text`` (the one-line message) and whichever numbers are set."""
         data = {key: value for key, value in asdict(self).items() if value is not None}
         data["kind"] = self.kind.value
         data["text"] = str(self)
@@ -160,6 +169,11 @@ class TerminationReason:
 
 @dataclass(frozen=True)
 class ServiceLifecycleSnapshot:
+    """The seed's snapshot, plus what the supervisor knows about the slot's processes.
+
+    Plain data so the CLI, the HTTP endpoint and tests all read the same thing.
+    """
+
     service_name: str
     phase: ServicePhase
     start_count: int
@@ -180,6 +194,7 @@ class ServiceLifecycleSnapshot:
     backoff_delay: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: the phase as its value, the reason as a dict with ``kind`` and ``text``."""
         data = asdict(self)
         data["phase"] = self.phase.value
         data["pids"] = list(self.pids)
@@ -203,6 +218,7 @@ class ServiceLifecycle:
         self._running_total = 0.0
 
     def transition(self, to: ServicePhase, now: float) -> None:
+        """Move to ``to``; an illegal move raises and changes nothing."""
         if to not in TRANSITIONS[self.phase]:
             raise TransitionError(self.phase, to)
         if self.phase is ServicePhase.RUNNING:
@@ -218,12 +234,14 @@ class ServiceLifecycle:
         self.record_failure(error)
 
     def mark_starting(self, now: float) -> None:
+        """A restart: only a backing-off or circuit-open slot starts again."""
         if self.phase not in (ServicePhase.BACKING_OFF, ServicePhase.CIRCUIT_OPEN):
             raise TransitionError(self.phase, ServicePhase.STARTING)
         self.transition(ServicePhase.STARTING, now)
         self.start_count += 1
 
     def mark_circuit_open(self, now: float, error: str | None = None) -> None:
+        """The breaker opened; counts no failure (the one that tripped it is already in)."""
         self.transition(ServicePhase.CIRCUIT_OPEN, now)
         if error is not None:
             self.last_error = error
@@ -236,14 +254,17 @@ class ServiceLifecycle:
         self.termination_reason = reason
 
     def record_failure(self, error: str) -> None:
+        """Count a failure that does not change the phase."""
         self.total_failures += 1
         self.last_error = error
 
     def running_secs(self, now: float) -> float:
+        """Time spent running so far, including the current run."""
         live = now - self.phase_entered_at if self.phase is ServicePhase.RUNNING else 0.0
         return self._running_total + max(0.0, live)
 
     def snapshot(self, now: float, **extra: Any) -> ServiceLifecycleSnapshot:
+        """The state at ``now``; ``extra`` fills the supervisor's fields (worker, pids, ...)."""
         return ServiceLifecycleSnapshot(
             service_name=self.service_name,
             phase=self.phase,
