@@ -30,22 +30,24 @@ No I/O here: ``metrics_store`` reads files and decides who is dead.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+_go_float: Callable[[float], str] = floatToGoString  # bucket labels as the stock reader writes
+
 Labels = tuple[tuple[str, str], ...]
 SampleId = tuple[str, Labels]  # (sample name, labels in the stock reader's output order)
 
 KINDS = frozenset({"counter", "gauge", "histogram", "summary"})
-_PER_PROCESS = frozenset({"all", "liveall"})  # the gauge modes that keep a pid label
 _MIN = frozenset({"min", "livemin"})
 _MAX = frozenset({"max", "livemax"})
 _SUM = frozenset({"sum", "livesum"})
 _MOST_RECENT = frozenset({"mostrecent", "livemostrecent"})
+_COMBINED = _MIN | _MAX | _SUM | _MOST_RECENT  # the gauge modes that drop the pid label
 
 
 class FileId(NamedTuple):
@@ -62,12 +64,16 @@ class FileId(NamedTuple):
 
 
 class SampleKey(NamedTuple):
-    """One parsed mmap key: the sample's family, name, sorted labels and help text."""
+    """One parsed mmap key, with the label variants the merge needs worked out once."""
 
     metric: str
     sample: str
-    labels: Labels
+    labels: Labels  # sorted, as in the stock reader
     help: str
+    without_pid: Labels  # what min/max/sum/mostrecent gauges keep
+    without_le: Labels  # a histogram bucket's series
+    bound: float | None  # a histogram bucket's upper bound; None without (or with a bad) le
+    has_le: bool
 
 
 Entry = tuple[SampleKey, float, float]  # key, value, timestamp
@@ -117,12 +123,22 @@ def _decode_key(raw: str) -> SampleKey:
     decoded = json.loads(raw)
     if not isinstance(decoded, list) or len(decoded) != 4:
         raise ValueError(f"not a metric key: {raw[:80]!r}")
-    metric, sample, labels, help_text = decoded
+    metric, sample, label_map, help_text = decoded
     if not (isinstance(metric, str) and isinstance(sample, str) and isinstance(help_text, str)
-            and isinstance(labels, dict)
-            and all(isinstance(v, str) for v in labels.values())):
+            and isinstance(label_map, dict)
+            and all(isinstance(v, str) for v in label_map.values())):
         raise ValueError(f"not a metric key: {raw[:80]!r}")
-    return SampleKey(metric, sample, tuple(sorted(labels.items())), help_text)
+    labels: Labels = tuple(sorted(label_map.items()))
+    bound = None
+    if "le" in label_map:
+        try:
+            bound = float(label_map["le"])
+        except ValueError:
+            pass
+    return SampleKey(metric, sample, labels, help_text,
+                     without_pid=tuple(pair for pair in labels if pair[0] != "pid"),
+                     without_le=tuple(pair for pair in labels if pair[0] != "le"),
+                     bound=bound, has_le="le" in label_map)
 
 
 class _Family:
@@ -153,10 +169,11 @@ class _Family:
             total = 0.0
             for bound, count in sorted(bounds.items()):
                 total += count
-                out[(self.name + "_bucket", labels + (("le", floatToGoString(bound)),))] = total
+                out[(self.name + "_bucket", labels + (("le", _go_float(bound)),))] = total
             out[(self.name + "_count", labels)] = total
         metric = Metric(self.name, self.help, self.kind)
-        metric.samples = [Sample(name, dict(labels), value) for (name, labels), value in out.items()]
+        metric.samples = [Sample(name, dict(labels), value)
+                          for (name, labels), value in out.items()]
         return metric
 
 
@@ -187,7 +204,8 @@ class Fold:
 
     def add(self, source: FileId, entries: Iterable[Entry]) -> int:
         """Fold one file's entries; returns how many were rejected as malformed (and skipped)."""
-        pid_label: Labels = (("pid", source.pid),) if source.kind == "gauge" else ()
+        is_gauge = source.kind == "gauge"
+        pid_label: Labels = (("pid", source.pid),)
         rejected = 0
         for key, value, timestamp in entries:
             family = self._families.get(key.metric)
@@ -198,24 +216,28 @@ class Fold:
                     rejected += 1
                     continue
                 family = self._families[key.metric] = _Family(key.metric, key.help, source.kind)
-            if source.kind == "gauge":
+            if is_gauge:
                 family.mode = source.mode
-            labels = key.labels + pid_label
             if family.kind == "gauge":
+                if family.mode in _COMBINED:  # any pid label goes, a user's own too, as stock
+                    labels = key.without_pid
+                else:
+                    labels = key.labels + pid_label if is_gauge else key.labels
                 _fold_gauge(family, (key.sample, labels), value, timestamp)
-            elif family.kind == "histogram" and any(name == "le" for name, _ in labels):
-                if not _fold_bucket(family, labels, value):
+            elif family.kind == "histogram" and key.has_le:
+                if key.bound is None:
                     rejected += 1
+                    continue
+                bounds = family.buckets.setdefault(key.without_le, {})
+                bounds[key.bound] = bounds.get(key.bound, 0.0) + value
             else:
-                sample = (key.sample, labels)
+                sample = (key.sample, key.labels)
                 family.values[sample] = family.values.get(sample, 0.0) + value
         return rejected
 
 
 def _fold_gauge(family: _Family, sample: SampleId, value: float, timestamp: float) -> None:
     mode = family.mode
-    if mode not in _PER_PROCESS and mode in _MIN | _MAX | _SUM | _MOST_RECENT:
-        sample = (sample[0], tuple(pair for pair in sample[1] if pair[0] != "pid"))
     values = family.values
     if mode in _MIN:
         current = values.get(sample)
@@ -232,17 +254,5 @@ def _fold_gauge(family: _Family, sample: SampleId, value: float, timestamp: floa
         if family.stamps.get(sample, 0.0) < stamp:  # an unset (0) timestamp never wins
             values[sample] = value
             family.stamps[sample] = stamp
-    else:  # all, liveall: per process; a later batch of the same pid replaces the earlier
+    else:  # all, liveall (and unknown modes): per process; the later batch of a pid wins
         values[sample] = value
-
-
-def _fold_bucket(family: _Family, labels: Labels, count: float) -> bool:
-    bound_text = next(value for name, value in labels if name == "le")
-    try:
-        bound = float(bound_text)
-    except ValueError:
-        return False
-    rest = tuple(pair for pair in labels if pair[0] != "le")
-    bounds = family.buckets.setdefault(rest, {})
-    bounds[bound] = bounds.get(bound, 0.0) + count
-    return True

@@ -1,178 +1,326 @@
-"""prometheus_client multiprocess mode, wired by the supervisor, with compaction of dead workers.
+"""prometheus_client's multiprocess directory, owned by the supervisor, compacted as workers die.
 
-The stock MultiProcessCollector reads every ``*.db`` file of every process that ever lived, so a
-scrape slows down with every restart. The supervisor knows exactly when a worker is dead — it has
-reaped it — so it folds that worker's files into one archive file per type and mode, and deletes
-them. The archive files are named the way the stock reader parses names (``counter_archive.db``,
-``gauge_max_archive.db``...), so the stock collector reads them with its own merge rules:
+The stock ``MultiProcessCollector`` reads every file of every process that ever lived, so each
+scrape slows down with every restart (client_python #204, #367, #443). The supervisor knows
+exactly when a worker is dead, because it reaped it, so ``process_dead`` folds that worker's
+files into an in-memory archive (``metrics_fold.Fold``) and deletes them. The directory then
+holds live workers' files only, and a scrape reads those plus a copy of the archive:
 
-    counter, histogram, summary   values summed into the archive (sums, counts, buckets)
-    gauge min / max               the archive keeps the min / max
-    gauge sum                     summed
-    gauge mostrecent              the value with the latest timestamp wins
-    gauge live* modes             dropped, as mark_process_dead does
-    gauge all                     kept per pid: its output has a ``pid`` label per process,
-                                  dead ones included, so it cannot be folded without changing it
+    prepare()        supervisor, before any worker: the directory, empty of stale files
+    worker_init()    each worker, before user code: every metric writes to this pid's files
+    process_dead()   supervisor loop, per reaped worker: read its files, fold, delete them
+    collector()      HTTP thread, per scrape: archive copy + live files -> metric families
+    close()          supervisor, on exit: remove what prepare() made
 
-Compaction and collection share a lock, so a scrape never sees a worker both in the archive and
-in its own file. Counts survive: a counter from a crashed worker lives on in the archive.
+The archive lives in the supervisor's memory, not in files: a fold is then a read and an
+unlink, with no write that a full disk could fail, and never an mmap write, which on a full
+tmpfs or disk kills the writer with SIGBUS. The cost: a reader other than ``collector()``
+(a worker running its own MultiProcessCollector) sees live workers only. The supervisor's
+``/metrics`` is the place to scrape.
+
+A pid reused after its fold starts from zero, where the stock reader would hand the newcomer
+the dead process's file and gauge values; counts add up the same either way.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from janus_mp.errors import ConfigError
+from prometheus_client.metrics import Gauge
+from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
+
+from janus_mp.errors import ConfigError, JanusError
+from janus_mp.metrics_fold import KINDS, Entry, FileId, Fold, KeyParser, file_name, parse_file_name
 
 log = logging.getLogger("janus_mp.metrics")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
-ARCHIVE = "archive"
-_SUMMED = {"counter", "histogram", "summary"}
+_OPTIMISTIC_SCRAPES = 3  # reads without the lock before a scrape holds folds off for one
 
 
 class MultiprocessMetrics:
-    """The multiprocess directory: prepared before workers start, compacted as they die."""
+    """The multiprocess directory: prepared before workers start, compacted as they die.
+
+    Picklable for the spawn start method: a child gets the path only, none of the
+    supervisor's archive, lock or caches.
+    """
 
     def __init__(self, directory: str | None = None) -> None:
         self.directory = directory
-        self.path: str | None = None
+        self._path: str | None = None
         self._created = False
-        self._lock = threading.Lock()
-        self._previous_env: str | None = None
+        self._owner_pid: int | None = None  # the supervisor: only it may fold or remove
+        self._reset_archive()
 
-    # -- supervisor side -------------------------------------------------------------------
+    def _reset_archive(self) -> None:
+        self._archive = Fold()
+        self._version = 0  # bumped by every fold; a scrape that saw it change reads again
+        self._lock = threading.Lock()
+        self._keys = KeyParser()
+
+    @property
+    def path(self) -> str | None:
+        """The directory in use once prepared, else None."""
+        return self._path
+
+    # -- supervisor side --------------------------------------------------------------------
     def prepare(self) -> str:
+        """Make the directory ready for workers; returns its path. Idempotent until close()."""
+        if self._path is not None:
+            return self._path
         if self.directory is None:
-            self.path = tempfile.mkdtemp(prefix="janus-mp-metrics-")
+            try:
+                path = tempfile.mkdtemp(prefix="janus-mp-metrics-")  # mode 0700
+            except OSError as exc:
+                raise ConfigError("metrics_dir", f"cannot create a private directory in "
+                                  f"{tempfile.gettempdir()}: {exc.strerror or exc}") from None
             self._created = True
         else:
-            self.path = os.path.abspath(self.directory)
-            try:
-                os.makedirs(self.path, mode=0o700, exist_ok=True)
-                stale = glob.glob(os.path.join(self.path, "*.db"))
-                for name in stale:
-                    os.remove(name)
-                if stale:
-                    log.info("removed %d stale metrics files from %s", len(stale), self.path)
-            except OSError as exc:
-                raise ConfigError("metrics_dir", f"cannot use {self.path}: "
-                                  f"{exc.strerror or exc}") from None
-        if not os.access(self.path, os.W_OK):
-            raise ConfigError("metrics_dir", f"{self.path} is not writable")
-        self._previous_env = os.environ.get(ENV)
-        os.environ[ENV] = self.path  # spawned workers read it at import; forked ones in init
-        return self.path
+            path = os.path.abspath(self.directory)
+            _make_directory(path)
+            _remove_stale_files(path)
+        self._reset_archive()
+        self._path = path
+        self._owner_pid = os.getpid()
+        return path
 
     def process_dead(self, pid: int) -> None:
-        """Fold a reaped worker's files into the archive; never raises (supervision goes on)."""
-        if self.path is None:
+        """Fold a reaped worker's files into the archive and delete them; never raises.
+
+        Call it after reaping and before spawning a replacement, so the pid's files are final.
+        Unreadable or corrupt files are logged and what could be read is kept: a metrics
+        problem must not stop supervision.
+        """
+        path = self._path
+        if path is None or self._owner_pid != os.getpid():
             return
+        batches: list[tuple[FileId, list[Entry]]] = []
+        doomed: list[str] = []
+        for source in _files_of(str(pid)):
+            filename = f"{path}/{file_name(source)}"
+            if not source.survives_death:
+                doomed.append(filename)
+                continue
+            try:
+                entries = _read_file(filename, self._keys, "could not compact")
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("could not compact metrics file %s: %s", filename, exc)
+                continue  # left in place: it may be readable at the next scrape
+            batches.append((source, entries))
+            doomed.append(filename)
+        # Fold and unlink under the lock, so a scrape sees this worker either in its files or
+        # in the archive, never both and never neither (see _collect).
         with self._lock:
-            for name in glob.glob(os.path.join(self.path, f"*_{pid}.db")):
+            self._version += 1
+            for source, entries in batches:
+                rejected = self._archive.add(source, entries)
+                if rejected:
+                    log.warning("could not compact metrics file %s: %d malformed samples "
+                                "skipped", file_name(source), rejected)
+            for filename in doomed:
                 try:
-                    self._fold(name)
-                except Exception as exc:  # full disk, corrupt file: log, keep supervising
-                    log.warning("could not compact metrics file %s: %s", name, exc)
+                    os.unlink(filename)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("could not remove metrics file %s: %s", filename, exc)
 
-    def _fold(self, filename: str) -> None:
-        from prometheus_client.mmap_dict import MmapedDict
-
-        parts = os.path.basename(filename)[:-3].split("_")
-        typ = parts[0]
-        mode = parts[1] if typ == "gauge" else ""
-        if typ == "gauge" and mode.startswith("live"):
-            os.remove(filename)
-            return
-        if typ == "gauge" and mode == "all":
-            return  # per-pid series by definition: kept as they are
-        values = list(MmapedDict.read_all_values_from_file(filename))
-        archive_name = f"gauge_{mode}_{ARCHIVE}.db" if typ == "gauge" else f"{typ}_{ARCHIVE}.db"
-        archive = MmapedDict(os.path.join(self.path or "", archive_name))
-        try:
-            for key, value, timestamp, _pos in values:
-                fresh = key not in archive._positions  # read_value would create it at 0.0
-                old_value, old_timestamp = archive.read_value(key)
-                if typ in _SUMMED or mode == "sum":
-                    archive.write_value(key, old_value + value, timestamp)
-                elif mode == "max":
-                    archive.write_value(key, value if fresh else max(old_value, value), timestamp)
-                elif mode == "min":
-                    archive.write_value(key, value if fresh else min(old_value, value), timestamp)
-                elif mode == "mostrecent" and (fresh or timestamp > old_timestamp):
-                    archive.write_value(key, value, timestamp)
-        finally:
-            archive.close()
-        os.remove(filename)
-
-    def collector(self) -> Any:
-        """A collector over live files plus the archive; scrapes hold the compaction lock."""
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        store = self
-
-        class _Locked(MultiProcessCollector):
-            def collect(self) -> Any:
-                with store._lock:
-                    return list(super().collect())
-
-        return _Locked(None, path=self.path)
+    def collector(self) -> ArchiveCollector:
+        """A collector of live workers' files plus the archive: the stock collector's output."""
+        return ArchiveCollector(self._collect)
 
     def file_count(self) -> int:
-        return len(glob.glob(os.path.join(self.path or "", "*.db"))) if self.path else 0
+        """Multiprocess files in the directory: they are what a scrape reads."""
+        return len(_scan(self._path)) if self._path is not None else 0
 
     def close(self) -> None:
-        if self.path is None:
-            return
+        """Remove the directory if prepare() made it, else only the metrics files. Idempotent."""
+        path = self._path
+        if path is None or self._owner_pid != os.getpid():
+            return  # a forked worker holds a copy of this object: it must not clean up
+        self._path = None
         if self._created:
-            shutil.rmtree(self.path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
+            self._created = False
         else:
-            for name in glob.glob(os.path.join(self.path, "*.db")):
+            for name, _ in _scan(path):
                 try:
-                    os.remove(name)
+                    os.unlink(os.path.join(path, name))
                 except OSError:
                     pass
-        if os.environ.get(ENV) == self.path:
-            if self._previous_env is None:
-                os.environ.pop(ENV, None)
-            else:
-                os.environ[ENV] = self._previous_env
-        self.path = None
+        self._reset_archive()
 
-    # -- worker side -------------------------------------------------------------------------
-    def worker_init(self) -> None:
-        """In a new worker: write every metric — even ones made before fork — to this pid's files.
+    def _collect(self) -> list[Metric]:
+        path = self._path
+        if path is None:
+            return []
+        # A fold between copying the archive and reading the files would count its worker
+        # twice or not at all, so retry when the version moved; under a storm of deaths, hold
+        # folds off for one read instead of starving the scrape.
+        for _ in range(_OPTIMISTIC_SCRAPES):
+            with self._lock:
+                fold, version = self._archive.copy(), self._version
+            self._fold_live(fold, path)
+            with self._lock:
+                if self._version == version:
+                    return fold.metrics()
+        with self._lock:
+            fold = self._archive.copy()
+            self._fold_live(fold, path)
+        return fold.metrics()
 
-        prometheus_client picks its value class at import time; under fork the worker inherits
-        a parent that imported it (and maybe built metrics) before the directory existed.
-        """
-        if self.path is None:
+    def _fold_live(self, fold: Fold, path: str) -> None:
+        try:
+            live = _scan(path)
+        except OSError as exc:
+            log.warning("could not list metrics directory %s: %s", path, exc)
             return
-        os.environ[ENV] = self.path
+        for name, source in live:
+            filename = f"{path}/{name}"
+            try:
+                entries = _read_file(filename, self._keys, "could not read")
+            except FileNotFoundError:
+                continue  # folded since the listing: the version check notices
+            except OSError as exc:
+                log.warning("could not read metrics file %s: %s", filename, exc)
+                continue
+            rejected = fold.add(source, entries)
+            if rejected:
+                log.warning("could not read metrics file %s: %d malformed samples skipped",
+                            filename, rejected)
+
+    # -- worker side ------------------------------------------------------------------------
+    def worker_init(self) -> None:
+        """In a new worker, before user code: make every metric write to this pid's files.
+
+        prometheus_client picks its value class once, at import, from the environment. Under
+        fork the worker inherits a parent that may have imported it, and built metrics, before
+        the directory existed; under spawn and forkserver, unpickling the target may import
+        modules that build metrics before this runs. So switch the value class for this
+        process and re-initialise the metrics already in the default REGISTRY, and their
+        labelled children: they restart from zero, in files named by this pid.
+        """
+        if self._path is None:
+            raise JanusError("metrics: worker_init() called before prepare()")
+        os.environ[ENV] = self._path  # user code that checks it sees multiprocess mode
         from prometheus_client import values
         from prometheus_client.metrics import MetricWrapperBase
         from prometheus_client.registry import REGISTRY
 
         values.ValueClass = values.MultiProcessValue()
-        for collector in list(getattr(REGISTRY, "_collector_to_names", {})):
-            if not isinstance(collector, MetricWrapperBase):
-                continue
-            if collector._is_parent():
-                with collector._lock:
-                    for child in collector._metrics.values():
-                        child._metric_init()
-            else:
+        # No locks taken: a lock held by another parent thread at fork time stays held in the
+        # child forever, and this process is still single-threaded here.
+        for collector in list(REGISTRY._collector_to_names):
+            if not isinstance(collector, MetricWrapperBase) or collector._type not in KINDS:
+                continue  # Info and Enum keep their own state; other collectors have none
+            if collector._is_observable():
                 collector._metric_init()
+            elif collector._is_parent():
+                for child in list(collector._metrics.values()):
+                    child._metric_init()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"directory": self.directory, "path": self.path}
+        return {"directory": self.directory, "path": self._path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["directory"])  # type: ignore[misc]
-        self.path = state["path"]
+        self._path = state["path"]
+
+
+class ArchiveCollector:
+    """A prometheus_client collector over a ``MultiprocessMetrics`` directory and archive."""
+
+    def __init__(self, collect: Callable[[], list[Metric]]) -> None:
+        self._collect = collect
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not trigger a scrape
+
+    def collect(self) -> list[Metric]:
+        return self._collect()
+
+
+# Every (kind, gauge mode) a process can have a file for. A death probes these names: a dozen
+# failed opens cost less than listing a directory of more than a few dozen live workers' files.
+_SHAPES = [(kind, "") for kind in sorted(KINDS - {"gauge"})] + [
+    ("gauge", mode) for mode in sorted(Gauge._MULTIPROC_MODES)]
+
+
+def _files_of(pid: str) -> list[FileId]:
+    return [FileId(kind, mode, pid) for kind, mode in _SHAPES]
+
+
+def _scan(path: str) -> list[tuple[str, FileId]]:
+    """The multiprocess files in ``path``; none once it is gone (closed under a scrape)."""
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        source = parse_file_name(name)
+        if source is not None:
+            found.append((name, source))
+    return found
+
+
+def _read_file(filename: str, parse: KeyParser, context: str) -> list[Entry]:
+    """A file's entries. A corrupt tail or key is logged and skipped, never raised: what was
+    readable before it is kept. FileNotFoundError and other OSErrors are the caller's."""
+    entries: list[Entry] = []
+    bad_keys = 0
+    try:
+        for raw, value, timestamp, _ in MmapedDict.read_all_values_from_file(filename):
+            try:
+                entries.append((parse(raw), value, timestamp))
+            except ValueError:
+                bad_keys += 1
+    except OSError:
+        raise
+    except Exception as exc:  # struct.error, RuntimeError("... corrupted"), UnicodeDecodeError
+        if os.path.getsize(filename) > 0:  # empty: a worker died before sizing it; no data
+            log.warning("%s metrics file %s: %s (kept %d samples)", context, filename, exc,
+                        len(entries))
+    if bad_keys:
+        log.warning("%s metrics file %s: %d malformed keys skipped", context, filename, bad_keys)
+    return entries
+
+
+def _make_directory(path: str) -> None:
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError("metrics_dir", f"{path} is not a directory")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("metrics_dir", f"cannot create {path}: {exc.strerror or exc}") from None
+    try:  # os.access() is wrong for root, ACLs and read-only mounts: try it
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".janus-mp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError("metrics_dir", f"{path} is not writable: {exc.strerror or exc}") \
+            from None
+
+
+def _remove_stale_files(path: str) -> None:
+    """An earlier run's files would count as live workers forever: remove them, nothing else."""
+    stale = _scan(path)
+    for name, _ in stale:
+        try:
+            os.unlink(os.path.join(path, name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ConfigError("metrics_dir", f"cannot remove stale file {name} in {path}: "
+                              f"{exc.strerror or exc}") from None
+    if stale:
+        log.info("removed %d stale metrics files from %s", len(stale), path)

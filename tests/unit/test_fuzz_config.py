@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pytest
 
 from janus_mp.config_file import parse_config
 from janus_mp.errors import ConfigError
