@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from janus_mp.backoff import BackoffConfig
 from janus_mp.errors import ConfigError
@@ -115,7 +115,8 @@ class SpawnOptions:
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
-        if self.name is not None and (not isinstance(self.name, str) or not _valid_name(self.name)):
+        if self.name is not None and not (isinstance(self.name, str)
+                                          and valid_service_name(self.name)):
             raise ConfigError("name", "must be letters, digits, '-', '_' or '.' (1-64 characters)")
         if not isinstance(self.restart, RestartPolicy):
             object.__setattr__(self, "restart", RestartPolicy.parse(str(self.restart)))
@@ -154,15 +155,6 @@ def _codes(key: str, value: Iterable[int]) -> frozenset[int]:
     return codes
 
 
-def _valid_name(name: str) -> bool:
-    return 0 < len(name) <= 64 and all(c.isalnum() or c in "-_." for c in name)
-
-
 def valid_service_name(name: str) -> bool:
     """Service names become metric labels, file names and CLI arguments: keep them plain."""
-    return _valid_name(name)
-
-
-def option_names(cls: type) -> list[str]:
-    """Field names of a config dataclass (the TOML loader's did-you-mean uses them)."""
-    return [f.name for f in fields(cls)]
+    return 0 < len(name) <= 64 and all(c.isalnum() or c in "-_." for c in name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -183,17 +182,3 @@ class Deployment:
                 self.sup.call_later(interval, ping)
 
         self.sup.call_later(0.0, ping)
-
-
-def wait_for_socket(path: str, timeout: float = 10.0) -> bool:
-    """For tests and scripts: wait until a control socket answers."""
-    from janus_mp.control import call
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            call(path, "status", timeout=2.0)
-            return True
-        except JanusError:
-            time.sleep(0.05)
-    return False

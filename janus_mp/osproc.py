@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import os
 import signal
 from collections.abc import Iterable
@@ -31,8 +30,6 @@ def set_child_subreaper(on: bool = True) -> bool:
     return _prctl(PR_SET_CHILD_SUBREAPER, int(on))
 
 
-def set_parent_death_signal(signum: int) -> bool:
-    return _prctl(PR_SET_PDEATHSIG, signum)
 
 
 def pidfd_open(pid: int) -> int | None:
@@ -133,12 +130,6 @@ def kill_descendants(pid: int, rounds: int = 8) -> int:
     return killed
 
 
-def kill_tree(root: int) -> None:
-    """Freeze ``root`` first (its own threads can neither fork nor race us), kill everything
-    below it, then ``root`` last."""
-    signal_process(root, signal.SIGSTOP)
-    kill_descendants(root)
-    signal_process(root, signal.SIGKILL)
 
 
 def process_state(pid: int) -> str | None:
@@ -149,6 +140,16 @@ def process_state(pid: int) -> str | None:
     except OSError:
         return None
     return data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` from /proc/<pid>/stat, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2 :].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def start_time(pid: int) -> int | None:
@@ -186,7 +187,3 @@ def close_fds(fds: Iterable[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def is_eintr(exc: OSError) -> bool:
-    return exc.errno == errno.EINTR

@@ -40,7 +40,12 @@ from janus_mp.deadman import DeadMansSwitch
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
 from janus_mp.exits import ExitKind, KillCause, classify_exit
 from janus_mp.http_endpoint import MetricsServer
-from janus_mp.lifecycle import ServicePhase, TerminationReason, TransitionError
+from janus_mp.lifecycle import (
+    ServiceLifecycle,
+    ServicePhase,
+    TerminationReason,
+    TransitionError,
+)
 from janus_mp.metrics import MetricsSnapshot, SupervisorMetrics
 from janus_mp.metrics_store import MultiprocessMetrics
 from janus_mp.pool import ServiceRuntime, ServiceSpec, Slot, SupervisorSnapshot, Worker
@@ -419,14 +424,9 @@ class JanusSupervisor:
         runtime = ServiceRuntime(spec, token, spec.options.backoff_or(self.config.backoff), now)
         self._services[spec.name] = runtime
         for index in range(runtime.desired):
-            slot = runtime.slots[index] = Slot(index, self._new_lifecycle(spec.name, now))
+            slot = runtime.slots[index] = Slot(index, ServiceLifecycle(spec.name, now))
             self._spawn(runtime, slot)
         return runtime
-
-    def _new_lifecycle(self, name: str, now: float) -> Any:
-        from janus_mp.lifecycle import ServiceLifecycle
-
-        return ServiceLifecycle(name, now)
 
     def _service(self, name: str) -> ServiceRuntime:
         runtime = self._services.get(name)
@@ -489,7 +489,7 @@ class JanusSupervisor:
             if slot is None or slot.removed:
                 if slot is not None and slot.workers():
                     continue  # still draining from an earlier scale-down; _reap revives it
-                slot = service.slots[index] = Slot(index, self._new_lifecycle(service.name, now))
+                slot = service.slots[index] = Slot(index, ServiceLifecycle(service.name, now))
                 if service.breaker.allows_restarts:
                     self._spawn(service, slot)
                 else:
@@ -793,7 +793,7 @@ class JanusSupervisor:
                 del service.slots[slot.index]
                 if slot.index < service.desired:  # scaled back up while it drained
                     revived = service.slots[slot.index] = Slot(
-                        slot.index, self._new_lifecycle(service.name, now))
+                        slot.index, ServiceLifecycle(service.name, now))
                     self._spawn(service, revived)
             return
         if service.stopping or self._state == "stopping" or \
@@ -928,7 +928,7 @@ class JanusSupervisor:
     def _start_slot_again(self, service: ServiceRuntime, slot: Slot) -> None:
         now = self._clock()
         if slot.lifecycle.phase is ServicePhase.TERMINATED:
-            slot.lifecycle = self._new_lifecycle(service.name, now)
+            slot.lifecycle = ServiceLifecycle(service.name, now)
         elif slot.lifecycle.phase in (ServicePhase.CIRCUIT_OPEN, ServicePhase.BACKING_OFF):
             slot.lifecycle.mark_starting(now)
         slot.restarts += 1

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -239,11 +238,3 @@ try:
     import setproctitle as _setproctitle
 except ImportError:  # optional: the `cli` extra installs it
     _setproctitle = None
-
-
-def flush_std_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from janus_mp.osproc import descendants, process_state  # noqa: E402
+from janus_mp.osproc import descendants, parent_pid, process_state  # noqa: E402
 
 SUPERVISOR = """
 import os, sys, time
@@ -65,16 +65,7 @@ sys.exit(Deployment(sup, socket_path=SOCKET).run())
 
 
 def children(pid: int) -> list[int]:
-    return [p for p in descendants(pid) if _parent(p) == pid]
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return int(data[data.rfind(b")") + 2:].split()[1])
+    return [p for p in descendants(pid) if parent_pid(p) == pid]
 
 
 def state(pid: int) -> str | None:

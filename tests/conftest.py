@@ -5,6 +5,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from janus_mp.osproc import children_of, process_state
 from tests.support import kill_pids
 
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -47,21 +48,8 @@ def _multiprocess_helpers() -> set[int]:
 
 
 def _children() -> list[int]:
-    pids: list[int] = []
-    me = os.getpid()
-    for tid in os.listdir(f"/proc/{me}/task"):
-        try:
-            with open(f"/proc/{me}/task/{tid}/children") as f:
-                pids.extend(int(p) for p in f.read().split())
-        except OSError:
-            pass
-    return pids
+    return children_of(os.getpid())
 
 
 def _state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2:][:1].decode()
+    return process_state(pid)

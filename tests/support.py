@@ -78,19 +78,9 @@ def proc_state(pid: int) -> str | None:
 
 def children_of(pid: int) -> list[int]:
     """Processes whose parent is ``pid`` (zombies included), from one /proc scan."""
-    from janus_mp.osproc import descendants
+    from janus_mp.osproc import descendants, parent_pid
 
-    found = descendants(pid)
-    return [p for p in found if _ppid(p) == pid]
-
-
-def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return int(data[data.rfind(b")") + 2:].split()[1])
+    return [p for p in descendants(pid) if parent_pid(p) == pid]
 
 
 def alive(pid: int) -> bool:
