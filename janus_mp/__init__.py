@@ -6,6 +6,7 @@ restarts driven by exit codes with exponential backoff and a circuit breaker, Pr
 
 from __future__ import annotations
 
+from janus_mp.adapters import ApiModuleAdapter, CommandAdapter, ModuleAdapter
 from janus_mp.backoff import (
     BackoffAction,
     BackoffConfig,
@@ -36,6 +37,7 @@ from janus_mp.worker import WorkerContext
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApiModuleAdapter", "CommandAdapter", "ModuleAdapter",
     "BackoffAction", "BackoffConfig", "BackoffState", "BreakerState", "CancellationToken",
     "CircuitBreaker", "CircuitOpen", "ConfigError", "ExitKind", "ExitPolicy", "JanusError",
     "JanusService", "JanusSupervisor", "KillCause", "MetricsSnapshot", "ReservedExit",

@@ -8,6 +8,7 @@ The Python API, the TOML file and the CLI flags all fill these same objects; val
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -112,6 +113,18 @@ class SpawnOptions:
     stop_timeout: float | None = None
     #: Services start in ascending order and stop in descending order.
     start_order: int = 0
+    #: Recycling (replace a worker gracefully: the new one is ready before the old one drains).
+    #: After this many requests (plus a random 0..max_requests_jitter), for request-serving
+    #: adapters; the worker counts and asks (``ctx.max_requests``, ``ctx.recycle()``).
+    max_requests: int | None = None
+    max_requests_jitter: int = 0
+    #: After this many seconds of service (plus a random 0..max_lifetime_jitter).
+    max_lifetime: float | None = None
+    max_lifetime_jitter: float = 0.0
+    #: When the worker's resident memory passes this many bytes ("512MiB" and "2G" work too),
+    #: checked every ``rss_check_interval`` seconds.
+    max_rss: int | str | None = None
+    rss_check_interval: float = 5.0
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
@@ -131,6 +144,14 @@ class SpawnOptions:
         _number("start_timeout", self.start_timeout, strict=True, optional=True)
         _number("stop_timeout", self.stop_timeout, optional=True)
         _integer("start_order", self.start_order, minimum=-(2**31))
+        if self.max_requests is not None:
+            _integer("max_requests", self.max_requests, minimum=1)
+        _integer("max_requests_jitter", self.max_requests_jitter)
+        _number("max_lifetime", self.max_lifetime, strict=True, optional=True)
+        _number("max_lifetime_jitter", self.max_lifetime_jitter)
+        if self.max_rss is not None:
+            object.__setattr__(self, "max_rss", parse_size("max_rss", self.max_rss))
+        _number("rss_check_interval", self.rss_check_interval, strict=True)
 
     def exit_policy(self) -> ExitPolicy:
         return ExitPolicy(
@@ -153,6 +174,26 @@ def _codes(key: str, value: Iterable[int]) -> frozenset[int]:
         if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
             raise ConfigError(key, f"exit code {code!r} must be an integer from 0 to 255")
     return codes
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
+
+
+def parse_size(key: str, value: object) -> int:
+    """Bytes from an integer or a size such as ``512MiB``, ``2G`` or ``300 MB`` (powers of 1024:
+    memory is counted in pages, and nobody means 10**9 bytes of RSS)."""
+    if isinstance(value, bool):
+        raise ConfigError(key, "must be a size in bytes or like 512MiB")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value)):
+        scale = 1024 ** " kmgt".index(match.group(2).lower() or " ")
+        number = int(float(match.group(1)) * scale)
+    else:
+        raise ConfigError(key, "must be a size in bytes or like 512MiB")
+    if number <= 0:
+        raise ConfigError(key, "must be > 0")
+    return number
 
 
 def valid_service_name(name: str) -> bool:

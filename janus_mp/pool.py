@@ -77,6 +77,7 @@ class Slot:
     restart_timer: Timer | None = None
     restarts: int = 0
     removed: bool = False  # scaled down: dropped once its worker is reaped
+    recycling: Worker | None = None  # the worker that asked to be replaced (max_requests...)
 
     def workers(self) -> list[Worker]:
         return [w for w in (self.current, self.incoming) if w is not None]
@@ -109,6 +110,7 @@ class ServiceRuntime:
         self.rolling: deque[int] = deque()
         self.half_open_timer: Timer | None = None
         self.trial_timer: Timer | None = None
+        self.rss_timer: Timer | None = None
         self.stopped_by_request = False
         self.half_open_pending = False
 

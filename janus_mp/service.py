@@ -21,6 +21,10 @@ class JanusService(ABC):
     """Subclass and implement :meth:`run`. ``name`` names the service (metrics, logs, CLI)."""
 
     name: str = ""
+    #: Addresses the supervisor binds for this service before its workers start
+    #: (``HOST:PORT``, ``unix:PATH``, ``fd://N``); each worker gets them as ``ctx.listeners``.
+    binds: tuple[str, ...] = ()
+    backlog: int = 2048
 
     @abstractmethod
     def run(self, ctx: WorkerContext) -> int | None:

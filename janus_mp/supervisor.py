@@ -3,8 +3,9 @@
     signals ─► wake-up fd ───────┐
     other threads ─► call pipe ──┤
     worker pidfds (exit) ────────┼─► selector.select(timeout = nearest deadline) ─► dispatch
-    worker conns (ready) ────────┘                                        │
-    timers (restart, escalation, watchdog, start timeout, half-open) ◄────┘
+    worker conns (ready, recycle)┘                                        │
+    timers (restart, escalation, watchdog, start timeout, half-open,      │
+            max_lifetime, max_rss) ◄──────────────────────────────────────┘
 
     exit ─► reap (group-kill stragglers first) ─► classify_exit ─► lifecycle ─► backoff /
     circuit breaker ─► schedule respawn ─► metrics
@@ -46,6 +47,7 @@ from janus_mp.lifecycle import (
     TerminationReason,
     TransitionError,
 )
+from janus_mp.listeners import ListenerSet
 from janus_mp.metrics import MetricsSnapshot, SupervisorMetrics
 from janus_mp.metrics_store import MultiprocessMetrics
 from janus_mp.pool import ServiceRuntime, ServiceSpec, Slot, SupervisorSnapshot, Worker
@@ -53,7 +55,7 @@ from janus_mp.private_fds import PrivateFds
 from janus_mp.service import JanusService, as_service
 from janus_mp.shared_event import SharedEventFactory
 from janus_mp.timers import Timers
-from janus_mp.worker import CANCEL, READY, WorkerSpec, worker_main
+from janus_mp.worker import CANCEL, READY, RECYCLE, WorkerSpec, worker_main
 
 log = logging.getLogger("janus_mp.supervisor")
 T = TypeVar("T")
@@ -96,6 +98,8 @@ class JanusSupervisor:
         self._orphans: set[int] = set()
         self._protected_pids: set[int] = set()
         self._guard: DeadMansSwitch | None = None
+        #: Listening sockets bound for services (ApiModuleAdapter...), shared by their pools.
+        self._listeners = ListenerSet()
         #: fds of the supervisor's own threads (control, HTTP): never inherited by workers.
         self.private_fds = PrivateFds()
         self._metrics_store: MultiprocessMetrics | None = None
@@ -315,6 +319,7 @@ class JanusSupervisor:
                 self._http = None
             if self._metrics_store is not None:
                 self._metrics_store.close()
+            self._listeners.close()
             if self._guard is not None:
                 self._guard.close()
                 self._protected_pids.discard(self._guard.pid or 0)
@@ -380,6 +385,7 @@ class JanusSupervisor:
         self._check_pool_size(spec.options.workers)
         if spec.name in self._specs:
             raise ConfigError("name", f"a service named {spec.name!r} is already registered")
+        self._bind(spec)
         self._specs[spec.name] = spec
         self._metrics.register_service(spec.name)
         if self._state == "running":
@@ -391,6 +397,7 @@ class JanusSupervisor:
         old = self._specs.get(spec.name)
         if old is None:
             return self._register(spec)
+        self._bind(spec)
         self._specs[spec.name] = spec
         runtime = self._services.get(spec.name)
         if runtime is None or self._state != "running" or runtime.stopping:
@@ -405,14 +412,30 @@ class JanusSupervisor:
         runtime.breaker.config = runtime.backoff_config
         if spec.options.workers != old.options.workers:
             self._scale(runtime, spec.options.workers)
-        if code_changed or same_but_workers != spec.options:
+        if code_changed or same_but_workers != spec.options or \
+                old.service.binds != spec.service.binds:
             self._rolling_restart(runtime)
+        self._arm_rss_check(runtime)
         return spec.name
 
     def _remove(self, name: str) -> None:
         runtime = self._service(name)
         self._stop_service(runtime, TerminationReason.stopped(), by_request=True)
         self._specs.pop(name, None)
+        self._listeners.release(name)  # draining workers keep their own copies until they exit
+
+    def _bind(self, spec: ServiceSpec) -> None:
+        """Bind the service's listeners now, before any of its workers exists: a refused
+        address fails the registration in one line and starts nothing."""
+        service = spec.service
+        if service.binds or self._listeners.sockets(spec.name):
+            self._listeners.bind(spec.name, tuple(service.binds), service.backlog)
+            for address in self._listeners.addresses(spec.name):
+                log.info("%s: listening on %s", spec.name, address)
+
+    def listening_addresses(self, name: str) -> tuple[str, ...]:
+        """Where a service's listeners are bound (the real port when port 0 was asked)."""
+        return self._listeners.addresses(name)
 
     def _start_order(self) -> list[str]:
         return sorted(self._specs, key=lambda n: self._specs[n].options.start_order)
@@ -426,6 +449,7 @@ class JanusSupervisor:
         for index in range(runtime.desired):
             slot = runtime.slots[index] = Slot(index, ServiceLifecycle(spec.name, now))
             self._spawn(runtime, slot)
+        self._arm_rss_check(runtime)
         return runtime
 
     def _service(self, name: str) -> ServiceRuntime:
@@ -456,7 +480,7 @@ class JanusSupervisor:
         service.stop_reason = reason
         service.stopped_by_request = by_request
         service.rolling.clear()
-        for timer in (service.half_open_timer, service.trial_timer):
+        for timer in (service.half_open_timer, service.trial_timer, service.rss_timer):
             if timer is not None:
                 timer.cancel()
         now = self._clock()
@@ -525,6 +549,9 @@ class JanusSupervisor:
                 continue
             if slot.current is None:  # nothing to replace (backing off): it restarts anyway
                 continue
+            if slot.recycling is not None and slot.recycling is not slot.current:
+                slot.recycling = None  # the worker that asked is gone already
+                continue
             self._spawn(service, slot, role="incoming")
             return
 
@@ -548,13 +575,17 @@ class JanusSupervisor:
             direct_child=self._start_method != "forkserver",
             metrics=self._metrics_store,
             title=f"janus-mp: {service.name} worker {slot.index} (gen {generation})",
+            listeners=self._listeners.sockets(service.name),
+            max_requests=self._request_limit(service.options),
+            stop_timeout=self._grace(service),
         )
         process = self._context.Process(target=worker_main, args=(spec,), daemon=False,
                                         name=f"janus-mp:{service.name}[{slot.index}]")
         try:
             with self.private_fds.frozen() as threads_fds:
                 if fork:  # the child closes them first thing (see WorkerSpec.close_fds)
-                    spec.close_fds = (*self._private_fds(), parent_conn.fileno(), *threads_fds)
+                    spec.close_fds = (*self._private_fds(), parent_conn.fileno(), *threads_fds,
+                                      *self._listeners.fds_except(service.name))
                 process.start()
         except OSError as exc:  # fork failed (EAGAIN under RLIMIT_NPROC, ENOMEM): back off
             parent_conn.close()
@@ -619,6 +650,8 @@ class JanusSupervisor:
                 message = worker.conn.recv_bytes(64)
                 if message == READY:
                     self._on_ready(worker)
+                elif message.startswith(RECYCLE):
+                    self._recycle(worker, message[1:].decode("utf-8", "replace") or "asked")
         except (EOFError, OSError):
             self._unregister(worker.conn)  # the worker is exiting; its pidfd will tell us
 
@@ -635,6 +668,12 @@ class JanusSupervisor:
         watchdog = service.options.watchdog_timeout
         if watchdog is not None:
             self._arm_watchdog(worker, watchdog, now)
+        lifetime = service.options.max_lifetime
+        if lifetime is not None:
+            at = now + lifetime + self._rng.uniform(0, service.options.max_lifetime_jitter)
+            worker.timers.append(self._timers.at(
+                at, lambda: self._recycle(worker, f"max_lifetime {lifetime:g}s reached"),
+                "lifetime"))
         if worker.role == "incoming":
             if not service.stopping and worker.stop_cause is None:
                 self._promote(service, slot, worker)
@@ -656,10 +695,65 @@ class JanusSupervisor:
         if slot.lifecycle.phase is not ServicePhase.RUNNING:
             _move(slot.lifecycle, ServicePhase.RUNNING, now)
         if old is not None:
+            cause = KillCause.RECYCLE if slot.recycling is old else KillCause.REPLACE
             old.role = "retiring"
             service.retiring.append(old)
-            self._stop_worker(old, KillCause.REPLACE, now + self._grace(service))
+            self._stop_worker(old, cause, now + self._grace(service))
+        slot.recycling = None
         self._advance_rolling(service)
+
+    # -- recycling: replace a worker gracefully, one slot of a service at a time ---------------
+    def _recycle(self, worker: Worker, why: str) -> None:
+        """Queue ``worker`` for replacement: a successor starts, and once it is ready the old
+        worker drains (reason "recycled"). One replacement per service is in flight at a time,
+        so the pool never has fewer than N-1 ready workers; usually it keeps N."""
+        service = self._services.get(worker.service)
+        if service is None or service.stopping or self._state != "running":
+            return
+        slot = service.slots.get(worker.slot)
+        if slot is None or slot.removed or slot.current is not worker or \
+                worker.stop_cause is not None or worker.exited or slot.recycling is worker:
+            return
+        log.info("%s[%d] (pid %d): recycling: %s", service.name, slot.index, worker.pid, why)
+        slot.recycling = worker
+        if slot.index not in service.rolling:
+            service.rolling.append(slot.index)
+        self._advance_rolling(service)
+
+    def _request_limit(self, options: SpawnOptions) -> int | None:
+        if options.max_requests is None:
+            return None
+        return options.max_requests + self._rng.randint(0, options.max_requests_jitter)
+
+    def _arm_rss_check(self, service: ServiceRuntime) -> None:
+        if service.rss_timer is not None:
+            service.rss_timer.cancel()
+            service.rss_timer = None
+        if service.options.max_rss is None or service.stopping:
+            return
+        service.rss_timer = self._timers.at(self._clock() + service.options.rss_check_interval,
+                                            lambda: self._check_rss(service), "rss")
+
+    def _check_rss(self, service: ServiceRuntime) -> None:
+        import psutil
+
+        service.rss_timer = None
+        limit = service.options.max_rss
+        if limit is None or service.stopping or self._services.get(service.name) is not service:
+            return
+        assert isinstance(limit, int)
+        for slot in service.slots.values():
+            worker = slot.current
+            if worker is None or not worker.ready or worker.stop_cause is not None:
+                continue
+            try:
+                rss = psutil.Process(worker.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            if rss > limit:
+                self._recycle(worker, f"rss {rss / 2**20:.0f} MiB > max_rss "
+                                      f"{limit / 2**20:.0f} MiB")
+        self._arm_rss_check(service)
 
     def _arm_watchdog(self, worker: Worker, timeout: float, now: float) -> None:
         last = max(worker.heartbeat.value, worker.ready_at or now)

@@ -37,6 +37,7 @@ log = logging.getLogger("janus_mp.worker")
 
 READY = b"r"
 CANCEL = b"c"
+RECYCLE = b"R"  # followed by a short reason: "replace me gracefully"
 
 #: Signals whose supervisor-side handlers a forked worker must not inherit.
 _RESET_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTTIN",
@@ -60,6 +61,9 @@ class WorkerSpec:
     direct_child: bool = True  # False under forkserver: our parent is the fork server
     metrics: Any = None  # janus_mp.metrics_store.MultiprocessMetrics, or None
     title: str | None = None
+    listeners: tuple[Any, ...] = ()  # sockets bound by the supervisor (see janus_mp.listeners)
+    max_requests: int | None = None  # this worker's recycle threshold, jitter already applied
+    stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
 
 
 class WorkerContext:
@@ -72,22 +76,42 @@ class WorkerContext:
         self.shutdown: CancellationToken = spec.token
         self.pid = os.getpid()
         self.logger = logging.getLogger(f"janus_mp.worker.{spec.service_name}")
+        #: Listening sockets the supervisor bound for this service, shared by the whole pool.
+        self.listeners: tuple[Any, ...] = spec.listeners
+        #: Requests after which a request-serving service should call :meth:`recycle`.
+        self.max_requests = spec.max_requests
+        #: Seconds the worker has, once ``shutdown`` is cancelled, before it gets SIGTERM.
+        self.stop_timeout = spec.stop_timeout
         self._conn = spec.conn
         self._heartbeat = spec.heartbeat
         self._ready = False
+        self._recycle_asked = False
         self._lock = threading.Lock()
 
     def ready(self) -> None:
         """Tell the supervisor this worker can serve (moves it to RUNNING). Idempotent."""
         self.heartbeat()
-        with self._lock:
+        with self._lock:  # one sender at a time: messages must not interleave on the pipe
             if self._ready:
                 return
             self._ready = True
-        try:
-            self._conn.send_bytes(READY)
-        except OSError:
-            pass  # supervisor gone: the bridge is already taking the worker down
+            try:
+                self._conn.send_bytes(READY)
+            except OSError:
+                pass  # supervisor gone: the bridge is already taking the worker down
+
+    def recycle(self, reason: str = "asked by the worker") -> None:
+        """Ask to be replaced gracefully: the supervisor starts a successor, and once it is
+        ready, cancels ``shutdown`` here (termination reason "recycled"). Keep serving until
+        then. Idempotent; thread-safe."""
+        with self._lock:
+            if self._recycle_asked:
+                return
+            self._recycle_asked = True
+            try:
+                self._conn.send_bytes(RECYCLE + reason.encode("utf-8", "replace")[:60])
+            except OSError:
+                pass
 
     def heartbeat(self) -> None:
         """Prove liveness to the watchdog: one store to shared memory, no system call."""

@@ -114,6 +114,12 @@ class SupervisorProcess:
     def metrics(self) -> dict[str, Any]:
         return self.request("metrics")
 
+    def listening(self, service: str) -> list[str]:
+        return self.request("listening", service=service)
+
+    def exits(self, service: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.request("exits") if service is None or e["service"] == service]
+
     def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)

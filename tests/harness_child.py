@@ -75,6 +75,10 @@ def _execute(sup: JanusSupervisor, request: dict[str, Any]) -> Any:
         return None
     if op == "port":
         return sup.metrics_port
+    if op == "listening":
+        return list(sup.listening_addresses(request["service"]))
+    if op == "exits":
+        return sup.recent_exits()
     if op == "signal":
         return sup.handle_signal(request["signum"])
     raise ValueError(f"unknown op {op}")

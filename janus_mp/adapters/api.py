@@ -1,0 +1,8 @@
+"""Placeholder replaced below."""
+from __future__ import annotations
+
+from janus_mp.service import JanusService
+
+
+class ApiModuleAdapter(JanusService):
+    pass

@@ -1,0 +1,232 @@
+"""Listening sockets the supervisor binds once and every worker of a pool accepts on.
+
+Binding in the supervisor (before any worker starts) is what lets one port spread over all
+cores: the kernel hands each new connection to whichever worker is waiting in ``accept``.
+The sockets outlive worker restarts, rolling restarts and a reload that keeps the address, so
+a restart never refuses a connection; they close when their service is removed or the
+supervisor exits.
+
+Addresses: ``HOST:PORT`` (``[::1]:8000`` for IPv6; a bare ``:PORT`` or ``PORT`` means
+127.0.0.1 — loopback unless told otherwise), ``unix:/path/to.sock`` and ``fd://N`` (a socket
+inherited from whoever started us, e.g. systemd socket activation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+from janus_mp.errors import ConfigError, JanusError
+
+DEFAULT_BACKLOG = 2048
+DEFAULT_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class BindAddress:
+    """One parsed ``--bind`` value; ``text`` is the canonical spelling shown in logs."""
+
+    kind: str  # tcp | unix | fd
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    @property
+    def text(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_bind(value: object, key: str = "bind") -> BindAddress:
+    """Parse one address; a bad one raises ConfigError naming ``key``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, "must be HOST:PORT, unix:PATH or fd://N")
+    text = value.strip()
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not path or "\0" in path:
+            raise ConfigError(key, f"{text!r}: unix: needs a socket path")
+        return BindAddress("unix", path=os.path.abspath(path))
+    if text.startswith("fd://"):
+        number = text[len("fd://"):]
+        if not number.isdigit():
+            raise ConfigError(key, f"{text!r}: fd:// needs a file descriptor number")
+        return BindAddress("fd", fd=int(number))
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ConfigError(key, f"{text!r}: an IPv6 address looks like [::1]:8000")
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+    else:
+        host, port_text = "", text
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(key, f"{text!r}: the port must be a number from 0 to 65535")
+    return BindAddress("tcp", host=host or DEFAULT_HOST, port=int(port_text))
+
+
+def bind_socket(address: BindAddress, backlog: int = DEFAULT_BACKLOG) -> socket.socket:
+    """Bind and listen; raise JanusError with a one-line reason if the address is refused."""
+    try:
+        if address.kind == "fd":
+            sock = socket.socket(fileno=address.fd)
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0:
+                sock.detach()
+                raise JanusError(f"cannot bind {address.text}: fd {address.fd} is not a "
+                                 "listening socket")
+        elif address.kind == "unix":
+            _remove_stale_unix_socket(address.path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(address.path)
+                sock.listen(backlog)
+            except OSError:
+                sock.close()
+                raise
+        else:
+            sock = _bind_tcp(address, backlog)
+    except JanusError:
+        raise
+    except OSError as exc:
+        raise JanusError(f"cannot bind {address.text}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)  # workers started by spawn/forkserver get it passed explicitly
+    return sock
+
+
+def close_socket(address: BindAddress, sock: socket.socket) -> None:
+    """Close a listener; a unix socket's file goes too, if it is still ours."""
+    try:
+        inode = os.fstat(sock.fileno()).st_ino if address.kind == "unix" else None
+    except OSError:
+        inode = None
+    sock.close()
+    if address.kind == "unix" and inode is not None:
+        with contextlib.suppress(OSError):
+            info = os.lstat(address.path)
+            if stat.S_ISSOCK(info.st_mode):
+                os.unlink(address.path)
+
+
+def bound_address(sock: socket.socket) -> str:
+    """What a socket is actually bound to (the real port when 0 was asked)."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bind_tcp(address: BindAddress, backlog: int) -> socket.socket:
+    infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    last: OSError | None = None
+    for family, kind, proto, _name, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+            sock.listen(backlog)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last or OSError(f"no address found for {address.host!r}")
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    """A socket file left by a dead supervisor is removed; anything else at the path is not
+    ours to delete, so binding fails with a message instead."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise JanusError(f"cannot bind unix:{path}: the path exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)  # nobody listens: stale
+        return
+    except OSError:
+        return  # let bind report it
+    finally:
+        probe.close()
+    raise JanusError(f"cannot bind unix:{path}: another process is listening on it")
+
+
+class ListenerSet:
+    """The supervisor's listening sockets, by service; used from the loop thread only.
+
+    Binding the same address again for the same service (a reload that kept it) returns the
+    socket already bound, so no connection is refused across a reload.
+    """
+
+    def __init__(self) -> None:
+        self._by_service: dict[str, dict[str, tuple[BindAddress, socket.socket]]] = {}
+
+    def bind(self, service: str, addresses: tuple[str, ...],
+             backlog: int = DEFAULT_BACKLOG) -> tuple[socket.socket, ...]:
+        """Bind what ``service`` asks for (all or nothing); close what it no longer asks for."""
+        parsed = [parse_bind(text, f"{service}.bind") for text in addresses]
+        current = self._by_service.get(service, {})
+        for address in parsed:
+            owner = self._owner(address.text)
+            if owner is not None and owner != service:
+                raise JanusError(f"service {service!r}: {address.text} is already bound by "
+                                 f"service {owner!r}")
+        fresh: dict[str, tuple[BindAddress, socket.socket]] = {}
+        try:
+            for address in parsed:
+                if address.text in current or address.text in fresh:
+                    continue
+                fresh[address.text] = (address, bind_socket(address, backlog))
+        except JanusError as exc:
+            for address, sock in fresh.values():
+                close_socket(address, sock)
+            raise JanusError(f"service {service!r}: {exc}") from None
+        kept = {text: current[text] for text in (a.text for a in parsed) if text in current}
+        for text, (address, sock) in current.items():
+            if text not in kept:
+                close_socket(address, sock)
+        result = {**kept, **fresh}
+        ordered = {a.text: result[a.text] for a in parsed}
+        if ordered:
+            self._by_service[service] = ordered
+        else:
+            self._by_service.pop(service, None)
+        return tuple(sock for _, sock in ordered.values())
+
+    def sockets(self, service: str) -> tuple[socket.socket, ...]:
+        return tuple(sock for _, sock in self._by_service.get(service, {}).values())
+
+    def addresses(self, service: str) -> tuple[str, ...]:
+        return tuple(bound_address(sock) for sock in self.sockets(service))
+
+    def fds_except(self, service: str) -> list[int]:
+        """Other services' listeners: a worker must not keep them (it would hold their port)."""
+        return [sock.fileno() for name, bound in self._by_service.items() if name != service
+                for _, sock in bound.values()]
+
+    def release(self, service: str) -> None:
+        for address, sock in self._by_service.pop(service, {}).values():
+            close_socket(address, sock)
+
+    def close(self) -> None:
+        for service in list(self._by_service):
+            self.release(service)
+
+    def _owner(self, text: str) -> str | None:
+        for name, bound in self._by_service.items():
+            if text in bound:
+                return name
+        return None
