@@ -18,9 +18,9 @@ import click
 
 from janus_mp import __version__
 from janus_mp.config import START_METHODS, SpawnOptions, SupervisorConfig
-from janus_mp.config_file import ConfigFile, load_config
+from janus_mp.config_file import KINDS, ConfigFile, load_config
 from janus_mp.deploy import Deployment
-from janus_mp.errors import JanusError
+from janus_mp.errors import ConfigError, JanusError
 from janus_mp.exits import RestartPolicy
 
 USAGE_ERROR = 2
@@ -155,26 +155,75 @@ def _supervisor_overrides(metrics_bind: str | None, start_method: str | None,
     return overrides
 
 
+_SERVICE_FLAGS = [
+    click.option("--wsgi", "wsgi", default=None, metavar="MODULE:APP",
+                 help="Serve this WSGI application from every worker (see --bind)."),
+    click.option("--asgi", "asgi", default=None, metavar="MODULE:APP",
+                 help="Serve this ASGI application from every worker (see --bind)."),
+    click.option("--command", "command", default=None, metavar="'PROGRAM ARGS'",
+                 help="Run this external program in every worker, like a supervisord program."),
+    click.option("--module", "module", default=None, metavar="MODULE[:ATTR]",
+                 help="Run code not written for janus-mp: start()/stop(), run()/close(), "
+                      "main() or a plain callable."),
+    click.option("-b", "--bind", "binds", multiple=True, metavar="ADDRESS",
+                 help="Where --wsgi/--asgi listen: HOST:PORT, unix:PATH or fd://N; repeatable "
+                      "[default: 127.0.0.1:8000]."),
+    click.option("--backlog", type=click.IntRange(min=1), default=None,
+                 help="Listen backlog of each --bind socket [default: 2048]."),
+    click.option("--threads", type=click.IntRange(min=1), default=None,
+                 help="Request threads per --wsgi worker [default: 1; CPU-bound code gains "
+                      "nothing from more]."),
+    click.option("--max-requests", type=click.IntRange(min=1), default=None,
+                 help="Recycle an API worker after this many requests."),
+    click.option("--max-requests-jitter", type=click.IntRange(min=0), default=None,
+                 help="Add a random 0..N to --max-requests per worker."),
+    click.option("--max-lifetime", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Recycle a worker after this many seconds."),
+    click.option("--max-lifetime-jitter", type=click.FloatRange(min=0), default=None,
+                 help="Add a random 0..N seconds to --max-lifetime per worker."),
+    click.option("--max-rss", default=None, metavar="SIZE",
+                 help="Recycle a worker whose resident memory passes SIZE (512MiB, 2G...)."),
+]
+
+
+def service_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_SERVICE_FLAGS):
+        fn = option(fn)
+    return fn
+
+
 @cli.command()
 @click.argument("target", required=False)
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config file with [supervisor] and [services.NAME] tables.")
 @common_options
-def run(target: str | None, config_path: str | None, workers: int | None, restart: str | None,
-        metrics_bind: str | None, start_method: str | None, shutdown_timeout: float | None,
-        kill_timeout: float | None, log_level: str, pid_file: str | None, log_file: str | None,
-        socket_path: str | None, name: str) -> None:
-    """Supervise TARGET (module:attr) and/or the services of a config file.
+@service_flags
+def run(target: str | None, config_path: str | None, log_level: str, pid_file: str | None,
+        log_file: str | None, socket_path: str | None, name: str, metrics_bind: str | None,
+        start_method: str | None, shutdown_timeout: float | None, kill_timeout: float | None,
+        **flags: Any) -> None:
+    """Supervise TARGET (module:attr), an app or program given by --wsgi, --asgi, --command or
+    --module, and/or the services of a config file.
 
     Signals: TERM/INT graceful stop (a second one kills), QUIT fast stop, HUP reload the config,
     TTIN/TTOU one worker more/fewer in every pool, USR1 reopen the log file.
     """
     reopen = _setup_logging(log_level, log_file)
-    if target is None and config_path is None:
-        _fail("give a TARGET (module:attr) or a --config file")
+    kinds = {kind: flags.pop(kind) for kind in ("wsgi", "asgi", "command", "module")}
+    given = {kind: value for kind, value in kinds.items() if value is not None}
+    if target is not None:
+        given = {"target": target, **given}
+    if len(given) > 1:
+        _fail(f"give one of TARGET, --wsgi, --asgi, --command, --module (got "
+              f"{' and '.join(given)})")
+    if not given and config_path is None:
+        _fail("give a TARGET (module:attr), --wsgi/--asgi/--command/--module, or a --config "
+              "file")
+    settings = _adapter_settings(next(iter(given), None), flags)
+    service_overrides = _service_overrides(flags)
 
     def build() -> Any:
-        from janus_mp.loader import resolve_target
+        from janus_mp.loader import build_service, resolve_target
         from janus_mp.supervisor import JanusSupervisor
 
         config_file = None
@@ -190,9 +239,10 @@ def run(target: str | None, config_path: str | None, workers: int | None, restar
         sup_config = dataclasses.replace(base, **overrides)
         entries: list[tuple[Any, SpawnOptions]] = []
         if config_file is not None:
-            entries += _config_services(config_file, workers, restart)
-        if target is not None:
-            resolved = resolve_target(target)
+            entries += _config_services(config_file, service_overrides)
+        what = config_path
+        if "target" in given:
+            resolved = resolve_target(target or "")
             if len(resolved) == 1 and isinstance(resolved[0], JanusSupervisor):
                 if entries:
                     raise JanusError("a JanusSupervisor target cannot be combined with "
@@ -200,20 +250,49 @@ def run(target: str | None, config_path: str | None, workers: int | None, restar
                 return Deployment(resolved[0], socket_path=_socket(
                     socket_path, resolved[0].config.name), reopen_logs=reopen)
             for service in resolved:
-                entries.append((service, _options(SpawnOptions(), workers, restart)))
+                entries.append((service, _options(SpawnOptions(), service_overrides)))
+            what = target
+        elif given:
+            kind, value = next(iter(given.items()))
+            service = build_service(kind, value, settings=settings, key=f"--{kind}")
+            entries.append((service, _options(SpawnOptions(), service_overrides)))
+            what = f"--{kind} {value}"
         sup = JanusSupervisor(sup_config)
         for service, options in entries:
             sup.spawn_service(service, options)
         reloader = None
         if config_path is not None:
-            reloader = _config_reloader(config_path, workers, restart,
+            reloader = _config_reloader(config_path, service_overrides,
                                         {options.name for _, options in entries})
-        what = config_path if config_path is not None else target
         return Deployment(sup, socket_path=_socket(socket_path, sup_config.name),
                           reloader=reloader, reopen_logs=reopen,
                           title=f"janus-mp: supervisor {what}")
 
     _supervise(build, pid_file)
+
+
+def _adapter_settings(kind: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """--bind/--backlog/--threads go to the adapter; they mean nothing for other kinds."""
+    settings = {"bind": list(flags.pop("binds")) or None, "backlog": flags.pop("backlog"),
+                "threads": flags.pop("threads")}
+    given = {k: v for k, v in settings.items() if v is not None}
+    allowed = KINDS.get(kind or "", frozenset())
+    for key in given:
+        if key not in allowed:
+            _fail(f"--{key} applies to --wsgi/--asgi services only")
+    return given
+
+
+def _service_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """Flags that override SpawnOptions of every service run (config-file services too)."""
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if "restart" in overrides:
+        overrides["restart"] = RestartPolicy.parse(overrides["restart"])
+    try:
+        SpawnOptions(**overrides)
+    except ConfigError as exc:
+        _fail(f"--{exc.key.replace('_', '-')}: {exc.rule}")
+    return overrides
 
 
 def _socket(option: str | None, name: str) -> str | None:
@@ -224,7 +303,7 @@ def _socket(option: str | None, name: str) -> str | None:
     return option or default_socket_path(name)
 
 
-def _config_reloader(config_path: str, workers: int | None, restart: str | None,
+def _config_reloader(config_path: str, service_overrides: dict[str, Any],
                      managed: set[str | None]) -> Callable[[Any], str]:
     """HUP / `janus-mp reload`: read the file again and apply what changed. Any error (bad
     file, bad target) is raised before anything is touched."""
@@ -232,7 +311,7 @@ def _config_reloader(config_path: str, workers: int | None, restart: str | None,
 
     def reload(sup: Any) -> str:
         config_file = load_config(config_path)
-        entries = _config_services(config_file, workers, restart)
+        entries = _config_services(config_file, service_overrides)
         names = {options.name for _, options in entries}
         for service, options in entries:
             sup.update_service(service, options)
@@ -250,26 +329,18 @@ def _bind_text(config: SupervisorConfig) -> str:
     return "off" if config.metrics_port is None else f"{config.metrics_host}:{config.metrics_port}"
 
 
-def _options(base: SpawnOptions, workers: int | None, restart: str | None) -> SpawnOptions:
-    changes: dict[str, Any] = {}
-    if workers is not None:
-        changes["workers"] = workers
-    if restart is not None:
-        changes["restart"] = RestartPolicy.parse(restart)
-    return dataclasses.replace(base, **changes)
+def _options(base: SpawnOptions, overrides: dict[str, Any]) -> SpawnOptions:
+    return dataclasses.replace(base, **overrides)
 
 
-def _config_services(config: ConfigFile, workers: int | None,
-                     restart: str | None) -> list[tuple[Any, SpawnOptions]]:
-    from janus_mp.loader import resolve_target
+def _config_services(config: ConfigFile,
+                     overrides: dict[str, Any]) -> list[tuple[Any, SpawnOptions]]:
+    from janus_mp.loader import build_service
 
-    entries = []
-    for entry in config.services:
-        resolved = resolve_target(entry.target)
-        if len(resolved) != 1:
-            raise JanusError(f"services.{entry.name}.target: must name one service")
-        entries.append((resolved[0], _options(entry.options, workers, restart)))
-    return entries
+    return [(build_service(entry.kind, entry.target, name=entry.name,
+                           settings=dict(entry.settings), key=f"services.{entry.name}"),
+             _options(entry.options, overrides))
+            for entry in config.services]
 
 
 @cli.command()
@@ -281,13 +352,7 @@ def check(config_path: str, imports: bool) -> None:
     try:
         config = load_config(config_path)
         if imports:
-            from janus_mp.loader import resolve_target
-
-            for entry in config.services:
-                try:
-                    resolve_target(entry.target)
-                except JanusError as exc:
-                    raise JanusError(f"services.{entry.name}.target: {exc}") from None
+            _config_services(config, {})
     except JanusError as exc:
         _fail(str(exc))
     names = ", ".join(e.name for e in config.services) or "no services"

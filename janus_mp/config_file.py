@@ -14,6 +14,12 @@ did-you-mean. Nothing here starts anything.
     restart = "on_failure"
     [services.crunch.backoff]
     initial_delay = 0.2
+
+    [services.web]
+    wsgi = "myapp.web:app"      # or asgi = ..., command = [...], module = "pkg.mod"
+    bind = "127.0.0.1:8000"
+    workers = 4
+    max_requests = 1000
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +41,24 @@ from janus_mp.exits import RestartPolicy
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """One ``[services.NAME]`` table: what to import, and how to run it."""
+    """One ``[services.NAME]`` table: what to run (``kind`` and ``target``), adapter settings,
+    and how to supervise it."""
 
     name: str
-    target: str
+    target: Any  # "module:attr" (target, wsgi, asgi, module) or argv (command)
     options: SpawnOptions
+    kind: str = "target"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: What a service table may name to run, and the adapter settings each kind accepts.
+KINDS: dict[str, frozenset[str]] = {
+    "target": frozenset(),
+    "module": frozenset({"exit_codes"}),
+    "wsgi": frozenset({"bind", "backlog", "threads"}),
+    "asgi": frozenset({"bind", "backlog"}),
+    "command": frozenset({"env", "cwd", "stop_signal", "ready_after"}),
+}
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,7 @@ def _build_supervisor(table: Mapping[str, Any]) -> SupervisorConfig:
         raise exc.under("supervisor") from None
 
 
-_SERVICE_ONLY = {"target"}
+_ADAPTER_KEYS = set(KINDS) | set().union(*KINDS.values())
 _CODE_KEYS = ("success_codes", "no_restart_codes", "force_restart_codes", "halt_codes")
 
 
@@ -94,12 +113,29 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
     prefix = _key("services", name)
     if not valid_service_name(name):
         raise ConfigError(prefix, "service names are letters, digits, '-', '_' or '.'")
-    names = {f.name for f in fields(SpawnOptions)} - {"name"} | _SERVICE_ONLY
+    names = {f.name for f in fields(SpawnOptions)} - {"name"} | _ADAPTER_KEYS
     _check_keys(table, names, prefix)
-    target = table.get("target")
-    if not isinstance(target, str) or ":" not in target:
-        raise ConfigError(f"{prefix}.target", "must be \"module:attribute\"")
-    kwargs = {k: v for k, v in table.items() if k not in _SERVICE_ONLY}
+    kinds = [kind for kind in KINDS if kind in table]
+    if len(kinds) != 1:
+        raise ConfigError(prefix, f"give exactly one of {', '.join(KINDS)} "
+                                  f"({'none' if not kinds else ' and '.join(kinds)} given)")
+    kind = kinds[0]
+    target = table[kind]
+    if kind == "command":
+        if not (isinstance(target, str) and target.strip()) and not (
+                isinstance(target, list) and target and all(isinstance(a, str) for a in target)):
+            raise ConfigError(f"{prefix}.command", "must be a command line or a list of "
+                                                   "arguments")
+    elif not isinstance(target, str) or not target or (kind != "module" and ":" not in target):
+        raise ConfigError(f"{prefix}.{kind}",
+                          "must be \"module\" or \"module:attribute\"" if kind == "module"
+                          else "must be \"module:attribute\"")
+    settings = {k: v for k, v in table.items() if k in _ADAPTER_KEYS and k not in KINDS}
+    for key in settings:
+        if key not in KINDS[kind]:
+            users = [k for k, allowed in KINDS.items() if key in allowed]
+            raise ConfigError(f"{prefix}.{key}", f"only for {' and '.join(users)} services")
+    kwargs = {k: v for k, v in table.items() if k not in _ADAPTER_KEYS}
     if "backoff" in kwargs:
         kwargs["backoff"] = _build_backoff(kwargs["backoff"], f"{prefix}.backoff")
     if "restart" in kwargs:
@@ -114,7 +150,7 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
         options = SpawnOptions(name=name, **kwargs)
     except ConfigError as exc:
         raise exc.under(prefix) from None
-    return ServiceEntry(name=name, target=target, options=options)
+    return ServiceEntry(name=name, target=target, options=options, kind=kind, settings=settings)
 
 
 def _build_backoff(value: Any, prefix: str) -> BackoffConfig:
@@ -148,6 +184,15 @@ def _check_keys(table: Mapping[str, Any], known: set[str], prefix: str) -> None:
         if key not in known:
             path = _key(prefix, key)
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else \
-                f" (known: {', '.join(sorted(known))})"
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {_listing(known)})"
             raise ConfigError(path, f"unknown key{hint}")
+
+
+def _listing(names: set[str], limit: int = 160) -> str:
+    """Known keys for an error line, cut short so the line stays readable."""
+    text = ""
+    for count, name in enumerate(sorted(names)):
+        if len(text) + len(name) > limit:
+            return f"{text}, ... {len(names) - count} more"
+        text = f"{text}, {name}" if text else name
+    return text

@@ -101,3 +101,44 @@ def _is_factory(fn: Any) -> bool:
     required = [p for p in params if p.default is p.empty and
                 p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     return not required
+
+
+def build_service(kind: str, target: Any, *, name: str | None = None,
+                  settings: dict[str, Any] | None = None, key: str = "") -> Any:
+    """The service a config table or CLI flags describe: ``kind`` is target, wsgi, asgi,
+    command or module; errors name ``key`` (``services.web``)."""
+    from janus_mp.adapters import ApiModuleAdapter, CommandAdapter, ModuleAdapter
+    from janus_mp.errors import ConfigError, JanusError
+    from janus_mp.supervisor import JanusSupervisor
+
+    settings = dict(settings or {})
+    try:
+        if kind == "target":
+            resolved = resolve_target(target)
+            if len(resolved) != 1 or isinstance(resolved[0], JanusSupervisor):
+                raise ServiceLoadError(f"target {target!r} must name one service")
+            return resolved[0]
+        if kind in ("wsgi", "asgi"):
+            return ApiModuleAdapter(target, interface=kind, name=name, **settings)
+        if kind == "command":
+            return CommandAdapter(target, name=name, **settings)
+        if kind == "module":
+            codes = settings.pop("exit_codes", {})
+            if not isinstance(codes, dict):
+                raise ConfigError("exit_codes", 'must be a table of "module:Exception" = code')
+            exit_codes = {_exception_class(k): v for k, v in codes.items()}
+            return ModuleAdapter(target, name=name, exit_codes=exit_codes)
+    except ConfigError as exc:
+        raise exc.under(key) from None
+    except JanusError as exc:
+        raise JanusError(f"{key}.{kind}: {exc}" if key else str(exc)) from None
+    raise ServiceLoadError(f"{key}: unknown kind of service {kind!r}")
+
+
+def _exception_class(target: str) -> type[BaseException]:
+    from janus_mp.errors import ConfigError
+
+    cls = import_target(target)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise ConfigError("exit_codes", f"{target!r} is not an exception class")
+    return cls

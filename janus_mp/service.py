@@ -30,6 +30,10 @@ class JanusService(ABC):
     def run(self, ctx: WorkerContext) -> int | None:
         """Serve until ``ctx.shutdown`` is cancelled; runs in each worker process."""
 
+    def identity(self) -> object:
+        """What a reload compares: a different identity rolls the pool onto the new service."""
+        return (type(self), self.binds, self.backlog)
+
 
 class CallableService(JanusService):
     """A plain ``fn(ctx)`` as a service."""
@@ -37,6 +41,9 @@ class CallableService(JanusService):
     def __init__(self, fn: Callable[[WorkerContext], Any], name: str | None = None) -> None:
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "") or "service"
+
+    def identity(self) -> object:
+        return (type(self), self.fn)
 
     def run(self, ctx: WorkerContext) -> int | None:
         result = self.fn(ctx)

@@ -403,8 +403,7 @@ class JanusSupervisor:
         if runtime is None or self._state != "running" or runtime.stopping:
             return spec.name
         same_but_workers = dataclasses.replace(old.options, workers=spec.options.workers)
-        code_changed = type(old.service) is not type(spec.service) or \
-            getattr(old.service, "fn", None) is not getattr(spec.service, "fn", None)
+        code_changed = old.service.identity() != spec.service.identity()
         runtime.spec = spec
         runtime.options = spec.options
         runtime.exit_policy = spec.options.exit_policy()
@@ -412,8 +411,7 @@ class JanusSupervisor:
         runtime.breaker.config = runtime.backoff_config
         if spec.options.workers != old.options.workers:
             self._scale(runtime, spec.options.workers)
-        if code_changed or same_but_workers != spec.options or \
-                old.service.binds != spec.service.binds:
+        if code_changed or same_but_workers != spec.options:
             self._rolling_restart(runtime)
         self._arm_rss_check(runtime)
         return spec.name

@@ -51,6 +51,8 @@ class CommandAdapter(JanusService):
         if not args:
             raise ConfigError("command", "must name a program")
         self.argv = tuple(args)
+        if env is not None and not isinstance(env, Mapping):
+            raise ConfigError("env", "must be a table of NAME = value")
         self.env = {str(k): str(v) for k, v in (env or {}).items()}
         self.cwd = cwd
         self.stop_signal = _signal(stop_signal)
@@ -63,6 +65,10 @@ class CommandAdapter(JanusService):
         if _find_program(self.argv[0], cwd, self.env.get("PATH")) is None:
             raise ServiceLoadError(f"command {self.argv[0]!r}: not found or not executable")
         self.name = name or _name_of(self.argv[0])
+
+    def identity(self) -> object:
+        return (type(self), self.argv, tuple(sorted(self.env.items())), self.cwd,
+                self.stop_signal, self.ready_after)
 
     def __repr__(self) -> str:
         return f"CommandAdapter({shlex.join(self.argv)!r}, name={self.name!r})"

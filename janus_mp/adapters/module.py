@@ -63,6 +63,9 @@ class ModuleAdapter(JanusService):
                                                 "be an integer from 0 to 255")
         self.name = name or _default_name(target)
 
+    def identity(self) -> object:
+        return (type(self), self.target, tuple(self.exit_codes.items()))
+
     def __repr__(self) -> str:
         return f"ModuleAdapter({self.target!r}, shape={self.shape!r}, name={self.name!r})"
 
