@@ -1,8 +1,170 @@
-"""Placeholder replaced below."""
+"""ApiModuleAdapter: host an HTTP application gunicorn-style — the supervisor binds the
+listening socket(s) once, before any worker starts, and every worker of the pool serves on them.
+
+    WSGI  → the sync engine (:mod:`janus_mp.adapters.wsgi_sync`): one request per idle thread,
+            stdlib wsgiref parsing; ``threads=1`` (the default) suits CPU-bound handlers
+    ASGI  → uvicorn (``pip install 'janus-mp[asgi]'``), serving on the same inherited sockets
+
+A stop (the worker's token) drains: the worker stops accepting, answers the requests in
+flight, and exits within the service's stop timeout; other workers keep the port answering.
+``max_requests`` (SpawnOptions) counts answered requests and asks for a graceful recycle.
+The application is imported once, in the supervisor (a bad target fails before anything
+starts), and inherited by forked workers.
+"""
+
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from janus_mp.adapters._stop import when_cancelled
+from janus_mp.errors import ConfigError, ServiceLoadError
+from janus_mp.listeners import DEFAULT_BACKLOG, parse_bind
 from janus_mp.service import JanusService
+
+if TYPE_CHECKING:
+    from janus_mp.worker import WorkerContext
+
+log = logging.getLogger("janus_mp.http")
+
+INTERFACES = ("auto", "wsgi", "asgi")
+DEFAULT_BIND = "127.0.0.1:8000"
 
 
 class ApiModuleAdapter(JanusService):
-    pass
+    """Serve ``app`` (an object or ``"module:attr"``) from every worker of the pool."""
+
+    def __init__(self, app: object, *, bind: str | Sequence[str] = DEFAULT_BIND,
+                 interface: str = "auto", name: str | None = None,
+                 backlog: int = DEFAULT_BACKLOG, threads: int = 1,
+                 timeout: float = 30.0) -> None:
+        self.target = app if isinstance(app, str) else None
+        if isinstance(app, str):
+            from janus_mp.loader import import_target
+
+            app = import_target(app)
+        if not callable(app):
+            raise ServiceLoadError(f"{self.target or app!r} is not an application (not callable)")
+        if interface not in INTERFACES:
+            raise ConfigError("interface", f"must be one of {', '.join(INTERFACES)}")
+        self.app = app
+        self.interface = _detect(app) if interface == "auto" else interface
+        binds = (bind,) if isinstance(bind, str) else tuple(bind)
+        if not binds:
+            raise ConfigError("bind", "give at least one address")
+        for address in binds:
+            parse_bind(address)
+        self.binds = binds
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
+            raise ConfigError("backlog", "must be an integer >= 1")
+        self.backlog = backlog
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError("threads", "must be an integer >= 1")
+        self.threads = threads
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError("timeout", "must be a number of seconds > 0")
+        self.timeout = float(timeout)
+        if self.interface == "asgi":
+            _require_uvicorn()
+        self.name = name or _default_name(self.target, app)
+
+    def identity(self) -> object:
+        return (type(self), self.app, self.interface, self.binds, self.backlog, self.threads,
+                self.timeout)
+
+    def __repr__(self) -> str:
+        return (f"ApiModuleAdapter({self.target or self.app!r}, interface={self.interface!r}, "
+                f"bind={list(self.binds)!r})")
+
+    def run(self, ctx: WorkerContext) -> int | None:
+        if not ctx.listeners:
+            raise ServiceLoadError("no listening socket was handed to this worker")
+        counter = _RequestCounter(ctx)
+        if self.interface == "wsgi":
+            return self._serve_wsgi(ctx, counter)
+        return self._serve_asgi(ctx, counter)
+
+    def _serve_wsgi(self, ctx: WorkerContext, counter: _RequestCounter) -> int:
+        from janus_mp.adapters.wsgi_sync import SyncWsgiServer
+
+        server = SyncWsgiServer(self.app, ctx.listeners, threads=self.threads,
+                                timeout=self.timeout, on_request=counter.answered)
+        when_cancelled(ctx.shutdown, server.drain)
+        ctx.ready()
+        server.serve()
+        return 0
+
+    def _serve_asgi(self, ctx: WorkerContext, counter: _RequestCounter) -> int:
+        import uvicorn
+
+        app = self.app
+
+        async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            try:
+                await app(scope, receive, send)
+            finally:
+                if scope.get("type") == "http":
+                    counter.answered()
+
+        config = uvicorn.Config(counted, lifespan="auto", log_config=None, access_log=False,
+                                timeout_graceful_shutdown=max(int(ctx.stop_timeout) - 1, 1),
+                                timeout_keep_alive=5, server_header=False)
+        server = uvicorn.Server(config)
+
+        def drain() -> None:
+            server.should_exit = True
+
+        when_cancelled(ctx.shutdown, drain)
+        loop = asyncio.new_event_loop()
+        try:
+            task = loop.create_task(server.serve(sockets=list(ctx.listeners)))
+            ctx.ready()
+            loop.run_until_complete(task)
+        finally:
+            loop.close()
+        return 0
+
+
+class _RequestCounter:
+    """Counts answered requests and asks for a recycle once at ``ctx.max_requests``."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        self._limit = ctx.max_requests
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def answered(self) -> None:
+        with self._lock:
+            self.count += 1
+            reached = self._limit is not None and self.count == self._limit
+        if reached:
+            self._ctx.recycle(f"served {self.count} requests (max_requests)")
+
+
+def _detect(app: object) -> str:
+    """ASGI apps are coroutine functions (or objects whose __call__ is one); the rest is WSGI."""
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else \
+        getattr(app, "__call__", None)  # noqa: B004 - the bound __call__ is what we inspect
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
+        return "asgi"
+    return "wsgi"
+
+
+def _require_uvicorn() -> None:
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ServiceLoadError("serving an ASGI app needs uvicorn: pip install "
+                               "'janus-mp[asgi]'") from None
+
+
+def _default_name(target: str | None, app: object) -> str:
+    raw = target.partition(":")[0].rsplit(".", 1)[-1] if target else \
+        getattr(app, "__name__", None) or type(app).__name__
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(raw).lower())[:64]
+    return name or "api"
