@@ -254,7 +254,12 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
             what = target
         elif given:
             kind, value = next(iter(given.items()))
-            service = build_service(kind, value, settings=settings, key=f"--{kind}")
+            try:
+                service = build_service(kind, value, settings=settings)
+            except ConfigError as exc:
+                raise JanusError(f"--{exc.key.replace('_', '-')}: {exc.rule}") from None
+            except JanusError as exc:
+                raise JanusError(f"--{kind} {value}: {exc}") from None
             entries.append((service, _options(SpawnOptions(), service_overrides)))
             what = f"--{kind} {value}"
         sup = JanusSupervisor(sup_config)
