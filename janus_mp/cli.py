@@ -368,10 +368,13 @@ def check(config_path: str, imports: bool) -> None:
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Workers for each CPU-bound demo service.")
 @click.option("--metrics-bind", default="127.0.0.1:9464", show_default=True, metavar="HOST:PORT")
+@click.option("--http-bind", default="127.0.0.1:8000", show_default=True, metavar="ADDRESS",
+              help="Where the demo's web service listens ('off' to leave it out).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
-def demo(workers: int, metrics_bind: str, log_level: str) -> None:
-    """Run the built-in demo: primes, hasher and a flaky service, with /metrics."""
+def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> None:
+    """Run the built-in demo: primes, hasher, a flaky service and a web service (a WSGI app
+    served by every worker from one port), with /metrics."""
     _setup_logging(log_level)
 
     def build() -> Any:
@@ -380,13 +383,20 @@ def demo(workers: int, metrics_bind: str, log_level: str) -> None:
 
         overrides = _supervisor_overrides(metrics_bind, None, 10.0, None)
         sup = JanusSupervisor(SupervisorConfig(name="janus-mp-demo", **overrides))
-        for service, options in demo_services(workers):
+        web = None if http_bind.lower() in ("off", "none", "") else http_bind
+        try:
+            services = demo_services(workers, web)
+        except ConfigError as exc:
+            raise JanusError(f"--http-{exc.key}: {exc.rule}") from None
+        for service, options in services:
             sup.spawn_service(service, options)
         deployment = Deployment(sup, socket_path=_socket(None, "janus-mp-demo"),
                                 title="janus-mp: supervisor demo")
         if overrides.get("metrics_port") is not None:
             host, port = overrides["metrics_host"], overrides["metrics_port"]
-            click.echo(f"janus-mp demo: metrics at http://{host}:{port}/metrics; "
+            site = "".join(f"; web at http://{a}/primes?n=50000"
+                           for a in sup.listening_addresses("web") if not a.startswith("unix:"))
+            click.echo(f"janus-mp demo: metrics at http://{host}:{port}/metrics{site}; "
                        f"try `janus-mp status --name janus-mp-demo` or `janus-mp top --name "
                        f"janus-mp-demo` (Ctrl-C to stop)", err=True)
         return deployment

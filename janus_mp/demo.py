@@ -1,7 +1,8 @@
-"""The built-in demo: a few CPU-bound services, one of them flaky, with their own metrics.
+"""The built-in demo: a few CPU-bound services, one of them flaky, one serving HTTP, with
+their own metrics.
 
 ``janus-mp demo`` runs these under a supervisor with ``/metrics`` on localhost, so restarts,
-backoff and the workers' own counters can be watched live.
+backoff, recycling and the workers' own counters can be watched live.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import hashlib
 import os
 import random
 import time
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from janus_mp.adapters import ApiModuleAdapter
 from janus_mp.backoff import BackoffConfig
 from janus_mp.config import SpawnOptions
 from janus_mp.exits import RestartPolicy
@@ -21,6 +24,8 @@ from janus_mp.worker import WorkerContext
 
 PRIMES_FOUND = Counter("demo_primes_found_total", "Primes found by the primes service")
 HASHES_DONE = Counter("demo_hashes_total", "SHA-256 rounds done by the hasher service")
+HTTP_REQUESTS = Counter("demo_http_requests_total", "Requests answered by the web service",
+                        ["path"])
 BATCH_SECONDS = Histogram("demo_batch_seconds", "Time per unit of demo work", ["service"])
 
 
@@ -85,8 +90,33 @@ class Flaky(JanusService):
         return 1
 
 
-def demo_services(workers: int = 2) -> list[tuple[JanusService, SpawnOptions]]:
-    return [
+def web_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """GET /primes?n=N counts primes below N (capped) in pure Python: CPU-bound per request."""
+    path = environ.get("PATH_INFO", "/")
+    if path == "/primes":
+        query = environ.get("QUERY_STRING", "")
+        n = int(query[2:]) if query.startswith("n=") and query[2:].isdigit() else 20_000
+        body = f"{sum(1 for k in range(min(n, 200_000)) if _is_prime(k))}\n".encode()
+        status = "200 OK"
+    elif path == "/":
+        body = b"janus-mp demo: try /primes?n=50000\n"
+        status = "200 OK"
+    else:
+        body, status = b"not found\n", "404 Not Found"
+    HTTP_REQUESTS.labels(path if status.startswith("200") else "other").inc()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            ("X-Worker-Pid", str(os.getpid()))])
+    return [body]
+
+
+def demo_services(workers: int = 2,
+                  http_bind: str | None = "127.0.0.1:8000") -> list[tuple[JanusService,
+                                                                         SpawnOptions]]:
+    web: list[tuple[JanusService, SpawnOptions]] = []
+    if http_bind is not None:  # the HTTP service, recycled every ~1,000 requests
+        web.append((ApiModuleAdapter(web_app, bind=http_bind, name="web"),
+                    SpawnOptions(workers=workers, max_requests=1000, max_requests_jitter=100)))
+    return web + [
         (Primes(), SpawnOptions(workers=workers, watchdog_timeout=10.0)),
         (Hasher(), SpawnOptions(workers=workers, watchdog_timeout=10.0)),
         (Flaky(), SpawnOptions(

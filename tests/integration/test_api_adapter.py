@@ -189,3 +189,23 @@ def test_a_busy_port_fails_registration_in_one_line(tmp_path):
         assert sup.service_names == []
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_listeners_reach_spawn_and_forkserver_workers(tmp_path, method):
+    scenario = f"""
+from janus_mp import *
+from tests.http_apps import wsgi_app
+CONFIG = SupervisorConfig(start_method={method!r}, shutdown_timeout=10.0)
+
+def build(sup):
+    sup.spawn_service(ApiModuleAdapter(wsgi_app, bind="127.0.0.1:0", name="web"),
+                      SpawnOptions(workers=2))
+"""
+    with SupervisorProcess(tmp_path, scenario) as sup:
+        wait_until(lambda: sup.service("web")["ready"] == 2, timeout=30)
+        with Load(_address(sup), clients=4) as load:
+            wait_until(lambda: len(load.pids) == 2, timeout=20)
+        assert not load.failures
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -338,7 +339,8 @@ def test_demo_serves_metrics_and_answers_status_and_top(cli, tmp_path):
     env = dict(cli.env, XDG_RUNTIME_DIR=str(tmp_path / "run"))
     cli._log = open(cli.log, "w")
     cli.proc = subprocess.Popen(
-        [sys.executable, "-m", "janus_mp.cli", "demo", "--metrics-bind", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "janus_mp.cli", "demo", "--metrics-bind", f"127.0.0.1:{port}",
+         "--http-bind", "127.0.0.1:0"],
         cwd=tmp_path, env=env, stdout=cli._log, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     import urllib.request
@@ -353,6 +355,10 @@ def test_demo_serves_metrics_and_answers_status_and_top(cli, tmp_path):
     body = wait_until(lambda: 'janus_supervisor_spawned_total{service="flaky"} 2.0' in
                       (b := scrape()) and b, timeout=30)
     assert "demo_primes_found_total" in body and "demo_hashes_total" in body
+    web = re.search(r"web at http://([\d.:]+)/", cli.log.read_text()).group(1)
+    with urllib.request.urlopen(f"http://{web}/primes?n=1000", timeout=10) as r:
+        assert r.read() == b"168\n"
+    assert 'demo_http_requests_total{path="/primes"} 1.0' in scrape()
     status = cli.janus("status", "--name", "janus-mp-demo", env=env)
     assert status.returncode == 0 and "primes" in status.stdout and "hasher" in status.stdout
     top = cli.janus("top", "--once", "--name", "janus-mp-demo", env=env)

@@ -19,6 +19,7 @@ from tests.scenario_lib import record
 CONFIG = SupervisorConfig(shutdown_timeout=5.0, kill_timeout=2.0)
 
 def serve(ctx):
+    record("boot", ctx.service, ctx.index, ctx.generation, os.getpid(), time.monotonic())
     record("ready", ctx.service, ctx.index, ctx.generation, os.getpid(), time.monotonic())
     ctx.ready()
     ctx.shutdown.wait()
@@ -39,12 +40,12 @@ def _handover_ok(events: list[list[str]], service: str) -> int:
             continue  # the final shutdown
         assert successor < stopped_at, f"slot {slot} gen {gen} stopped before its successor was ready"
         handovers += 1
-    # One replacement in flight per service: between a successor's start and its predecessor's
-    # stop, no other slot's successor starts.
-    windows = sorted((ready[(s, g + 1)], stopping[(s, g)]) for (s, g) in stopping
-                     if (s, g + 1) in ready)
-    for (_, end), (start, _) in zip(windows, windows[1:]):
-        assert start >= end - 0.05, "two slots were replaced at once"
+    # One replacement in flight per service: a successor boots only after the previous
+    # successor was ready (causal order: ready → promote → next spawn; no tolerance needed).
+    boots = {(e[2], int(e[3])): float(e[5]) for e in events if e[0] == "boot" and e[1] == service}
+    windows = sorted((boots[key], ready[key]) for key in boots if key[1] >= 2 and key in ready)
+    for (_, previous_ready), (boot, _) in zip(windows, windows[1:], strict=False):
+        assert boot > previous_ready, "two slots were being replaced at once"
     return handovers
 
 
@@ -69,6 +70,7 @@ def build(sup):
 def test_max_rss_recycles_the_worker_that_grew(tmp_path):
     scenario = HEADER + """
 def leaky(ctx):
+    record("boot", ctx.service, ctx.index, ctx.generation, os.getpid(), time.monotonic())
     record("ready", ctx.service, ctx.index, ctx.generation, os.getpid(), time.monotonic())
     ctx.ready()
     hog = bytearray(200 * 2**20) if ctx.index == 1 and ctx.generation == 1 else b""
@@ -93,6 +95,7 @@ def build(sup):
 def test_max_requests_with_jitter_reaches_the_worker_and_recycles_it(tmp_path):
     scenario = HEADER + """
 def counting(ctx):
+    record("boot", ctx.service, ctx.index, ctx.generation, os.getpid(), time.monotonic())
     record("ready", ctx.service, ctx.index, ctx.generation, os.getpid(), time.monotonic())
     record("limit", ctx.max_requests)
     ctx.ready()
