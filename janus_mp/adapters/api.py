@@ -18,6 +18,7 @@ import asyncio
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -104,11 +105,12 @@ class ApiModuleAdapter(JanusService):
         app = self.app
 
         async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            began = time.perf_counter()
             try:
                 await app(scope, receive, send)
             finally:
                 if scope.get("type") == "http":
-                    counter.answered()
+                    counter.answered(time.perf_counter() - began)
 
         config = uvicorn.Config(counted, lifespan="auto", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=max(int(ctx.stop_timeout) - 1, 1),
@@ -130,20 +132,47 @@ class ApiModuleAdapter(JanusService):
 
 
 class _RequestCounter:
-    """Counts answered requests and asks for a recycle once at ``ctx.max_requests``."""
+    """Counts answered requests (``janus_http_requests_total`` and a latency histogram, in the
+    workers' multiprocess metrics) and asks for a recycle once at ``ctx.max_requests``."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         self._ctx = ctx
         self._limit = ctx.max_requests
         self._lock = threading.Lock()
         self.count = 0
+        requests, durations = _http_metrics()
+        self._requests = requests.labels(ctx.service)
+        self._durations = durations.labels(ctx.service)
 
-    def answered(self) -> None:
+    def answered(self, seconds: float) -> None:
+        self._requests.inc()
+        self._durations.observe(seconds)
         with self._lock:
             self.count += 1
             reached = self._limit is not None and self.count == self._limit
         if reached:
             self._ctx.recycle(f"served {self.count} requests (max_requests)")
+
+
+_METRICS: tuple[Any, Any] | None = None
+
+
+def _http_metrics() -> tuple[Any, Any]:
+    """Built on first use, inside a worker (after its multiprocess set-up): importing janus_mp
+    registers nothing in anyone's default registry."""
+    global _METRICS
+    if _METRICS is None:
+        from prometheus_client import Counter, Histogram
+
+        _METRICS = (
+            Counter("janus_http_requests_total", "Requests answered by API workers",
+                    ["service"]),
+            Histogram("janus_http_request_duration_seconds",
+                      "Time from accepting a request to the end of its response (WSGI) or of "
+                      "the app call (ASGI)", ["service"],
+                      buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)),
+        )
+    return _METRICS
 
 
 def _detect(app: object) -> str:

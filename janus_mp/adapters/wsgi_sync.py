@@ -22,6 +22,7 @@ import os
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
@@ -61,7 +62,7 @@ class SyncWsgiServer:
 
     def __init__(self, app: Callable[..., Any], listeners: tuple[socket.socket, ...], *,
                  threads: int = 1, timeout: float = 30.0,
-                 on_request: Callable[[], None] | None = None) -> None:
+                 on_request: Callable[[float], None] | None = None) -> None:
         self._listeners = listeners
         self._gateways = {sock.fileno(): _Gateway(app, sock) for sock in listeners}
         self._threads = threads
@@ -122,6 +123,7 @@ class SyncWsgiServer:
             raise
         with self._lock:
             self.in_flight += 1
+        began = time.perf_counter()
         try:
             conn.setblocking(True)
             conn.settimeout(self._timeout)  # a client that stalls cannot hold the worker
@@ -138,7 +140,7 @@ class SyncWsgiServer:
             with self._lock:
                 self.in_flight -= 1
             if self._on_request is not None:
-                self._on_request()
+                self._on_request(time.perf_counter() - began)
 
 
 def _close(conn: socket.socket) -> None:

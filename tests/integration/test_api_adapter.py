@@ -29,6 +29,7 @@ def _address(sup: SupervisorProcess, service: str = "web") -> str:
 @pytest.mark.parametrize("app", ["wsgi_app", "asgi_app"])
 def test_one_port_is_answered_by_every_worker_of_the_pool(tmp_path, app):
     scenario = HEADER + f"""
+CONFIG = SupervisorConfig(shutdown_timeout=10.0, kill_timeout=2.0, metrics_port=0)
 def build(sup):
     sup.spawn_service(ApiModuleAdapter({app}, bind="127.0.0.1:0", name="web"),
                       SpawnOptions(workers=3))
@@ -44,6 +45,12 @@ def build(sup):
         assert {int(p) for p in load.pids} == workers
         status, _, body = get(address)
         assert (status, body) == (200, b"ok\n")
+        metrics = f"127.0.0.1:{sup.request('port')}"
+        wanted = f'janus_http_requests_total{{service="web"}} {load.ok + 1:.1f}'
+        wait_until(lambda: wanted in get(metrics, "/metrics")[2].decode(), timeout=10,
+                   message=wanted)
+        assert 'janus_http_request_duration_seconds_count{service="web"}' in \
+            get(metrics, "/metrics")[2].decode()
         sup.signal(signal.SIGTERM)
         assert sup.wait_exit() == 0
     with pytest.raises(ConnectionRefusedError):  # the supervisor closed the port on exit
