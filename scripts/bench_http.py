@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+CANDIDATES = ("waitress", "cheroot")
+
+
 def command(system: str, workers: int, port: int) -> list[str] | None:
     bindir = Path(sys.executable).parent
+    if system in CANDIDATES:
+        try:
+            __import__(system)
+        except ImportError:
+            return None
+        return [sys.executable, str(SCRIPTS / "bench_http_candidate.py"), system, str(workers),
+                str(port)]
     if system == "janus-mp":
         return [str(bindir / "janus-mp"), "run", "--wsgi", "bench_http_app:app", "-w",
                 str(workers), "--bind", f"127.0.0.1:{port}", "--metrics-bind", "off",
@@ -142,16 +153,19 @@ def measure(system: str, workers: int, args: argparse.Namespace, env: dict[str, 
     argv = command(system, workers, port)
     if argv is None:
         return {"status": "not installed"}
-    proc = subprocess.Popen(argv, cwd=SCRIPTS, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        wait_answering(port, proc)
-        load(port, min(1.0, args.duration), args.connections)  # warm-up
-        return {"status": "ok", **load(port, args.duration, args.connections)}
-    except Exception as exc:
-        return {"status": f"failed: {exc}"}
-    finally:
-        stop(proc)
+    with tempfile.TemporaryFile() as log:  # read only on failure; a pipe could fill and block
+        proc = subprocess.Popen(argv, cwd=SCRIPTS, env=env, stdout=log, stderr=log,
+                                start_new_session=True)
+        try:
+            wait_answering(port, proc)
+            load(port, min(1.0, args.duration), args.connections)  # warm-up
+            return {"status": "ok", **load(port, args.duration, args.connections)}
+        except Exception as exc:
+            log.seek(0)
+            tail = log.read()[-600:].decode(errors="replace").strip()
+            return {"status": f"failed: {exc}" + (f" ({tail})" if tail else "")}
+        finally:
+            stop(proc)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -163,8 +177,6 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
     except ProcessLookupError:
         proc.wait()
-    if proc.stderr is not None:
-        proc.stderr.close()
 
 
 def main() -> int:
@@ -175,6 +187,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--candidates", action="store_true",
+                        help="also measure waitress and cheroot (1 thread per worker) on a "
+                             "shared socket: how the engine was chosen")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds, args.connections = 2.0, 1, 8
@@ -188,7 +203,7 @@ def main() -> int:
     print(f"handler: {iterations} iterations = {handler_ms:.2f} ms of CPU; load: {generator}, "
           f"{args.connections} connections, {args.duration:g} s x {args.rounds} rounds; "
           f"{os.cpu_count()} CPUs", flush=True)
-    systems = ("janus-mp", "gunicorn")
+    systems = ("janus-mp", "gunicorn", *(CANDIDATES if args.candidates else ()))
     samples: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for round_no in range(args.rounds):
         for workers in worker_counts:
@@ -200,7 +215,7 @@ def main() -> int:
                          f"p99 {result['p99_ms']:.1f} ms {result['errors']}"
                          if result["status"] == "ok" else result["status"]), flush=True)
     summary = summarise(samples, worker_counts, systems)
-    print_summary(summary, worker_counts)
+    print_summary(summary, worker_counts, systems)
     if args.json:
         args.json.write_text(json.dumps({"handler_ms": handler_ms, "iterations": iterations,
                                          "generator": generator, "args": vars(args) | {
@@ -229,10 +244,11 @@ def summarise(samples: dict[tuple[str, int], list[dict[str, Any]]], worker_count
     return summary
 
 
-def print_summary(summary: dict[str, Any], worker_counts: list[int]) -> None:
+def print_summary(summary: dict[str, Any], worker_counts: list[int],
+                  systems: tuple[str, ...]) -> None:
     print("\nmedians             req/s     p50 ms   p99 ms   janus/gunicorn req/s")
     for workers in worker_counts:
-        for system in ("janus-mp", "gunicorn"):
+        for system in systems:
             row = summary.get(f"{system}/{workers}")
             if row is None:
                 print(f"  {system:9} w={workers}   (no numbers)")
@@ -245,7 +261,7 @@ def print_summary(summary: dict[str, Any], worker_counts: list[int]) -> None:
                   f"{row['p99_ms']:8.1f}   {ratio}")
     if len(worker_counts) >= 2:
         low, high = worker_counts[0], worker_counts[-1]
-        for system in ("janus-mp", "gunicorn"):
+        for system in systems:
             a, b = summary.get(f"{system}/{low}"), summary.get(f"{system}/{high}")
             if a and b:
                 goal = "  (goal >= 1.80)" if system == "janus-mp" and (low, high) == (1, 2) \

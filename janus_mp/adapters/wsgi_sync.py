@@ -34,10 +34,14 @@ _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class _Handler(WSGIRequestHandler):
-    """wsgiref's handler, with its per-request stderr line turned into debug logging."""
+    """wsgiref's handler, buffered (the status line, each header and the body would otherwise
+    be one send() each), with its per-request stderr line turned into debug logging."""
+
+    wbufsize = 64 * 1024  # flushed by wsgiref after the body and by finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - wsgiref's name
-        log.debug("%s %s", self.address_string(), format % args)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s", self.address_string(), format % args)
 
     def address_string(self) -> str:
         return str(self.client_address[0]) if self.client_address else ""
@@ -100,26 +104,31 @@ class SyncWsgiServer:
             pass
 
     def _accept_loop(self) -> None:
+        # Accept first, wait only when there is nothing to accept: a saturated worker goes
+        # from one connection to the next without a select() in between.
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ)
             for sock in self._listeners:
                 selector.register(sock, selectors.EVENT_READ)
             while not self._draining:
-                for key, _ in selector.select():
-                    if self._draining or key.fileobj == self._wake_r:
-                        break
-                    self._accept_one(key.fileobj)  # type: ignore[arg-type]
+                served = False
+                for sock in self._listeners:
+                    while not self._draining and self._accept_one(sock):
+                        served = True
+                if not served and not self._draining:
+                    selector.select()
 
-    def _accept_one(self, listener: socket.socket) -> None:
+    def _accept_one(self, listener: socket.socket) -> bool:
+        """Serve one connection if one is waiting; False if none was (or none could be)."""
         try:
             conn, address = listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # another worker took it
+            return False  # nothing waiting, or another worker took it
         except OSError as exc:
             if exc.errno in _RESOURCE_ERRORS:
                 log.warning("accept failed: %s; waiting for a connection to close", exc)
                 threading.Event().wait(0.1)  # out of fds: accepting again at once would spin
-                return
+                return False
             raise
         with self._lock:
             self.in_flight += 1
@@ -141,11 +150,8 @@ class SyncWsgiServer:
                 self.in_flight -= 1
             if self._on_request is not None:
                 self._on_request(time.perf_counter() - began)
+        return True
 
 
 def _close(conn: socket.socket) -> None:
-    try:
-        conn.shutdown(socket.SHUT_WR)  # the response is complete: a FIN, not a reset
-    except OSError:
-        pass
-    conn.close()
+    conn.close()  # the response is flushed: close sends the FIN (gunicorn's sync worker too)
