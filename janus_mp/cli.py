@@ -22,6 +22,7 @@ from janus_mp.config_file import KINDS, ConfigFile, load_config
 from janus_mp.deploy import Deployment
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.exits import RestartPolicy
+from janus_mp.safe_paths import identity, open_no_follow, unlink_if_same
 
 USAGE_ERROR = 2
 
@@ -63,9 +64,9 @@ def _setup_logging(level: str, log_file: str | None = None) -> Callable[[], None
                             format=LOG_FORMAT)
         return None
     try:
-        handler = logging.FileHandler(log_file)
-    except OSError as exc:
-        _fail(f"--log-file {log_file}: {exc.strerror or exc}")
+        handler = _NoFollowFileHandler(log_file)
+    except (OSError, JanusError) as exc:
+        _fail(f"--log-file {log_file}: {getattr(exc, 'rule', None) or exc}")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
@@ -80,28 +81,36 @@ def _setup_logging(level: str, log_file: str | None = None) -> Callable[[], None
     return reopen
 
 
+class _NoFollowFileHandler(logging.FileHandler):
+    """A log file opened (and reopened by SIGUSR1) without following a symlink at its path."""
+
+    def _open(self) -> Any:
+        fd = open_no_follow(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def _supervise(build: Callable[[], Any], pid_file: str | None) -> NoReturn:
     """Build the supervisor (errors → one line, exit 2), then run it to its exit status."""
     try:
         sup = build()
     except JanusError as exc:
         _fail(str(exc))
+    written: tuple[int, int] | None = None
     if pid_file:
         try:
-            with open(pid_file, "w") as f:
+            fd = open_no_follow(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()}\n")
-        except OSError as exc:
-            _fail(f"--pid-file {pid_file}: {exc.strerror or exc}")
+            written = identity(pid_file)
+        except (OSError, ConfigError) as exc:
+            _fail(f"--pid-file {pid_file}: {getattr(exc, 'rule', None) or exc}")
     try:
         status = sup.run()
     except JanusError as exc:
         _fail(str(exc))
     finally:
         if pid_file:
-            try:
-                os.unlink(pid_file)
-            except OSError:
-                pass
+            unlink_if_same(pid_file, written)  # ours only: never a file put there since
     sys.exit(status)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
+from janus_mp.safe_paths import check_private_directory, identity, unlink_if_same
 
 log = logging.getLogger("janus_mp.control")
 
@@ -49,6 +50,7 @@ class ControlServer:
         self.private_fds = private_fds or PrivateFds()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._identity: tuple[int, int] | None = None
 
     def start(self) -> None:
         directory = os.path.dirname(self.path) or "."
@@ -57,10 +59,12 @@ class ControlServer:
         except OSError as exc:
             raise ConfigError("control_socket", f"cannot create {directory}: "
                               f"{exc.strerror or exc}") from None
+        if os.path.abspath(directory) == os.path.abspath(default_run_dir()):
+            check_private_directory(directory, "control_socket")
         self._reclaim_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # born 0600: no window where others could connect
-        try:
+        old_umask = os.umask(0o177)  # born 0600: no window where others could connect, and
+        try:                         # no chmod afterwards (chmod would follow a swapped-in link)
             sock.bind(self.path)
         except OSError as exc:
             sock.close()
@@ -68,7 +72,7 @@ class ControlServer:
                               f"{exc.strerror or exc}") from None
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        self._identity = identity(self.path)
         sock.listen(16)
         sock.setblocking(False)
         self.private_fds.add(sock.fileno())
@@ -105,8 +109,7 @@ class ControlServer:
         sock.close()
         if self._thread is not None:
             self._thread.join(5)
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        unlink_if_same(self.path, self._identity)  # not a file someone put there since
 
     def _serve(self) -> None:
         while True:
@@ -114,7 +117,7 @@ class ControlServer:
             if sock is None:
                 return
             try:
-                select.select([sock], [], [])  # wait without the registry's lock...
+                _wait_readable(sock)  # wait without the registry's lock...
                 conn, _ = self.private_fds.accept(sock)  # ...then accept and register at once
                 conn.setblocking(True)
             except BlockingIOError:
@@ -223,3 +226,11 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
     if not reply.get("ok"):
         raise JanusError(reply.get("error", "unknown error"))
     return reply.get("result")
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    """poll, not select: select() cannot watch an fd numbered 1024 or more, and a supervisor
+    with a thousand workers has thousands of fds."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    poller.poll()

@@ -13,13 +13,13 @@ inherited from whoever started us, e.g. systemd socket activation).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import stat
 from dataclasses import dataclass
 
 from janus_mp.errors import ConfigError, JanusError
+from janus_mp.safe_paths import identity, unlink_if_same
 
 DEFAULT_BACKLOG = 2048
 DEFAULT_HOST = "127.0.0.1"
@@ -100,18 +100,12 @@ def bind_socket(address: BindAddress, backlog: int = DEFAULT_BACKLOG) -> socket.
     return sock
 
 
-def close_socket(address: BindAddress, sock: socket.socket) -> None:
-    """Close a listener; a unix socket's file goes too, if it is still ours."""
-    try:
-        inode = os.fstat(sock.fileno()).st_ino if address.kind == "unix" else None
-    except OSError:
-        inode = None
+def close_socket(address: BindAddress, sock: socket.socket,
+                 ours: tuple[int, int] | None = None) -> None:
+    """Close a listener; a unix socket's file goes too, if it is still the one we bound."""
     sock.close()
-    if address.kind == "unix" and inode is not None:
-        with contextlib.suppress(OSError):
-            info = os.lstat(address.path)
-            if stat.S_ISSOCK(info.st_mode):
-                os.unlink(address.path)
+    if address.kind == "unix":
+        unlink_if_same(address.path, ours)
 
 
 def bound_address(sock: socket.socket) -> str:
@@ -164,6 +158,9 @@ def _remove_stale_unix_socket(path: str) -> None:
     raise JanusError(f"cannot bind unix:{path}: another process is listening on it")
 
 
+_Bound = tuple[BindAddress, socket.socket, "tuple[int, int] | None"]
+
+
 class ListenerSet:
     """The supervisor's listening sockets, by service; used from the loop thread only.
 
@@ -172,7 +169,8 @@ class ListenerSet:
     """
 
     def __init__(self) -> None:
-        self._by_service: dict[str, dict[str, tuple[BindAddress, socket.socket]]] = {}
+        #: service → address text → (address, socket, identity of a unix socket's file)
+        self._by_service: dict[str, dict[str, _Bound]] = {}
 
     def bind(self, service: str, addresses: tuple[str, ...],
              backlog: int = DEFAULT_BACKLOG) -> tuple[socket.socket, ...]:
@@ -184,42 +182,44 @@ class ListenerSet:
             if owner is not None and owner != service:
                 raise JanusError(f"service {service!r}: {address.text} is already bound by "
                                  f"service {owner!r}")
-        fresh: dict[str, tuple[BindAddress, socket.socket]] = {}
+        fresh: dict[str, _Bound] = {}
         try:
             for address in parsed:
                 if address.text in current or address.text in fresh:
                     continue
-                fresh[address.text] = (address, bind_socket(address, backlog))
+                sock = bind_socket(address, backlog)
+                ours = identity(address.path) if address.kind == "unix" else None
+                fresh[address.text] = (address, sock, ours)
         except JanusError as exc:
-            for address, sock in fresh.values():
-                close_socket(address, sock)
+            for bound in fresh.values():
+                close_socket(*bound)
             raise JanusError(f"service {service!r}: {exc}") from None
         kept = {text: current[text] for text in (a.text for a in parsed) if text in current}
-        for text, (address, sock) in current.items():
+        for text, bound in current.items():
             if text not in kept:
-                close_socket(address, sock)
+                close_socket(*bound)
         result = {**kept, **fresh}
         ordered = {a.text: result[a.text] for a in parsed}
         if ordered:
             self._by_service[service] = ordered
         else:
             self._by_service.pop(service, None)
-        return tuple(sock for _, sock in ordered.values())
+        return tuple(bound[1] for bound in ordered.values())
 
     def sockets(self, service: str) -> tuple[socket.socket, ...]:
-        return tuple(sock for _, sock in self._by_service.get(service, {}).values())
+        return tuple(bound[1] for bound in self._by_service.get(service, {}).values())
 
     def addresses(self, service: str) -> tuple[str, ...]:
         return tuple(bound_address(sock) for sock in self.sockets(service))
 
     def fds_except(self, service: str) -> list[int]:
         """Other services' listeners: a worker must not keep them (it would hold their port)."""
-        return [sock.fileno() for name, bound in self._by_service.items() if name != service
-                for _, sock in bound.values()]
+        return [entry[1].fileno() for name, bound in self._by_service.items() if name != service
+                for entry in bound.values()]
 
     def release(self, service: str) -> None:
-        for address, sock in self._by_service.pop(service, {}).values():
-            close_socket(address, sock)
+        for bound in self._by_service.pop(service, {}).values():
+            close_socket(*bound)
 
     def close(self) -> None:
         for service in list(self._by_service):
