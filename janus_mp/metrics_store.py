@@ -211,11 +211,20 @@ class MultiprocessMetrics:
         """
         if self._path is None:
             raise JanusError("metrics: worker_init() called before prepare()")
-        os.environ[ENV] = self._path  # user code that checks it sees multiprocess mode
         from prometheus_client import values
         from prometheus_client.metrics import MetricWrapperBase
         from prometheus_client.registry import REGISTRY
 
+        problem = _unusable(self._path)
+        if problem is not None:
+            # A metrics file written into a full filesystem faults (SIGBUS) on its first page:
+            # this worker keeps its metrics in memory instead, and serves on.
+            log.error("metrics directory %s %s: this worker's own metrics stay in its memory "
+                      "and are not exported", self._path, problem)
+            os.environ.pop(ENV, None)
+            values.ValueClass = values.MutexValue
+            return
+        os.environ[ENV] = self._path  # user code that checks it sees multiprocess mode
         values.ValueClass = values.MultiProcessValue()
         # No locks taken: a lock held by another parent thread at fork time stays held in the
         # child forever, and this process is still single-threaded here.
@@ -293,6 +302,27 @@ def _read_file(filename: str, parse: KeyParser, context: str) -> list[Entry]:
     if bad_keys:
         log.warning("%s metrics file %s: %d malformed keys skipped", context, filename, bad_keys)
     return entries
+
+
+#: Free space a worker wants before it maps metrics files (prometheus_client sizes each file
+#: at 1 MiB and grows it by doubling).
+MIN_FREE_BYTES = 4 * 2**20
+
+
+def _unusable(path: str) -> str | None:
+    """Why a worker should not map metrics files in ``path`` now, or None (a statvfs call)."""
+    try:
+        fs = os.statvfs(path)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if fs.f_flag & os.ST_RDONLY:
+        return "is on a read-only filesystem"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "is not writable"
+    free = fs.f_bavail * fs.f_frsize
+    if free < MIN_FREE_BYTES:
+        return f"has {free // 1024} KiB free (under {MIN_FREE_BYTES // 2**20} MiB)"
+    return None
 
 
 def _make_directory(path: str) -> None:

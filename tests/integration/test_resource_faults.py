@@ -174,3 +174,53 @@ def _status(path: Path) -> dict | None:
         return reply if reply.get("ok") else None
     except (OSError, ValueError):
         return None
+
+
+@contextlib.contextmanager
+def full_filesystem(path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs at ``path``, filled to the last block."""
+    import subprocess
+
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        with open(path / "filler", "wb", buffering=0) as filler, \
+                contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_full_metrics_directory_is_logged_and_supervision_continues(tmp_path):
+    with full_filesystem(tmp_path / "metrics") as metrics:
+        scenario = f"""
+from prometheus_client import Counter
+from janus_mp import *
+from tests.scenario_lib import record
+CONFIG = SupervisorConfig(shutdown_timeout=5.0, metrics_dir={str(metrics)!r}, metrics_port=0)
+UNITS = Counter("units_total", "work done")
+
+def crunch(ctx):
+    while not ctx.shutdown.wait(0.02):
+        UNITS.inc()
+        record("counted", ctx.index, ctx.generation)
+
+def build(sup):
+    sup.spawn_service(crunch, SpawnOptions(workers=2))
+"""
+        with SupervisorProcess(tmp_path, scenario) as sup:
+            wait_until(lambda: len(sup.events_list()) >= 10)
+            assert {e[2] for e in sup.events_list()} == {"1"}  # no worker died: generation 1
+            assert sup.log_text().count("own metrics stay in its memory") == 2
+            assert "has 0 KiB free" in sup.log_text()
+            from tests.http_client import get
+
+            status, _, body = get(f"127.0.0.1:{sup.request('port')}", "/metrics")
+            assert status == 200 and b'janus_supervisor_workers{phase="running"' in body
+            sup.signal(signal.SIGTERM)
+            assert sup.wait_exit() == 0
