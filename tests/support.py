@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -86,3 +88,15 @@ def children_of(pid: int) -> list[int]:
 def alive(pid: int) -> bool:
     state = proc_state(pid)
     return state is not None and state != "Z"
+
+
+@contextlib.contextmanager
+def busy_port() -> Iterator[int]:
+    """A loopback port someone else is listening on, for the duration of the block."""
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+    finally:
+        holder.close()

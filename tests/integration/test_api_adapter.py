@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness import SupervisorProcess
 from tests.http_client import Load, get
-from tests.support import wait_until
+from tests.support import busy_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -178,24 +178,16 @@ def build(sup):
 
 
 def test_a_busy_port_fails_registration_in_one_line(tmp_path):
-    import socket
+    from janus_mp import ApiModuleAdapter, JanusError, JanusSupervisor
+    from tests.http_apps import wsgi_app
 
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    port = holder.getsockname()[1]
-    try:
-        from janus_mp import ApiModuleAdapter, JanusError, JanusSupervisor
-        from tests.http_apps import wsgi_app
-
+    with busy_port() as port:
         sup = JanusSupervisor()
         with pytest.raises(JanusError) as info:
             sup.spawn_service(ApiModuleAdapter(wsgi_app, bind=f"127.0.0.1:{port}", name="web"))
-        assert str(info.value) == (f"service 'web': cannot bind 127.0.0.1:{port}: "
-                                   "Address already in use")
-        assert sup.service_names == []
-    finally:
-        holder.close()
+    assert str(info.value) == (f"service 'web': cannot bind 127.0.0.1:{port}: "
+                               "Address already in use")
+    assert sup.service_names == []
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])

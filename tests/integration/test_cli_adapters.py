@@ -9,7 +9,7 @@ import pytest
 
 from tests.http_client import Load, get
 from tests.integration.test_cli import Cli
-from tests.support import wait_until
+from tests.support import busy_port, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -107,15 +107,9 @@ def test_bad_adapter_input_exits_2_in_one_line(cli, args, message):
 
 
 def test_a_busy_bind_port_exits_2_and_starts_nothing(cli):
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    port = holder.getsockname()[1]
-    try:
+    with busy_port() as port:
         result = cli.janus("run", "--metrics-bind", "off", "--socket", "off", "--wsgi",
                            "tests.http_apps:wsgi_app", "--bind", f"127.0.0.1:{port}")
-    finally:
-        holder.close()
     assert result.returncode == 2
     assert result.stderr.strip() == (f"janus-mp: error: service 'http_apps': cannot bind "
                                      f"127.0.0.1:{port}: Address already in use")
