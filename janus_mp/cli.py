@@ -273,7 +273,10 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
             what = f"--{kind} {value}"
         sup = JanusSupervisor(sup_config)
         for service, options in entries:
-            sup.spawn_service(service, options)
+            try:
+                sup.spawn_service(service, options)
+            except ConfigError as exc:  # a config-file service: name its table
+                raise exc.under(f"services.{options.name}" if options.name else "") from None
         reloader = None
         if config_path is not None:
             reloader = _config_reloader(config_path, service_overrides,

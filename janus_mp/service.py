@@ -25,6 +25,9 @@ class JanusService(ABC):
     #: (``HOST:PORT``, ``unix:PATH``, ``fd://N``); each worker gets them as ``ctx.listeners``.
     binds: tuple[str, ...] = ()
     backlog: int = 2048
+    #: False for services that cannot call ``ctx.heartbeat()`` (foreign code, external
+    #: programs): a watchdog would kill them while they work, so one is refused.
+    can_heartbeat: bool = True
 
     @abstractmethod
     def run(self, ctx: WorkerContext) -> int | None:

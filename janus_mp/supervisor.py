@@ -124,6 +124,7 @@ class JanusSupervisor:
         """Register a service (and start it at once if the loop runs). Returns its name."""
         options = options or SpawnOptions()
         svc = as_service(service, options.name)
+        _check_watchdog(svc, options)
         name = svc.name
         if not valid_service_name(name):
             raise ConfigError("name", f"service name {name!r} must be letters, digits, '-', '_' "
@@ -182,6 +183,7 @@ class JanusSupervisor:
         replaces the old one and the pool is rolling-restarted onto it.
         """
         svc = as_service(service, options.name)
+        _check_watchdog(svc, options)
         payload: JanusService | bytes = svc
         if self._start_method != "fork":
             payload = _pickle_for_spawn(svc, self._start_method)
@@ -576,6 +578,7 @@ class JanusSupervisor:
             listeners=self._listeners.sockets(service.name),
             max_requests=self._request_limit(service.options),
             stop_timeout=self._grace(service),
+            watchdog_timeout=service.options.watchdog_timeout,
         )
         process = self._context.Process(target=worker_main, args=(spec,), daemon=False,
                                         name=f"janus-mp:{service.name}[{slot.index}]")
@@ -1319,6 +1322,12 @@ class JanusSupervisor:
 # ==============================================================================================
 # Helpers
 # ==============================================================================================
+def _check_watchdog(service: JanusService, options: SpawnOptions) -> None:
+    if options.watchdog_timeout is not None and not service.can_heartbeat:
+        raise ConfigError("watchdog_timeout", f"{type(service).__name__} workers cannot call "
+                          "ctx.heartbeat(): a watchdog would kill them while they work")
+
+
 def _just_wake(_signum: int, _frame: Any) -> None:
     """The whole signal handler: set_wakeup_fd has already queued the signal number."""
 

@@ -64,6 +64,7 @@ class WorkerSpec:
     listeners: tuple[Any, ...] = ()  # sockets bound by the supervisor (see janus_mp.listeners)
     max_requests: int | None = None  # this worker's recycle threshold, jitter already applied
     stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
+    watchdog_timeout: float | None = None  # heartbeat at least this often, if set
 
 
 class WorkerContext:
@@ -82,6 +83,8 @@ class WorkerContext:
         self.max_requests = spec.max_requests
         #: Seconds the worker has, once ``shutdown`` is cancelled, before it gets SIGTERM.
         self.stop_timeout = spec.stop_timeout
+        #: The service's watchdog: without a ``heartbeat()`` this often the worker is killed.
+        self.watchdog_timeout = spec.watchdog_timeout
         self._conn = spec.conn
         self._heartbeat = spec.heartbeat
         self._ready = False

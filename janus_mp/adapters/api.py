@@ -92,8 +92,10 @@ class ApiModuleAdapter(JanusService):
     def _serve_wsgi(self, ctx: WorkerContext, counter: _RequestCounter) -> int:
         from janus_mp.adapters.wsgi_sync import SyncWsgiServer
 
+        interval = ctx.watchdog_timeout / 3 if ctx.watchdog_timeout else None
         server = SyncWsgiServer(self.app, ctx.listeners, threads=self.threads,
-                                timeout=self.timeout, on_request=counter.answered)
+                                timeout=self.timeout, on_request=counter.answered,
+                                heartbeat=ctx.heartbeat, heartbeat_interval=interval)
         when_cancelled(ctx.shutdown, server.drain)
         ctx.ready()
         server.serve()
@@ -115,7 +117,12 @@ class ApiModuleAdapter(JanusService):
         config = uvicorn.Config(counted, lifespan="auto", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=max(int(ctx.stop_timeout) - 1, 1),
                                 timeout_keep_alive=5, server_header=False)
-        server = uvicorn.Server(config)
+        class Server(uvicorn.Server):  # uvicorn ticks every 0.1 s: each tick proves life
+            async def on_tick(self, counter: int) -> bool:
+                ctx.heartbeat()
+                return await super().on_tick(counter)
+
+        server = Server(config)
 
         def drain() -> None:
             server.should_exit = True

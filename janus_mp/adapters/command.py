@@ -44,6 +44,8 @@ _PRIVATE_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 class CommandAdapter(JanusService):
     """Run ``argv`` (a list, or a string split like a shell would) in every worker."""
 
+    can_heartbeat = False  # the program cannot reach ctx.heartbeat()
+
     def __init__(self, argv: Sequence[str] | str, *, name: str | None = None,
                  env: Mapping[str, str] | None = None, cwd: str | None = None,
                  stop_signal: int | str = signal.SIGTERM, ready_after: float = 0.0) -> None:

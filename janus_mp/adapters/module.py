@@ -46,6 +46,8 @@ _SHAPES = (("start", "stop"), ("run", "close"), ("run", "stop"))
 class ModuleAdapter(JanusService):
     """Run ``target`` in every worker, stopped through the worker's cancellation token."""
 
+    can_heartbeat = False  # foreign code never calls ctx.heartbeat()
+
     def __init__(self, target: object, *, name: str | None = None,
                  exit_codes: Mapping[type[BaseException], int] | None = None) -> None:
         if isinstance(target, str):

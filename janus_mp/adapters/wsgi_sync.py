@@ -66,12 +66,17 @@ class SyncWsgiServer:
 
     def __init__(self, app: Callable[..., Any], listeners: tuple[socket.socket, ...], *,
                  threads: int = 1, timeout: float = 30.0,
-                 on_request: Callable[[float], None] | None = None) -> None:
+                 on_request: Callable[[float], None] | None = None,
+                 heartbeat: Callable[[], None] | None = None,
+                 heartbeat_interval: float | None = None) -> None:
         self._listeners = listeners
         self._gateways = {sock.fileno(): _Gateway(app, sock) for sock in listeners}
         self._threads = threads
         self._timeout = timeout
         self._on_request = on_request
+        # With a watchdog, an idle worker must still prove it lives: wake up that often.
+        self._heartbeat = heartbeat or (lambda: None)
+        self._idle_wait = heartbeat_interval
         self._wake_r, self._wake_w = os.pipe()
         self._draining = False
         self.in_flight = 0
@@ -114,9 +119,11 @@ class SyncWsgiServer:
                 served = False
                 for sock in self._listeners:
                     while not self._draining and self._accept_one(sock):
+                        self._heartbeat()
                         served = True
                 if not served and not self._draining:
-                    selector.select()
+                    self._heartbeat()
+                    selector.select(self._idle_wait)
 
     def _accept_one(self, listener: socket.socket) -> bool:
         """Serve one connection if one is waiting; False if none was (or none could be)."""

@@ -208,3 +208,30 @@ def build(sup):
         assert not load.failures
         sup.signal(signal.SIGTERM)
         assert sup.wait_exit() == 0
+
+
+@pytest.mark.parametrize("app", ["wsgi_app", "asgi_app"])
+def test_idle_api_workers_feed_the_watchdog_and_a_hung_handler_is_killed(tmp_path, app):
+    scenario = HEADER + f"""
+def build(sup):
+    sup.spawn_service(ApiModuleAdapter({app}, bind="127.0.0.1:0", name="web"),
+                      SpawnOptions(workers=2, watchdog_timeout=0.6,
+                                   backoff=BackoffConfig(initial_delay=0.05)))
+"""
+    with SupervisorProcess(tmp_path, scenario) as sup:
+        wait_until(lambda: sup.service("web")["ready"] == 2)
+        address = _address(sup)
+        # Idle for several watchdog periods: nobody is killed.
+        idle_since = sup.service("web")["pids"]
+        with pytest.raises(AssertionError):
+            wait_until(lambda: sup.exits("web"), timeout=2.0)
+        assert sup.service("web")["pids"] == idle_since
+        assert get(address)[0] == 200
+        if app == "wsgi_app":  # a sync handler stuck past the watchdog: its worker is replaced
+            with pytest.raises(OSError):
+                get(address, "/slow?5", timeout=8)
+            exit_ = wait_until(lambda: sup.exits("web"))[0]
+            assert exit_["reason"] == "watchdog timeout"
+            wait_until(lambda: sup.service("web")["ready"] == 2)
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0

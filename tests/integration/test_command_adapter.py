@@ -137,3 +137,14 @@ def _children(pid: int) -> list[int]:
     from janus_mp.osproc import children_of
 
     return children_of(pid)
+
+
+def test_a_watchdog_is_refused_for_programs_that_cannot_heartbeat():
+    from janus_mp import JanusSupervisor, ModuleAdapter, SpawnOptions
+
+    sup = JanusSupervisor()
+    for service in (CommandAdapter("sleep 1"), ModuleAdapter(lambda: None, name="m")):
+        with pytest.raises(ConfigError, match="watchdog_timeout: .* cannot call "
+                                              r"ctx.heartbeat\(\)"):
+            sup.spawn_service(service, SpawnOptions(watchdog_timeout=5))
+    assert sup.service_names == []
