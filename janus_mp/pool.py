@@ -143,7 +143,7 @@ class ServiceRuntime:
     def restarts(self) -> int:
         return sum(s.restarts for s in self.slots.values())
 
-    def snapshot(self, now: float) -> ServiceSnapshot:
+    def snapshot(self, now: float, listening: tuple[str, ...] = ()) -> ServiceSnapshot:
         workers = tuple(
             slot.lifecycle.snapshot(
                 now,
@@ -171,7 +171,7 @@ class ServiceRuntime:
             last_exit_code=_last_exit(self.slots.values()),
         )
         return ServiceSnapshot(name=self.name, service=service, workers=workers,
-                               critical=self.options.critical)
+                               critical=self.options.critical, listening=listening)
 
 
 def _last_exit(slots: Any) -> int | None:
@@ -185,9 +185,12 @@ class ServiceSnapshot:
     service: ServiceLifecycleSnapshot
     workers: tuple[ServiceLifecycleSnapshot, ...]
     critical: bool = False
+    #: Where the service's listeners are bound (ApiModuleAdapter), real ports included.
+    listening: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "critical": self.critical, **self.service.to_dict(),
+                "listening": list(self.listening),
                 "workers": [w.to_dict() for w in self.workers]}
 
 

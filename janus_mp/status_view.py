@@ -19,8 +19,9 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
     out = []
     for svc in data["services"]:
         reason = svc.get("termination_reason") or {}
+        listening = " ".join(svc.get("listening") or ())
         out.append([svc["name"], "", svc["phase"], f"{svc['ready']}/{svc['desired']}",
-                    str(svc["restarts"]), svc["breaker"], "", "", "",
+                    str(svc["restarts"]), svc["breaker"], listening, "", "",
                     reason.get("text", "") if reason else (svc.get("last_error") or "")])
         for w in svc["workers"]:
             procs = w.get("processes") or []

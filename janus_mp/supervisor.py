@@ -1164,7 +1164,8 @@ class JanusSupervisor:
             pid=os.getpid(),
             uptime_secs=(now - self._started_at) if self._started_at else 0.0,
             exit_status=self._exit_status,
-            services=tuple(s.snapshot(now) for s in self._services.values()),
+            services=tuple(s.snapshot(now, self._listeners.addresses(s.name))
+                           for s in self._services.values()),
         )
 
     # ==========================================================================================

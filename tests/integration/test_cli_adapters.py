@@ -37,6 +37,10 @@ def test_run_wsgi_serves_one_port_from_the_whole_pool(cli):
         wait_until(lambda: set(load.pids) == pids, timeout=20)
     assert not load.failures
     assert f"http_apps: listening on 127.0.0.1:{port}" in cli.log.read_text()
+    assert cli.service("http_apps")["listening"] == [f"127.0.0.1:{port}"]
+    shown = cli.ctl("status").stdout
+    assert f"127.0.0.1:{port}" in next(line for line in shown.splitlines()
+                                       if line.startswith("http_apps"))
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0
 
