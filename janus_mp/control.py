@@ -16,7 +16,6 @@ import logging
 import os
 import select
 import socket
-import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -24,7 +23,12 @@ from typing import Any
 
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
-from janus_mp.safe_paths import check_private_directory, identity, unlink_if_same
+from janus_mp.safe_paths import (
+    check_private_directory,
+    identity,
+    reclaim_socket_path,
+    unlink_if_same,
+)
 
 log = logging.getLogger("janus_mp.control")
 
@@ -82,22 +86,13 @@ class ControlServer:
         self._thread.start()
 
     def _reclaim_stale(self) -> None:
-        try:
-            mode = os.lstat(self.path).st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
+        state = reclaim_socket_path(self.path)
+        if state == "not a socket":
             raise ConfigError("control_socket", f"{self.path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(self.path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            os.unlink(self.path)  # nobody listens: left behind by a dead supervisor
+        if state == "in use":
+            raise JanusError(f"another janus-mp supervisor is running on {self.path}")
+        if state == "reclaimed":  # nobody listened: left behind by a dead supervisor
             log.info("reclaimed stale control socket %s", self.path)
-            return
-        finally:
-            probe.close()
-        raise JanusError(f"another janus-mp supervisor is running on {self.path}")
 
     def stop(self) -> None:
         sock, self._sock = self._sock, None

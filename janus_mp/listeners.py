@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 from dataclasses import dataclass
 
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.safe_paths import identity, unlink_if_same
+from janus_mp.safe_paths import identity, reclaim_socket_path, unlink_if_same
 
 DEFAULT_BACKLOG = 2048
 DEFAULT_HOST = "127.0.0.1"
@@ -41,7 +40,7 @@ class BindAddress:
             return f"unix:{self.path}"
         if self.kind == "fd":
             return f"fd://{self.fd}"
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return _host_port(self.host, self.port)
 
 
 def parse_bind(value: object, key: str = "bind") -> BindAddress:
@@ -82,7 +81,9 @@ def bind_socket(address: BindAddress, backlog: int = DEFAULT_BACKLOG) -> socket.
                 raise JanusError(f"cannot bind {address.text}: fd {address.fd} is not a "
                                  "listening socket")
         elif address.kind == "unix":
-            _remove_stale_unix_socket(address.path)
+            refusal = _UNIX_REFUSALS.get(reclaim_socket_path(address.path))
+            if refusal:
+                raise JanusError(f"cannot bind {address.text}: {refusal}")
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.bind(address.path)
@@ -113,7 +114,14 @@ def bound_address(sock: socket.socket) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{name}"
-    host, port = name[0], name[1]
+    return _host_port(name[0], name[1])
+
+
+_UNIX_REFUSALS = {"not a socket": "the path exists and is not a socket",
+                  "in use": "another process is listening on it"}
+
+
+def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -134,28 +142,6 @@ def _bind_tcp(address: BindAddress, backlog: int) -> socket.socket:
             sock.close()
             last = exc
     raise last or OSError(f"no address found for {address.host!r}")
-
-
-def _remove_stale_unix_socket(path: str) -> None:
-    """A socket file left by a dead supervisor is removed; anything else at the path is not
-    ours to delete, so binding fails with a message instead."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise JanusError(f"cannot bind unix:{path}: the path exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        os.unlink(path)  # nobody listens: stale
-        return
-    except OSError:
-        return  # let bind report it
-    finally:
-        probe.close()
-    raise JanusError(f"cannot bind unix:{path}: another process is listening on it")
 
 
 _Bound = tuple[BindAddress, socket.socket, "tuple[int, int] | None"]

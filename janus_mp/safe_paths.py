@@ -11,6 +11,7 @@ creates for itself are 0700, and a run directory someone else owns or can write 
 from __future__ import annotations
 
 import os
+import socket
 import stat
 
 from janus_mp.errors import ConfigError
@@ -62,3 +63,24 @@ def check_private_directory(path: str, key: str) -> None:
     if info.st_mode & 0o022:
         raise ConfigError(key, f"{path} is writable by others (mode "
                                f"{stat.S_IMODE(info.st_mode):o}): refusing to use it")
+
+
+def reclaim_socket_path(path: str) -> str:
+    """Make ``path`` free for a unix socket's bind, removing only a socket nobody listens on
+    (left by a killed process). Returns "free", "reclaimed", "not a socket" (something else
+    is there: not ours to delete) or "in use" (a live process listens on it)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return "free"
+    if not stat.S_ISSOCK(info.st_mode):
+        return "not a socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)
+            return "reclaimed"
+        except OSError:
+            return "free"  # cannot tell: let bind() report what is wrong
+    return "in use"

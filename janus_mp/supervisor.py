@@ -216,6 +216,10 @@ class JanusSupervisor:
         """Run ``fn`` in the loop after ``delay`` seconds (from the loop thread or any other)."""
         self._in_loop(lambda: self._timers.at(self._clock() + delay, fn, "user"), wait=False)
 
+    def listening_addresses(self, name: str) -> tuple[str, ...]:
+        """Where a service's listeners are bound (the real port when port 0 was asked)."""
+        return self._listeners.addresses(name)
+
     def recent_exits(self) -> list[dict[str, Any]]:
         """The last worker exits, newest last: when, who, and why (for status and top)."""
         return list(self._recent_exits)
@@ -432,10 +436,6 @@ class JanusSupervisor:
             self._listeners.bind(spec.name, tuple(service.binds), service.backlog)
             for address in self._listeners.addresses(spec.name):
                 log.info("%s: listening on %s", spec.name, address)
-
-    def listening_addresses(self, name: str) -> tuple[str, ...]:
-        """Where a service's listeners are bound (the real port when port 0 was asked)."""
-        return self._listeners.addresses(name)
 
     def _start_order(self) -> list[str]:
         return sorted(self._specs, key=lambda n: self._specs[n].options.start_order)

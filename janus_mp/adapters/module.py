@@ -55,7 +55,11 @@ class ModuleAdapter(JanusService):
 
             target = import_target(target) if ":" in target else import_module_target(target)
         self.target = target
-        self.shape, self._methods = _shape_of(target)
+        drive = _shape_of(target)
+        #: ("start", "stop")-like method names, or None when the target is called.
+        self._methods = drive if isinstance(drive, tuple) else None
+        self._call = None if isinstance(drive, tuple) else drive
+        self.shape = "methods" if self._methods else "call"
         self.exit_codes = dict(exit_codes or {})
         for kind, code in self.exit_codes.items():
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):
@@ -73,7 +77,7 @@ class ModuleAdapter(JanusService):
 
     def run(self, ctx: WorkerContext) -> int | None:
         try:
-            if self.shape == "call":
+            if self._methods is None:
                 return self._run_callable(ctx)
             obj = self.target() if isinstance(self.target, type) else self.target
             begin, end = (getattr(obj, method) for method in self._methods)
@@ -101,7 +105,8 @@ class ModuleAdapter(JanusService):
         return _as_code(result)
 
     def _run_callable(self, ctx: WorkerContext) -> int | None:
-        fn: Callable[[], Any] = self._methods[0] if self._methods else self.target  # type: ignore
+        fn = self._call
+        assert fn is not None
         if inspect.iscoroutinefunction(fn):
             return self._run_coroutine(ctx, fn)
         if threading.current_thread() is not threading.main_thread():
@@ -145,17 +150,17 @@ class ModuleAdapter(JanusService):
         return int(ReservedExit.FAILURE)
 
 
-def _shape_of(target: object) -> tuple[str, tuple[Any, ...]]:
-    """Which way to drive ``target``: ("methods", names) or ("call", (main,)) or ("call", ())."""
+def _shape_of(target: object) -> tuple[str, str] | Callable[[], Any]:
+    """How to drive ``target``: the names of its begin/end methods, or the function to call."""
     for begin, end in _SHAPES:
         if callable(getattr(target, begin, None)) and callable(getattr(target, end, None)):
             if isinstance(target, type):
                 _check_no_arg_constructor(target)
-            return "methods", (begin, end)
+            return begin, end
     if isinstance(target, types.ModuleType):
         main = getattr(target, "main", None)
         if callable(main):
-            return "call", (main,)
+            return main  # type: ignore[no-any-return]
         raise ServiceLoadError(f"module {target.__name__!r} has no main() (nor start()/stop(), "
                                "run()/close())")
     if isinstance(target, type):
@@ -163,7 +168,7 @@ def _shape_of(target: object) -> tuple[str, tuple[Any, ...]]:
                                "run()/close() methods")
     if callable(target):
         _check_no_arguments(target)
-        return "call", ()
+        return target
     raise ServiceLoadError(f"{target!r} has no start()/stop(), run()/close() or main(), and is "
                            "not callable")
 

@@ -79,8 +79,6 @@ class SyncWsgiServer:
         self._idle_wait = heartbeat_interval
         self._wake_r, self._wake_w = os.pipe()
         self._draining = False
-        self.in_flight = 0
-        self._lock = threading.Lock()
 
     def serve(self) -> None:
         """Block until drained: every thread has left its accept loop."""
@@ -137,8 +135,6 @@ class SyncWsgiServer:
                 threading.Event().wait(0.1)  # out of fds: accepting again at once would spin
                 return False
             raise
-        with self._lock:
-            self.in_flight += 1
         began = time.perf_counter()
         try:
             conn.setblocking(True)
@@ -152,13 +148,7 @@ class SyncWsgiServer:
         except Exception:
             log.exception("error while serving a connection from %s", address)
         finally:
-            _close(conn)
-            with self._lock:
-                self.in_flight -= 1
+            conn.close()  # the response is flushed: close sends the FIN, as gunicorn's does
             if self._on_request is not None:
                 self._on_request(time.perf_counter() - began)
         return True
-
-
-def _close(conn: socket.socket) -> None:
-    conn.close()  # the response is flushed: close sends the FIN (gunicorn's sync worker too)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,17 +91,21 @@ def _label(systems: dict[str, Any], key: str) -> str:
     return str(systems.get(key, {}).get("label", key))
 
 
-def _restart(m: dict[str, Any], systems: dict[str, Any]) -> str:
-    ref = m["rows"].get(m["reference"], {}).get("p50")
+def _rows(m: dict[str, Any], systems: dict[str, Any],
+          cells: Callable[[dict[str, Any]], list[str]]) -> list[list[str]]:
+    """One table row per system: its label, then its cells, or its status if it has no numbers."""
     rows = []
     for key, row in m["rows"].items():
         status = _status(row)
-        if status:
-            rows.append([_label(systems, key), status])
-            continue
-        rows.append([_label(systems, key), _fmt(row["n"]), _fmt(row["p50"], 2),
-                     _fmt(row["p90"], 2), _fmt(row["p99"], 2), _fmt(row["max"], 2),
-                     _ratio(row["p50"], ref)])
+        rows.append([_label(systems, key), *([status] if status else cells(row))])
+    return rows
+
+
+def _restart(m: dict[str, Any], systems: dict[str, Any]) -> str:
+    ref = m["rows"].get(m["reference"], {}).get("p50")
+    rows = _rows(m, systems, lambda row: [
+        _fmt(row["n"]), _fmt(row["p50"], 2), _fmt(row["p90"], 2), _fmt(row["p99"], 2),
+        _fmt(row["max"], 2), _ratio(row["p50"], ref)])
     return _table("1. restart latency: crash → replacement's first line of service code (ms)",
                   ["system", "n", "p50", "p90", "p99", "max", "p50 × janus-mp"], rows,
                   f"worker serves {m['run_seconds']:g} s then exits 1; one worker; "
@@ -115,17 +119,15 @@ def _shutdown(m: dict[str, Any], systems: dict[str, Any]) -> str:
     headers = ["system"]
     for size in sizes:
         headers += [f"{size} workers", "× janus-mp"]
-    rows = []
-    for key, row in m["rows"].items():
-        status = _status(row)
-        if status:
-            rows.append([_label(systems, key), status])
-            continue
-        cells = [_label(systems, key)]
+
+    def cells(row: dict[str, Any]) -> list[str]:
+        out: list[str] = []
         for size in sizes:
             value = row.get(size, {}).get("median_ms")
-            cells += [_fmt(value), _ratio(value, ref_row.get(size, {}).get("median_ms"))]
-        rows.append(cells)
+            out += [_fmt(value), _ratio(value, ref_row.get(size, {}).get("median_ms"))]
+        return out
+
+    rows = _rows(m, systems, cells)
     note = f"median of {m['repeats']} per size, systems interleaved"
     for key, row in m["rows"].items():
         left = sum(n for size in sizes for n in row.get(size, {}).get("stragglers", []))
@@ -137,16 +139,10 @@ def _shutdown(m: dict[str, Any], systems: dict[str, Any]) -> str:
 
 def _idle(m: dict[str, Any], systems: dict[str, Any]) -> str:
     ref = m["rows"].get(m["reference"], {})
-    rows = []
-    for key, row in m["rows"].items():
-        status = _status(row)
-        if status:
-            rows.append([_label(systems, key), status])
-            continue
-        rows.append([_label(systems, key), _fmt(row["cpu_s"], 3),
-                     _ratio(row["cpu_s"], ref.get("cpu_s")), _fmt(row["wakeups"]),
-                     _fmt(row["wakeups_per_10s"], 2),
-                     _ratio(row["wakeups"], ref.get("wakeups")), _fmt(row["threads"])])
+    rows = _rows(m, systems, lambda row: [
+        _fmt(row["cpu_s"], 3), _ratio(row["cpu_s"], ref.get("cpu_s")), _fmt(row["wakeups"]),
+        _fmt(row["wakeups_per_10s"], 2), _ratio(row["wakeups"], ref.get("wakeups")),
+        _fmt(row["threads"])])
     return _table(f"3. idle cost: supervisor over {m['window_s']:g} s with {m['workers']} idle "
                   "workers", ["system", "CPU s", "× janus-mp", "wake-ups", "per 10 s",
                               "× janus-mp", "threads"], rows,
@@ -156,18 +152,15 @@ def _idle(m: dict[str, Any], systems: dict[str, Any]) -> str:
 
 def _scale(m: dict[str, Any], systems: dict[str, Any]) -> str:
     ref = m["rows"].get(m["reference"], {})
-    rows = []
-    for key, row in m["rows"].items():
-        status = _status(row)
-        if status:
-            rows.append([_label(systems, key), status])
-            continue
+    ref_pw = (ref.get("rss_per_worker_bytes") or math.nan) / 1024
+
+    def cells(row: dict[str, Any]) -> list[str]:
         per_worker = row["rss_per_worker_bytes"] / 1024
-        ref_pw = (ref.get("rss_per_worker_bytes") or math.nan) / 1024
-        rows.append([_label(systems, key), _fmt(row["ready_s"], 2),
-                     _ratio(row["ready_s"], ref.get("ready_s")), _fmt(per_worker, 1),
-                     _ratio(per_worker, ref_pw), _fmt(row["rss_bytes"] / 2**20, 1),
-                     _fmt(row.get("stop_s"), 2)])
+        return [_fmt(row["ready_s"], 2), _ratio(row["ready_s"], ref.get("ready_s")),
+                _fmt(per_worker, 1), _ratio(per_worker, ref_pw),
+                _fmt(row["rss_bytes"] / 2**20, 1), _fmt(row.get("stop_s"), 2)]
+
+    rows = _rows(m, systems, cells)
     return _table(f"4. scale: {m['workers']:,} workers", ["system", "all ready s", "× janus-mp",
                                                         "RSS/worker KiB", "× janus-mp",
                                                         "RSS MiB", "then stop s"], rows,
@@ -177,15 +170,10 @@ def _scale(m: dict[str, Any], systems: dict[str, Any]) -> str:
 
 def _storm(m: dict[str, Any], systems: dict[str, Any]) -> str:
     ref = m["rows"].get(m["reference"], {})
-    rows = []
-    for key, row in m["rows"].items():
-        status = _status(row)
-        if status:
-            rows.append([_label(systems, key), status])
-            continue
-        rows.append([_label(systems, key), _fmt(row["restarts"]), _fmt(row["restarts_per_s"]),
-                     _ratio(row["restarts_per_s"], ref.get("restarts_per_s")),
-                     _fmt(row["cpu_percent"]), _ratio(row["cpu_s"], ref.get("cpu_s"))])
+    rows = _rows(m, systems, lambda row: [
+        _fmt(row["restarts"]), _fmt(row["restarts_per_s"]),
+        _ratio(row["restarts_per_s"], ref.get("restarts_per_s")), _fmt(row["cpu_percent"]),
+        _ratio(row["cpu_s"], ref.get("cpu_s"))])
     return _table(f"5. crash storm: {m['workers']} workers exit at once, forever; "
                   f"{m['window_s']:g} s window", ["system", "restarts", "per s", "× janus-mp",
                                                   "supervisor CPU %", "× janus-mp"], rows,
