@@ -7,7 +7,7 @@ restarts driven by exit codes with exponential backoff and a circuit breaker, Pr
 from __future__ import annotations
 
 from janus_mp.adapters import ApiModuleAdapter, CommandAdapter, ModuleAdapter
-from janus_mp.backoff import (
+from janus_mp.core.backoff import (
     BackoffAction,
     BackoffConfig,
     BackoffState,
@@ -16,11 +16,11 @@ from janus_mp.backoff import (
     CircuitOpen,
     RetryAfter,
 )
-from janus_mp.cancel import CancellationToken
-from janus_mp.config import SpawnOptions, SupervisorConfig
-from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
-from janus_mp.exits import ExitKind, ExitPolicy, KillCause, ReservedExit, RestartPolicy
-from janus_mp.lifecycle import (
+from janus_mp.core.cancel import CancellationToken
+from janus_mp.core.config import SpawnOptions, SupervisorConfig
+from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
+from janus_mp.core.exits import ExitKind, ExitPolicy, KillCause, ReservedExit, RestartPolicy
+from janus_mp.core.lifecycle import (
     ServiceLifecycle,
     ServiceLifecycleSnapshot,
     ServicePhase,
@@ -28,13 +28,11 @@ from janus_mp.lifecycle import (
     TerminationReason,
     TransitionError,
 )
-from janus_mp.metrics import MetricsSnapshot, SupervisorMetrics
-from janus_mp.pool import ServiceSnapshot, SupervisorSnapshot
-from janus_mp.service import JanusService
-from janus_mp.supervisor import JanusSupervisor
-from janus_mp.worker import WorkerContext
-
-__version__ = "0.1.0"
+from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
+from janus_mp.runtime.pool import ServiceSnapshot, SupervisorSnapshot
+from janus_mp.runtime.supervisor import JanusSupervisor
+from janus_mp.service import JanusService, WorkerContext
+from janus_mp.version import __version__
 
 __all__ = [
     "ApiModuleAdapter", "CommandAdapter", "ModuleAdapter",

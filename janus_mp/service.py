@@ -7,14 +7,21 @@ Its return value is the worker's exit code: ``None`` or 0 is a clean exit.
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from janus_mp.core.cancel import CancellationToken
 from janus_mp.errors import ServiceLoadError
 
-if TYPE_CHECKING:
-    from janus_mp.worker import WorkerContext
+#: Messages on the pipe between a worker and the supervisor (bytes, never pickles).
+READY = b"r"
+CANCEL = b"c"
+RECYCLE = b"R"  # followed by a short reason: "replace me gracefully"
 
 
 class JanusService(ABC):
@@ -71,3 +78,67 @@ def as_service(target: object, name: str | None = None) -> JanusService:
     raise ServiceLoadError(
         f"{target!r} is not a service: expected a JanusService or a callable taking ctx"
     )
+
+
+class WorkerContext:
+    """Handed to ``service.run(ctx)`` inside the worker."""
+
+    def __init__(self, *, service: str, index: int, generation: int,
+                 shutdown: CancellationToken, conn: Any, heartbeat: Any,
+                 listeners: tuple[Any, ...] = (), max_requests: int | None = None,
+                 stop_timeout: float = 30.0, watchdog_timeout: float | None = None) -> None:
+        self.service = service
+        self.index = index
+        self.generation = generation
+        self.shutdown: CancellationToken = shutdown
+        self.pid = os.getpid()
+        self.logger = logging.getLogger(f"janus_mp.worker.{service}")
+        #: Listening sockets the supervisor bound for this service, shared by the whole pool.
+        self.listeners: tuple[Any, ...] = listeners
+        #: Requests after which a request-serving service should call :meth:`recycle`.
+        self.max_requests = max_requests
+        #: Seconds the worker has, once ``shutdown`` is cancelled, before it gets SIGTERM.
+        self.stop_timeout = stop_timeout
+        #: The service's watchdog: without a ``heartbeat()`` this often the worker is killed.
+        self.watchdog_timeout = watchdog_timeout
+        self._conn = conn  # the worker's end of the duplex pipe to the supervisor
+        self._heartbeat = heartbeat  # a shared double: the last heartbeat, time.monotonic()
+        self._ready = False
+        self._recycle_asked = False
+        self._lock = threading.Lock()
+
+    def ready(self) -> None:
+        """Tell the supervisor this worker can serve (moves it to RUNNING). Idempotent."""
+        self.heartbeat()
+        with self._lock:  # one sender at a time: messages must not interleave on the pipe
+            if self._ready:
+                return
+            self._ready = True
+            try:
+                self._conn.send_bytes(READY)
+            except OSError:
+                pass  # supervisor gone: the bridge is already taking the worker down
+
+    def recycle(self, reason: str = "asked by the worker") -> None:
+        """Ask to be replaced gracefully: the supervisor starts a successor, and once it is
+        ready, cancels ``shutdown`` here (termination reason "recycled"). Keep serving until
+        then. Idempotent; thread-safe."""
+        with self._lock:
+            if self._recycle_asked:
+                return
+            self._recycle_asked = True
+            try:
+                self._conn.send_bytes(RECYCLE + reason.encode("utf-8", "replace")[:60])
+            except OSError:
+                pass
+
+    def heartbeat(self) -> None:
+        """Prove liveness to the watchdog: one store to shared memory, no system call."""
+        self._heartbeat.value = time.monotonic()
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def __repr__(self) -> str:
+        return f"<WorkerContext {self.service}[{self.index}] gen={self.generation} pid={self.pid}>"

@@ -34,7 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from janus_mp.metrics_store import MultiprocessMetrics  # noqa: E402
+from janus_mp.metrics.store import MultiprocessMetrics  # noqa: E402
 
 BUCKETS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "+Inf")
 LIVE_WORKERS = 4

@@ -38,7 +38,7 @@ SUPERVISOR = """
 import os, sys, time
 from prometheus_client import Counter
 from janus_mp import *
-from janus_mp.deploy import Deployment
+from janus_mp.app.deploy import Deployment
 ACKS, PORT_FILE, SOCKET = sys.argv[1], sys.argv[2], sys.argv[3]
 WORK = Counter("chaos_work_units", "units of work done", ["service"])
 
@@ -168,7 +168,7 @@ def main() -> int:
         zombies = [p for p in children(proc.pid) if state(p) == "Z"]
         fds, rss = fd_count(proc.pid), rss_kb(proc.pid)
         # Stop the work (the supervisor stays up), so counts and acks are both final.
-        from janus_mp.control import call
+        from janus_mp.app.control import call
 
         for name in ("alpha", "beta", "gamma"):
             call(sock, "stop", service=name)

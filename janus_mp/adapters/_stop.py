@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from janus_mp.cancel import CancellationToken
+from janus_mp.core.cancel import CancellationToken
 
 log = logging.getLogger("janus_mp.adapters")
 

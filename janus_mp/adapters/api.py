@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from janus_mp.adapters._stop import when_cancelled
+from janus_mp.addresses import DEFAULT_BACKLOG, parse_bind
 from janus_mp.errors import ConfigError, ServiceLoadError
-from janus_mp.listeners import DEFAULT_BACKLOG, parse_bind
 from janus_mp.service import JanusService
 
 if TYPE_CHECKING:
-    from janus_mp.worker import WorkerContext
+    from janus_mp.service import WorkerContext
 
 log = logging.getLogger("janus_mp.http")
 
@@ -45,7 +45,7 @@ class ApiModuleAdapter(JanusService):
                  timeout: float = 30.0) -> None:
         self.target = app if isinstance(app, str) else None
         if isinstance(app, str):
-            from janus_mp.loader import import_target
+            from janus_mp.targets import import_target
 
             app = import_target(app)
         if not callable(app):

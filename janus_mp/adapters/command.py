@@ -29,7 +29,7 @@ from janus_mp.errors import ConfigError, ServiceLoadError
 from janus_mp.service import JanusService
 
 if TYPE_CHECKING:
-    from janus_mp.worker import WorkerContext
+    from janus_mp.service import WorkerContext
 
 log = logging.getLogger("janus_mp.command")
 

@@ -31,12 +31,12 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from janus_mp.adapters._stop import Once, when_cancelled
+from janus_mp.core.exits import ReservedExit
 from janus_mp.errors import ConfigError, ServiceLoadError
-from janus_mp.exits import ReservedExit
 from janus_mp.service import JanusService
 
 if TYPE_CHECKING:
-    from janus_mp.worker import WorkerContext
+    from janus_mp.service import WorkerContext
 
 log = logging.getLogger("janus_mp.adapters.module")
 
@@ -51,7 +51,7 @@ class ModuleAdapter(JanusService):
     def __init__(self, target: object, *, name: str | None = None,
                  exit_codes: Mapping[type[BaseException], int] | None = None) -> None:
         if isinstance(target, str):
-            from janus_mp.loader import import_module_target, import_target
+            from janus_mp.targets import import_module_target, import_target
 
             target = import_target(target) if ":" in target else import_module_target(target)
         self.target = target

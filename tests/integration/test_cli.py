@@ -71,7 +71,7 @@ class Cli:
 
     def janus(self, *args: str, env: dict[str, str] | None = None,
               timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "janus_mp.cli", *args], cwd=self.tmp,
+        return subprocess.run([sys.executable, "-m", "janus_mp", *args], cwd=self.tmp,
                               env=env or self.env, capture_output=True, text=True,
                               timeout=timeout)
 
@@ -91,7 +91,7 @@ class Cli:
             self._log.close()
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "janus_mp.cli", "run", "--socket", self.socket,
+            [sys.executable, "-m", "janus_mp", "run", "--socket", self.socket,
              "--metrics-bind", "off", *args], cwd=self.tmp, env=env or self.env,
             stdout=self._log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         wait_until(lambda: self.proc.poll() is not None or self.ctl("status").returncode == 0,
@@ -339,7 +339,7 @@ def test_demo_serves_metrics_and_answers_status_and_top(cli, tmp_path):
     env = dict(cli.env, XDG_RUNTIME_DIR=str(tmp_path / "run"))
     cli._log = open(cli.log, "w")
     cli.proc = subprocess.Popen(
-        [sys.executable, "-m", "janus_mp.cli", "demo", "--metrics-bind", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "janus_mp", "demo", "--metrics-bind", f"127.0.0.1:{port}",
          "--http-bind", "127.0.0.1:0"],
         cwd=tmp_path, env=env, stdout=cli._log, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from janus_mp import JanusSupervisor, SpawnOptions, SupervisorConfig
-from janus_mp.deploy import Deployment
+from janus_mp.app.deploy import Deployment
 from tests.support import wait_until
 
 pytestmark = pytest.mark.shares_supervisor

@@ -154,7 +154,7 @@ def test_endpoint_binds_loopback_by_default():
     assert SupervisorConfig().metrics_host == "127.0.0.1"
     from click.testing import CliRunner
 
-    from janus_mp.cli import cli
+    from janus_mp.app.cli import cli
 
     result = CliRunner().invoke(cli, ["run", "--help"])
     assert "127.0.0.1:9464" in result.output

@@ -21,10 +21,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, values
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
-from janus_mp import http_endpoint
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.http_endpoint import MetricsServer
-from janus_mp.metrics_store import MultiprocessMetrics
+from janus_mp.metrics import http as http_endpoint
+from janus_mp.metrics.http import MetricsServer
+from janus_mp.metrics.store import MultiprocessMetrics
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -113,8 +113,8 @@ def test_control_socket_out_of_fds_refuses_then_recovers(tmp_path):
     scenario = f"""
 import resource
 from janus_mp import *
-from janus_mp.control import ControlServer
-from janus_mp.deploy import Deployment
+from janus_mp.app.control import ControlServer
+from janus_mp.app.deploy import Deployment
 CONFIG = SupervisorConfig(shutdown_timeout=5.0, kill_timeout=2.0)
 resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
 

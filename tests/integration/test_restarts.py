@@ -108,7 +108,9 @@ def build(sup):
         assert bad["workers"][0]["last_exit_code"] == 78
         assert len(starts(sup, "success")) == 1 and len(starts(sup, "config_error")) == 1
         sup.signal(signal.SIGTERM)
-        assert sup.wait_exit() != 0 or True  # exit status checked in the halt test
+        # A shutdown asked for (SIGTERM) ends 0 even though one service ended unrecoverable:
+        # that failure is in status and metrics, not in the exit status of a requested stop.
+        assert sup.wait_exit() == 0
 
 
 def test_halt_code_shuts_supervisor_down_with_that_code(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from janus_mp import ApiModuleAdapter, SupervisorConfig
-from janus_mp.listeners import parse_bind
+from janus_mp.addresses import parse_bind
 from tests.integration.test_cli import Cli
 from tests.support import wait_until
 
@@ -91,7 +91,7 @@ def test_a_symlink_in_the_metrics_dir_is_removed_not_followed(cli, tmp_path):
 
 
 def test_unix_listener_file_is_removed_only_if_still_ours(tmp_path):
-    from janus_mp.listeners import ListenerSet
+    from janus_mp.runtime.listeners import ListenerSet
 
     path = tmp_path / "web.sock"
     listeners = ListenerSet()
@@ -109,8 +109,8 @@ def test_http_endpoints_bind_loopback_by_default():
         ("127.0.0.1:8000",)
 
 
-SOCKET_READERS = ("control.py", "http_endpoint.py", "adapters/wsgi_sync.py", "adapters/api.py",
-                  "deploy.py", "systemd.py")
+SOCKET_READERS = ("app/control.py", "metrics/http.py", "adapters/wsgi_sync.py", "adapters/api.py",
+                  "app/deploy.py", "app/systemd.py")
 UNSAFE = {"pickle", "dill", "marshal", "shelve", "cloudpickle", "multiprocess.reduction"}
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from janus_mp.backoff import (
+from janus_mp.core.backoff import (
     BackoffConfig,
     BackoffState,
     BreakerState,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from janus_mp.cancel import CancellationToken
-from janus_mp.shared_event import SharedEvent, SharedEventFactory
+from janus_mp.core.cancel import CancellationToken
+from janus_mp.runtime.shared_event import SharedEvent, SharedEventFactory
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(30)

@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from janus_mp.errors import ConfigError
-from janus_mp.exits import (
+from janus_mp.core.exits import (
     ExitDecision,
     ExitKind,
     ExitPolicy,
@@ -14,7 +13,8 @@ from janus_mp.exits import (
     RestartPolicy,
     classify_exit,
 )
-from janus_mp.lifecycle import TerminationReason
+from janus_mp.core.lifecycle import TerminationReason
+from janus_mp.errors import ConfigError
 
 A, F, N = RestartPolicy.ALWAYS, RestartPolicy.ON_FAILURE, RestartPolicy.NEVER
 CODES = dict(success_codes={0, 42}, no_restart_codes={78}, force_restart_codes={75},

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from janus_mp.config_file import parse_config
+from janus_mp.app.config_file import parse_config
 from janus_mp.errors import ConfigError
 
 KEYS = ["supervisor", "services", "backoff", "workers", "target", "restart", "shutdown_timeout",

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from janus_mp.lifecycle import (
+from janus_mp.core.lifecycle import (
     TRANSITIONS,
     ServiceLifecycle,
     ServiceLifecycleSnapshot,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from janus_mp.metrics_store import MultiprocessMetrics
+from janus_mp.metrics.store import MultiprocessMetrics
 
 GAUGE_MODES = ["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum",
                "mostrecent", "livemostrecent"]

@@ -30,8 +30,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from janus_mp.metrics_fold import FileId, Fold, KeyParser, parse_file_name
-from janus_mp.metrics_store import MultiprocessMetrics
+from janus_mp.metrics.fold import FileId, Fold, KeyParser, parse_file_name
+from janus_mp.metrics.store import MultiprocessMetrics
 
 MODES = sorted(Gauge._MULTIPROC_MODES)
 ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -15,7 +15,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from janus_mp.metrics import MetricsSnapshot
+from janus_mp.core.counters import MetricsSnapshot
 
 PREFIX = "janus_supervisor"
 

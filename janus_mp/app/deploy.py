@@ -15,10 +15,10 @@ from typing import Any
 
 import psutil
 
-from janus_mp.control import ControlServer
+from janus_mp.app.control import ControlServer
+from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.errors import JanusError, UnknownServiceError
-from janus_mp.supervisor import JanusSupervisor
-from janus_mp.systemd import SystemdNotifier
+from janus_mp.runtime.supervisor import JanusSupervisor
 
 log = logging.getLogger("janus_mp.deploy")
 
@@ -44,7 +44,7 @@ class Deployment:
 
     def run(self) -> int:
         if self.title:
-            from janus_mp.worker import _set_title
+            from janus_mp.runtime.worker import _set_title
 
             _set_title(self.title)
         if self.socket_path:

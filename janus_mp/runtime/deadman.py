@@ -18,7 +18,9 @@ import signal
 import struct
 
 from janus_mp import osproc
-from janus_mp.worker import _set_title  # at import time: the forked guard must import nothing
+from janus_mp.runtime.worker import (
+    _set_title,  # at import time: the forked guard must import nothing
+)
 
 _RECORD = struct.Struct("=BiQ")  # op, pid, start time
 _TRACK, _UNTRACK, _GOODBYE = 1, 2, 3

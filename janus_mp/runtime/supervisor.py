@@ -34,28 +34,28 @@ from typing import Any, TypeVar
 import multiprocess
 
 from janus_mp import osproc
-from janus_mp.backoff import BreakerState, CircuitOpen, RetryAfter, decide_restart
-from janus_mp.cancel import CancellationToken
-from janus_mp.config import SpawnOptions, SupervisorConfig, valid_service_name
-from janus_mp.deadman import DeadMansSwitch
-from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
-from janus_mp.exits import ExitKind, KillCause, classify_exit
-from janus_mp.http_endpoint import MetricsServer
-from janus_mp.lifecycle import (
+from janus_mp.core.backoff import BreakerState, CircuitOpen, RetryAfter, decide_restart
+from janus_mp.core.cancel import CancellationToken
+from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
+from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
+from janus_mp.core.exits import ExitKind, KillCause, classify_exit
+from janus_mp.core.lifecycle import (
     ServiceLifecycle,
     ServicePhase,
     TerminationReason,
     TransitionError,
 )
-from janus_mp.listeners import ListenerSet
-from janus_mp.metrics import MetricsSnapshot, SupervisorMetrics
-from janus_mp.metrics_store import MultiprocessMetrics
-from janus_mp.pool import ServiceRuntime, ServiceSpec, Slot, SupervisorSnapshot, Worker
+from janus_mp.core.timers import Timers
+from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
+from janus_mp.metrics.http import MetricsServer
+from janus_mp.metrics.store import MultiprocessMetrics
 from janus_mp.private_fds import PrivateFds
-from janus_mp.service import JanusService, as_service
-from janus_mp.shared_event import SharedEventFactory
-from janus_mp.timers import Timers
-from janus_mp.worker import CANCEL, READY, RECYCLE, WorkerSpec, worker_main
+from janus_mp.runtime.deadman import DeadMansSwitch
+from janus_mp.runtime.listeners import ListenerSet
+from janus_mp.runtime.pool import ServiceRuntime, ServiceSpec, Slot, SupervisorSnapshot, Worker
+from janus_mp.runtime.shared_event import SharedEventFactory
+from janus_mp.runtime.worker import WorkerSpec, worker_main
+from janus_mp.service import CANCEL, READY, RECYCLE, JanusService, as_service
 
 log = logging.getLogger("janus_mp.supervisor")
 T = TypeVar("T")
@@ -79,6 +79,7 @@ class JanusSupervisor:
         self._specs: dict[str, ServiceSpec] = {}
         self._services: dict[str, ServiceRuntime] = {}
         self._metrics = SupervisorMetrics()
+        self._published_metrics = self._metrics.snapshot()
         self._timers = Timers()
         self._root: CancellationToken | None = None
         self._selector: selectors.DefaultSelector | None = None
@@ -198,7 +199,11 @@ class JanusSupervisor:
         return self._in_loop(self._snapshot)
 
     def metrics_snapshot(self) -> MetricsSnapshot:
-        return self._metrics.snapshot()
+        """The counters as of the loop's last turn (any thread: the loop publishes a frozen
+        snapshot each turn, so readers never touch live counters)."""
+        if self._state in ("idle", "stopped"):
+            return self._metrics.snapshot()
+        return self._published_metrics
 
     @property
     def metrics(self) -> SupervisorMetrics:
@@ -258,7 +263,7 @@ class JanusSupervisor:
     def _open_metrics(self) -> None:
         from prometheus_client import CollectorRegistry
 
-        from janus_mp.prometheus_export import SupervisorCollector
+        from janus_mp.metrics.export import SupervisorCollector
 
         store = MultiprocessMetrics(self.config.metrics_dir)
         store.prepare()
@@ -266,9 +271,9 @@ class JanusSupervisor:
         self.on_worker_reaped.append(store.process_dead)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(store.collector())
-        from janus_mp import __version__
+        from janus_mp.version import __version__
 
-        registry.register(SupervisorCollector(self._metrics.snapshot, {
+        registry.register(SupervisorCollector(self.metrics_snapshot, {
             "version": __version__, "start_method": self._start_method,
             "name": self.config.name}))
         self.registry = registry
@@ -1156,6 +1161,7 @@ class JanusSupervisor:
             self._metrics.set_service_state(service.name, service.workers_by_phase(),
                                             service.backoff_delay())
         self._metrics.set_active_services(active)
+        self._published_metrics = self._metrics.snapshot()
 
     def _snapshot(self) -> SupervisorSnapshot:
         now = self._clock()

@@ -16,11 +16,10 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from janus_mp.adapters import ApiModuleAdapter
-from janus_mp.backoff import BackoffConfig
-from janus_mp.config import SpawnOptions
-from janus_mp.exits import RestartPolicy
-from janus_mp.service import JanusService
-from janus_mp.worker import WorkerContext
+from janus_mp.core.backoff import BackoffConfig
+from janus_mp.core.config import SpawnOptions
+from janus_mp.core.exits import RestartPolicy
+from janus_mp.service import JanusService, WorkerContext
 
 PRIMES_FOUND = Counter("demo_primes_found_total", "Primes found by the primes service")
 HASHES_DONE = Counter("demo_hashes_total", "SHA-256 rounds done by the hasher service")

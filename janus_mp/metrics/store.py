@@ -37,7 +37,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.metrics_fold import KINDS, Entry, FileId, Fold, KeyParser, file_name, parse_file_name
+from janus_mp.metrics.fold import KINDS, Entry, FileId, Fold, KeyParser, file_name, parse_file_name
 
 log = logging.getLogger("janus_mp.metrics")
 

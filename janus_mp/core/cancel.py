@@ -2,7 +2,7 @@
 
 Bookkeeping only, free of OS calls: each node owns a *flag* (anything with ``set``, ``is_set``
 and ``wait``) made by an injected factory, so the same tree runs on in-process flags in unit tests
-and on :class:`janus_mp.shared_event.SharedEvent` across processes.
+and on :class:`janus_mp.runtime.shared_event.SharedEvent` across processes.
 
 Invariants:
 - ``cancel()`` sets the flags of the node and of its whole subtree, never a parent or sibling.

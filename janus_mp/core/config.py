@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from janus_mp.backoff import BackoffConfig
+from janus_mp.core.backoff import BackoffConfig
+from janus_mp.core.exits import ExitPolicy, RestartPolicy
 from janus_mp.errors import ConfigError
-from janus_mp.exits import ExitPolicy, RestartPolicy
 
 START_METHODS = ("fork", "forkserver", "spawn")
 

@@ -1,13 +1,13 @@
 """SupervisorMetrics: every count the supervisor keeps, in one place, read as plain data.
 
-The loop thread records; any thread may take a :class:`MetricsSnapshot`. The Prometheus export
-(``janus_supervisor_*``) reads snapshots and nothing else, so ``sup.metrics_snapshot()`` and
-``/metrics`` cannot disagree.
+Pure bookkeeping, owned by the loop thread (no lock): the runtime publishes a frozen
+:class:`MetricsSnapshot` after every loop turn, and other threads read that published value. The
+Prometheus export (``janus_supervisor_*``) reads snapshots and nothing else, so
+``sup.metrics_snapshot()`` and ``/metrics`` cannot disagree.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,10 +73,9 @@ class _ServiceCounters:
 
 
 class SupervisorMetrics:
-    """Counters for supervisor events; recorded by the loop, snapshotted by anyone."""
+    """Counters for supervisor events; recorded and snapshotted by the loop thread."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._services: dict[str, _ServiceCounters] = {}
         self._active_services = 0
 
@@ -88,57 +87,49 @@ class SupervisorMetrics:
 
     def register_service(self, service: str) -> None:
         """Make a service visible (at zero) before anything happened to it."""
-        with self._lock:
-            self._svc(service)
+        self._svc(service)
 
     def record_spawn(self, service: str) -> None:
-        with self._lock:
-            self._svc(service).spawned += 1
+        self._svc(service).spawned += 1
 
     def record_restart(self, service: str) -> None:
-        with self._lock:
-            self._svc(service).restarts += 1
+        self._svc(service).restarts += 1
 
     def record_termination(self, service: str, reason: str, uptime: float) -> None:
-        with self._lock:
-            svc = self._svc(service)
-            svc.terminated[reason] += 1
-            svc.up_count += 1
-            svc.up_sum += uptime
-            for i, bound in enumerate(UPTIME_BUCKETS):
-                if uptime <= bound:
-                    svc.up_counts[i] += 1
+        svc = self._svc(service)
+        svc.terminated[reason] += 1
+        svc.up_count += 1
+        svc.up_sum += uptime
+        for i, bound in enumerate(UPTIME_BUCKETS):
+            if uptime <= bound:
+                svc.up_counts[i] += 1
 
     def record_circuit_breaker_trip(self, service: str) -> None:
-        with self._lock:
-            self._svc(service).trips += 1
+        self._svc(service).trips += 1
 
     def set_active_services(self, count: int) -> None:
-        with self._lock:
-            self._active_services = count
+        self._active_services = count
 
     def set_service_state(self, service: str, phases: Mapping[str, int], backoff: float) -> None:
-        with self._lock:
-            svc = self._svc(service)
-            svc.phases = dict(phases)
-            svc.backoff = backoff
+        svc = self._svc(service)
+        svc.phases = dict(phases)
+        svc.backoff = backoff
 
     def snapshot(self) -> MetricsSnapshot:
-        with self._lock:
-            services = {
-                name: ServiceMetrics(
-                    spawned_total=c.spawned,
-                    restarts_total=c.restarts,
-                    terminated_total=MappingProxyType(dict(c.terminated)),
-                    circuit_breaker_trips_total=c.trips,
-                    workers_by_phase=MappingProxyType(dict(c.phases)),
-                    backoff_delay_seconds=c.backoff,
-                    uptime=UptimeHistogram(counts=tuple(c.up_counts), count=c.up_count,
-                                           sum=c.up_sum),
-                )
-                for name, c in self._services.items()
-            }
-            active = self._active_services
+        services = {
+            name: ServiceMetrics(
+                spawned_total=c.spawned,
+                restarts_total=c.restarts,
+                terminated_total=MappingProxyType(dict(c.terminated)),
+                circuit_breaker_trips_total=c.trips,
+                workers_by_phase=MappingProxyType(dict(c.phases)),
+                backoff_delay_seconds=c.backoff,
+                uptime=UptimeHistogram(counts=tuple(c.up_counts), count=c.up_count,
+                                       sum=c.up_sum),
+            )
+            for name, c in self._services.items()
+        }
+        active = self._active_services
         return MetricsSnapshot(
             spawned_total=sum(s.spawned_total for s in services.values()),
             restarts_total=sum(s.restarts_total for s in services.values()),

@@ -13,62 +13,11 @@ inherited from whoever started us, e.g. systemd socket activation).
 
 from __future__ import annotations
 
-import os
 import socket
-from dataclasses import dataclass
 
-from janus_mp.errors import ConfigError, JanusError
+from janus_mp.addresses import DEFAULT_BACKLOG, BindAddress, host_port, parse_bind
+from janus_mp.errors import JanusError
 from janus_mp.safe_paths import identity, reclaim_socket_path, unlink_if_same
-
-DEFAULT_BACKLOG = 2048
-DEFAULT_HOST = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class BindAddress:
-    """One parsed ``--bind`` value; ``text`` is the canonical spelling shown in logs."""
-
-    kind: str  # tcp | unix | fd
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    fd: int = -1
-
-    @property
-    def text(self) -> str:
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if self.kind == "fd":
-            return f"fd://{self.fd}"
-        return _host_port(self.host, self.port)
-
-
-def parse_bind(value: object, key: str = "bind") -> BindAddress:
-    """Parse one address; a bad one raises ConfigError naming ``key``."""
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(key, "must be HOST:PORT, unix:PATH or fd://N")
-    text = value.strip()
-    if text.startswith("unix:"):
-        path = text[len("unix:"):]
-        if not path or "\0" in path:
-            raise ConfigError(key, f"{text!r}: unix: needs a socket path")
-        return BindAddress("unix", path=os.path.abspath(path))
-    if text.startswith("fd://"):
-        number = text[len("fd://"):]
-        if not number.isdigit():
-            raise ConfigError(key, f"{text!r}: fd:// needs a file descriptor number")
-        return BindAddress("fd", fd=int(number))
-    if text.startswith("["):
-        host, sep, port_text = text[1:].partition("]:")
-        if not sep:
-            raise ConfigError(key, f"{text!r}: an IPv6 address looks like [::1]:8000")
-    elif ":" in text:
-        host, _, port_text = text.rpartition(":")
-    else:
-        host, port_text = "", text
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(key, f"{text!r}: the port must be a number from 0 to 65535")
-    return BindAddress("tcp", host=host or DEFAULT_HOST, port=int(port_text))
 
 
 def bind_socket(address: BindAddress, backlog: int = DEFAULT_BACKLOG) -> socket.socket:
@@ -114,15 +63,11 @@ def bound_address(sock: socket.socket) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{name}"
-    return _host_port(name[0], name[1])
+    return host_port(name[0], name[1])
 
 
 _UNIX_REFUSALS = {"not a socket": "the path exists and is not a socket",
                   "in use": "another process is listening on it"}
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _bind_tcp(address: BindAddress, backlog: int) -> socket.socket:

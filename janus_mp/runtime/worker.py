@@ -12,7 +12,7 @@
 
 The worker leads its own process group and is a child subreaper, so everything it starts (even
 processes that setsid and double-fork) stays in its subtree until it dies; its exit code is the
-service's verdict (see :mod:`janus_mp.exits`).
+service's verdict (see :mod:`janus_mp.core.exits`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import threading
-import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -29,15 +28,12 @@ from typing import Any
 import multiprocess.connection as mpc
 
 from janus_mp import osproc
-from janus_mp.cancel import CancellationToken
-from janus_mp.exits import ReservedExit
-from janus_mp.service import JanusService
+from janus_mp.core.cancel import CancellationToken
+from janus_mp.core.exits import ReservedExit
+from janus_mp.service import CANCEL, JanusService, WorkerContext
 
 log = logging.getLogger("janus_mp.worker")
 
-READY = b"r"
-CANCEL = b"c"
-RECYCLE = b"R"  # followed by a short reason: "replace me gracefully"
 
 #: Signals whose supervisor-side handlers a forked worker must not inherit.
 _RESET_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTTIN",
@@ -59,73 +55,12 @@ class WorkerSpec:
     close_fds: tuple[int, ...] = ()
     wait_for_ready: bool = False
     direct_child: bool = True  # False under forkserver: our parent is the fork server
-    metrics: Any = None  # janus_mp.metrics_store.MultiprocessMetrics, or None
+    metrics: Any = None  # janus_mp.metrics.store.MultiprocessMetrics, or None
     title: str | None = None
-    listeners: tuple[Any, ...] = ()  # sockets bound by the supervisor (see janus_mp.listeners)
+    listeners: tuple[Any, ...] = ()  # sockets bound by the supervisor (runtime.listeners)
     max_requests: int | None = None  # this worker's recycle threshold, jitter already applied
     stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
     watchdog_timeout: float | None = None  # heartbeat at least this often, if set
-
-
-class WorkerContext:
-    """Handed to ``service.run(ctx)`` inside the worker."""
-
-    def __init__(self, spec: WorkerSpec) -> None:
-        self.service = spec.service_name
-        self.index = spec.index
-        self.generation = spec.generation
-        self.shutdown: CancellationToken = spec.token
-        self.pid = os.getpid()
-        self.logger = logging.getLogger(f"janus_mp.worker.{spec.service_name}")
-        #: Listening sockets the supervisor bound for this service, shared by the whole pool.
-        self.listeners: tuple[Any, ...] = spec.listeners
-        #: Requests after which a request-serving service should call :meth:`recycle`.
-        self.max_requests = spec.max_requests
-        #: Seconds the worker has, once ``shutdown`` is cancelled, before it gets SIGTERM.
-        self.stop_timeout = spec.stop_timeout
-        #: The service's watchdog: without a ``heartbeat()`` this often the worker is killed.
-        self.watchdog_timeout = spec.watchdog_timeout
-        self._conn = spec.conn
-        self._heartbeat = spec.heartbeat
-        self._ready = False
-        self._recycle_asked = False
-        self._lock = threading.Lock()
-
-    def ready(self) -> None:
-        """Tell the supervisor this worker can serve (moves it to RUNNING). Idempotent."""
-        self.heartbeat()
-        with self._lock:  # one sender at a time: messages must not interleave on the pipe
-            if self._ready:
-                return
-            self._ready = True
-            try:
-                self._conn.send_bytes(READY)
-            except OSError:
-                pass  # supervisor gone: the bridge is already taking the worker down
-
-    def recycle(self, reason: str = "asked by the worker") -> None:
-        """Ask to be replaced gracefully: the supervisor starts a successor, and once it is
-        ready, cancels ``shutdown`` here (termination reason "recycled"). Keep serving until
-        then. Idempotent; thread-safe."""
-        with self._lock:
-            if self._recycle_asked:
-                return
-            self._recycle_asked = True
-            try:
-                self._conn.send_bytes(RECYCLE + reason.encode("utf-8", "replace")[:60])
-            except OSError:
-                pass
-
-    def heartbeat(self) -> None:
-        """Prove liveness to the watchdog: one store to shared memory, no system call."""
-        self._heartbeat.value = time.monotonic()
-
-    @property
-    def is_ready(self) -> bool:
-        return self._ready
-
-    def __repr__(self) -> str:
-        return f"<WorkerContext {self.service}[{self.index}] gen={self.generation} pid={self.pid}>"
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -141,7 +76,11 @@ def worker_main(spec: WorkerSpec) -> None:
             except Exception:  # metrics must never stop a worker from serving
                 log.exception("%s[%d]: prometheus multiprocess init failed", spec.service_name,
                               spec.index)
-        ctx = WorkerContext(spec)
+        ctx = WorkerContext(
+            service=spec.service_name, index=spec.index, generation=spec.generation,
+            shutdown=spec.token, conn=spec.conn, heartbeat=spec.heartbeat,
+            listeners=spec.listeners, max_requests=spec.max_requests,
+            stop_timeout=spec.stop_timeout, watchdog_timeout=spec.watchdog_timeout)
         if not spec.wait_for_ready:
             ctx.ready()
         code = _run_service(service, ctx)

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
+from janus_mp.core.lifecycle import TerminationReason
 from janus_mp.errors import ConfigError
-from janus_mp.lifecycle import TerminationReason
 
 
 class RestartPolicy(StrEnum):

@@ -16,13 +16,13 @@ from typing import Any, NoReturn
 
 import click
 
-from janus_mp import __version__
-from janus_mp.config import START_METHODS, SpawnOptions, SupervisorConfig
-from janus_mp.config_file import KINDS, ConfigFile, load_config
-from janus_mp.deploy import Deployment
+from janus_mp.app.config_file import KINDS, ConfigFile, load_config
+from janus_mp.app.deploy import Deployment
+from janus_mp.core.config import START_METHODS, SpawnOptions, SupervisorConfig
+from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.exits import RestartPolicy
 from janus_mp.safe_paths import identity, open_no_follow, unlink_if_same
+from janus_mp.version import __version__
 
 USAGE_ERROR = 2
 
@@ -232,8 +232,8 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
     service_overrides = _service_overrides(flags)
 
     def build() -> Any:
-        from janus_mp.loader import build_service, resolve_target
-        from janus_mp.supervisor import JanusSupervisor
+        from janus_mp.app.build import build_service, resolve_target
+        from janus_mp.runtime.supervisor import JanusSupervisor
 
         config_file = None
         file_default_bind = "127.0.0.1:9464"
@@ -313,7 +313,7 @@ def _service_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 def _socket(option: str | None, name: str) -> str | None:
-    from janus_mp.control import default_socket_path
+    from janus_mp.app.control import default_socket_path
 
     if option is not None and option.lower() in ("off", "none", ""):
         return None
@@ -352,7 +352,7 @@ def _options(base: SpawnOptions, overrides: dict[str, Any]) -> SpawnOptions:
 
 def _config_services(config: ConfigFile,
                      overrides: dict[str, Any]) -> list[tuple[Any, SpawnOptions]]:
-    from janus_mp.loader import build_service
+    from janus_mp.app.build import build_service
 
     return [(build_service(entry.kind, entry.target, name=entry.name,
                            settings=dict(entry.settings), key=f"services.{entry.name}"),
@@ -390,8 +390,8 @@ def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> Non
     _setup_logging(log_level)
 
     def build() -> Any:
-        from janus_mp.demo import demo_services
-        from janus_mp.supervisor import JanusSupervisor
+        from janus_mp.app.demo import demo_services
+        from janus_mp.runtime.supervisor import JanusSupervisor
 
         overrides = _supervisor_overrides(metrics_bind, None, 10.0, None)
         sup = JanusSupervisor(SupervisorConfig(name="janus-mp-demo", **overrides))
@@ -428,7 +428,7 @@ def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _call(socket_path: str | None, name: str, command: str, **args: Any) -> Any:
-    from janus_mp.control import call, default_socket_path
+    from janus_mp.app.control import call, default_socket_path
 
     try:
         return call(socket_path or default_socket_path(name), command, **args)
@@ -447,7 +447,7 @@ def status(as_json: bool, socket_path: str | None, name: str) -> None:
 
         click.echo(json.dumps(data, indent=2))
         return
-    from janus_mp.status_view import render_text
+    from janus_mp.app.status_view import render_text
 
     click.echo(render_text(data))
 
@@ -511,7 +511,7 @@ def shutdown(fast: bool, socket_path: str | None, name: str) -> None:
 @_client_options
 def top(interval: float, once: bool, socket_path: str | None, name: str) -> None:
     """A live view of the supervisor, refreshed in place."""
-    from janus_mp.status_view import run_top
+    from janus_mp.app.status_view import run_top
 
     run_top(lambda: _call(socket_path, name, "status"), interval, once)
 

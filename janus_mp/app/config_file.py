@@ -33,10 +33,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from janus_mp.backoff import BackoffConfig
-from janus_mp.config import SpawnOptions, SupervisorConfig, valid_service_name
+from janus_mp.core.backoff import BackoffConfig
+from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
+from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError
-from janus_mp.exits import RestartPolicy
 
 
 @dataclass(frozen=True)

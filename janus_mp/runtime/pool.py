@@ -12,18 +12,18 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from janus_mp.backoff import BackoffConfig, BackoffState, BreakerState, CircuitBreaker
-from janus_mp.cancel import CancellationToken
-from janus_mp.config import SpawnOptions
-from janus_mp.exits import ExitPolicy, KillCause
-from janus_mp.lifecycle import (
+from janus_mp.core.backoff import BackoffConfig, BackoffState, BreakerState, CircuitBreaker
+from janus_mp.core.cancel import CancellationToken
+from janus_mp.core.config import SpawnOptions
+from janus_mp.core.exits import ExitPolicy, KillCause
+from janus_mp.core.lifecycle import (
     ServiceLifecycle,
     ServiceLifecycleSnapshot,
     ServicePhase,
     TerminationReason,
 )
+from janus_mp.core.timers import Timer
 from janus_mp.service import JanusService
-from janus_mp.timers import Timer
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Composition and the command line: config file + flags -> supervisor. Nothing imports app."""

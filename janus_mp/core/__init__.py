@@ -1,0 +1,1 @@
+"""Pure policy: what the supervisor decides. Imports no OS, clock or randomness."""

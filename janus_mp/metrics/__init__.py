@@ -1,0 +1,1 @@
+"""Prometheus: the multiprocess store, the pure fold, the exposition and the HTTP endpoint."""
