@@ -28,8 +28,8 @@ from janus_mp.core.lifecycle import (
     TerminationReason,
     TransitionError,
 )
+from janus_mp.core.snapshots import ServiceSnapshot, SupervisorSnapshot
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
-from janus_mp.runtime.pool import ServiceSnapshot, SupervisorSnapshot
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService, WorkerContext
 from janus_mp.version import __version__

@@ -94,8 +94,10 @@ class Deployment:
         if command == "scale":
             workers = request.get("workers")
             if isinstance(workers, str) and workers[:1] in "+-" and workers[1:].isdigit():
-                current = sup.snapshot().service(service).service.desired
-                workers = max(0, current + int(workers))
+                # Relative: applied in the loop to the size at that moment, so concurrent
+                # "+1"s all count (reading the size here and setting it would lose some).
+                workers = sup.scale_by(service, int(workers))
+                return f"{service} scaled to {workers}"
             if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
                 raise ValueError("scale: workers must be an integer >= 0 (or +N / -N)")
             sup.scale(service, workers)
@@ -163,7 +165,7 @@ class Deployment:
     def _notify_progress(self) -> None:
         if self.sup.state != "running":
             return
-        snapshot = self.sup.call_in_loop(self.sup._snapshot)
+        snapshot = self.sup.snapshot()
         ready = sum(s.service.ready for s in snapshot.services)
         desired = sum(s.service.desired for s in snapshot.services if s.service.phase.is_alive)
         status = f"{len(snapshot.services)} services, {ready}/{desired} workers ready"

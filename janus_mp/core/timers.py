@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -77,42 +76,3 @@ class Deadlines:
 
     def __contains__(self, key: object) -> bool:
         return key in self._due
-
-
-# -- callback timers: the loop's own (call_later); the policy uses keys above ----------------
-@dataclass(order=True)
-class Timer:
-    deadline: float
-    seq: int
-    callback: Callable[[], None] = field(compare=False)
-    label: str = field(default="", compare=False)
-    cancelled: bool = field(default=False, compare=False)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class Timers:
-    def __init__(self) -> None:
-        self._heap: list[Timer] = []
-        self._seq = itertools.count()
-
-    def at(self, deadline: float, callback: Callable[[], None], label: str = "") -> Timer:
-        timer = Timer(deadline, next(self._seq), callback, label)
-        heapq.heappush(self._heap, timer)
-        return timer
-
-    def next_deadline(self) -> float | None:
-        heap = self._heap
-        while heap and heap[0].cancelled:
-            heapq.heappop(heap)
-        return heap[0].deadline if heap else None
-
-    def pop_due(self, now: float) -> list[Timer]:
-        due: list[Timer] = []
-        heap = self._heap
-        while heap and (heap[0].cancelled or heap[0].deadline <= now):
-            timer = heapq.heappop(heap)
-            if not timer.cancelled:
-                due.append(timer)
-        return due

@@ -94,7 +94,8 @@ class MultiprocessMetrics:
     def process_dead(self, pid: int) -> None:
         """Fold a reaped worker's files into the archive and delete them; never raises.
 
-        Call it after reaping and before spawning a replacement, so the pid's files are final.
+        Call it once the pid is reaped (its files are final then); the runtime calls it after
+        the turn that reaped the worker, so folding never delays the replacement's spawn.
         Unreadable or corrupt files are logged and what could be read is kept: a metrics
         problem must not stop supervision.
         """

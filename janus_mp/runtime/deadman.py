@@ -31,8 +31,15 @@ class DeadMansSwitch:
         self.pid: int | None = None
         self._write_fd = -1
         self._broken = False
+        #: What the guard must know, kept here so a new guard can be told everything again.
+        self._tracked: dict[int, int] = {}
 
     def start(self) -> int:
+        """Fork the guard and tell it every worker tracked so far."""
+        if self._write_fd >= 0:
+            os.close(self._write_fd)
+        self._write_fd = -1
+        self._broken = False
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the guard
@@ -43,16 +50,26 @@ class DeadMansSwitch:
         os.close(read_fd)
         os.set_blocking(write_fd, False)
         self.pid, self._write_fd = pid, write_fd
+        for tracked, start in self._tracked.items():
+            self._send(_TRACK, tracked, start)
         return pid
+
+    @property
+    def broken(self) -> bool:
+        """The guard stopped reading (dead or wedged): it needs replacing."""
+        return self._broken
 
     @property
     def fileno(self) -> int:
         return self._write_fd
 
     def track(self, pid: int) -> None:
-        self._send(_TRACK, pid, osproc.start_time(pid) or 0)
+        start = osproc.start_time(pid) or 0
+        self._tracked[pid] = start
+        self._send(_TRACK, pid, start)
 
     def untrack(self, pid: int) -> None:
+        self._tracked.pop(pid, None)
         self._send(_UNTRACK, pid, 0)
 
     def close(self) -> None:
@@ -66,7 +83,7 @@ class DeadMansSwitch:
             try:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:
-                pass
+                pass  # already reaped (it died, and the orphan reaper took it)
 
     def _send(self, op: int, pid: int, start: int) -> None:
         if self._write_fd < 0 or self._broken:

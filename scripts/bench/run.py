@@ -303,8 +303,11 @@ def _external(name: str, script: Path, plan: Plan) -> dict[str, Any]:
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True,
                               timeout=plan.external_timeout_s, start_new_session=True)
     except subprocess.TimeoutExpired as exc:
+        partial = exc.stdout or b""  # bytes even with text=True (CPython keeps it raw)
+        if isinstance(partial, bytes):
+            partial = partial.decode("utf-8", "replace")
         return {**hook, "status": f"failed: timed out after {exc.timeout:g} s",
-                "output": exc.stdout or ""}
+                "output": partial}
     output = done.stdout + (f"\n(stderr)\n{done.stderr}" if done.returncode else "")
     return {**hook, "status": "ok" if done.returncode == 0 else f"failed: exit {done.returncode}",
             "seconds": time.monotonic() - began, "returncode": done.returncode, "output": output}

@@ -91,3 +91,32 @@ def build(sup):
 """
     with SupervisorProcess(tmp_path, scenario) as sup:
         assert sup.wait_exit(timeout=30) == 1
+
+
+def test_a_tripped_breaker_leaves_no_phantom_stopping_row(tmp_path):
+    # Was: after the trip, a slot with no process stayed "stopping" for good (status row with
+    # no pid, janus_supervisor_workers{phase="stopping"} 1) and every slot row said "closed".
+    scenario = HEADER + """
+def half_broken(ctx):
+    started(ctx)
+    if ctx.index == 1:
+        sys.exit(1)
+    ctx.ready()
+    ctx.shutdown.wait()
+
+def build(sup):
+    sup.spawn_service(half_broken, SpawnOptions(workers=2, backoff=BackoffConfig(
+        initial_delay=0.001, max_delay=0.01, max_retries=3, window=600)))
+    sup.spawn_service(lambda ctx: ctx.shutdown.wait(), SpawnOptions(name="bystander"))
+"""
+    with SupervisorProcess(tmp_path, scenario) as sup:
+        svc = wait_until(lambda: (s := sup.service("half_broken"))["phase"] == "terminated"
+                         and s)
+        assert [w["phase"] for w in svc["workers"]] == ["terminated", "terminated"]
+        assert [w["breaker"] for w in svc["workers"]] == ["open", "open"]
+        assert svc["workers"][1]["total_failures"] == 3
+        assert all(w["pids"] == [] for w in svc["workers"])
+        phases = sup.metrics()["services"]["half_broken"]["workers_by_phase"]
+        assert phases == {"terminated": 2}
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0

@@ -81,8 +81,11 @@ def processes() -> Iterator[list[Any]]:
 
 
 def file_value(store: MultiprocessMetrics, pid: int, sample: str) -> float | None:
+    path = f"{store.path}/counter_{pid}.db"
     try:
-        entries = MmapedDict.read_all_values_from_file(f"{store.path}/counter_{pid}.db")
+        if os.path.getsize(path) < 8:  # created, not sized yet by the worker: no value yet
+            return None
+        entries = MmapedDict.read_all_values_from_file(path)
         return next((v for key, v, _, _ in entries if json.loads(key)[1] == sample), None)
     except FileNotFoundError:
         return None

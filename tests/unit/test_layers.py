@@ -108,4 +108,4 @@ def test_layers_import_only_what_they_may():
 def test_the_graph_sees_the_layers():
     graph = _graph()
     assert "janus_mp.core.lifecycle" in graph and "janus_mp.runtime.supervisor" in graph
-    assert "janus_mp.core.lifecycle" in graph["janus_mp.runtime.supervisor"]
+    assert "janus_mp.core.policy" in graph["janus_mp.runtime.supervisor"]

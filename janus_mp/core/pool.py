@@ -1,0 +1,186 @@
+"""The supervisor's state as the policy sees it: services, their slots, their workers.
+
+A *slot* is one of the N places of a pool (OTP's child): it keeps a lifecycle, a backoff state
+and a generation across the processes that fill it. A *worker* is one process incarnation,
+named by a number the policy hands out (never a pid: pids are reused). A slot has a ``current``
+worker and, during a rolling replacement, an ``incoming`` one; replaced and scaled-down workers
+drain as ``retiring``. Data and derivations only: :mod:`janus_mp.core.policy` moves it.
+
+Invariants (held by the policy, checked by the property tests): a worker is in exactly one of
+``slot.current``, ``slot.incoming`` or ``service.retiring`` until it exits; a slot never has two
+current workers; every worker in ``SupervisorState.workers`` is alive as far as the policy knows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from janus_mp.core.backoff import BackoffConfig, BackoffState, BreakerState, CircuitBreaker
+from janus_mp.core.config import SpawnOptions, SupervisorConfig
+from janus_mp.core.counters import SupervisorMetrics
+from janus_mp.core.exits import ExitPolicy, KillCause
+from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase, TerminationReason
+from janus_mp.core.timers import TimerKind
+
+
+class RandomSource(Protocol):
+    """What the policy draws jitter from (``random.Random`` in production, seeded in tests)."""
+
+    def randint(self, a: int, b: int) -> int: ...
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+class SupervisorPhase(StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class WorkerRole(StrEnum):
+    CURRENT = "current"    # the slot's serving worker
+    INCOMING = "incoming"  # its replacement, starting (rolling restart, recycling)
+    RETIRING = "retiring"  # replaced or scaled away, draining
+
+
+@dataclass(eq=False)
+class WorkerState:
+    id: int
+    service: str
+    slot: int
+    generation: int
+    role: WorkerRole
+    spawned_at: float
+    pid: int | None = None
+    ready_at: float | None = None
+    stop_cause: KillCause | None = None
+    term_at: float | None = None  # when SIGTERM is due, once asked to stop
+    timers: set[TimerKind] = field(default_factory=set)
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_at is not None
+
+    def label(self) -> str:
+        return f"{self.service}[{self.slot}] (pid {self.pid})"
+
+
+@dataclass(eq=False)
+class SlotState:
+    index: int
+    lifecycle: ServiceLifecycle
+    backoff: BackoffState = field(default_factory=BackoffState)
+    current: WorkerState | None = None
+    incoming: WorkerState | None = None
+    generation: int = 0
+    last_exit_code: int | None = None
+    restart_role: WorkerRole | None = None  # a RESTART timer is pending, for this role
+    restarts: int = 0
+    removed: bool = False  # scaled down: dropped once its workers are gone
+    recycling: WorkerState | None = None  # the worker that asked to be replaced
+
+    def workers(self) -> list[WorkerState]:
+        return [w for w in (self.current, self.incoming) if w is not None]
+
+
+class ServiceState:
+    """One service: its lifecycle, its breaker and its slots."""
+
+    def __init__(self, name: str, options: SpawnOptions, backoff: BackoffConfig,
+                 now: float) -> None:
+        self.name = name
+        self.options = options
+        self.backoff_config = backoff
+        self.exit_policy: ExitPolicy = options.exit_policy()
+        self.lifecycle = ServiceLifecycle(name, now)
+        self.breaker = CircuitBreaker(backoff)
+        self.slots: dict[int, SlotState] = {}
+        self.desired = options.workers
+        self.retiring: list[WorkerState] = []
+        self.stopping = False
+        self.stopped_by_request = False
+        self.stop_reason: TerminationReason | None = None
+        self.end_reason: TerminationReason | None = None
+        self.rolling: deque[int] = deque()
+        self.half_open_pending = False
+        self.trial: WorkerState | None = None  # the half-open trial worker, once ready
+
+    # -- derived ---------------------------------------------------------------------------
+    def live_workers(self) -> list[WorkerState]:
+        return [w for slot in self.slots.values() for w in slot.workers()] + self.retiring
+
+    def active_slots(self) -> list[SlotState]:
+        """Slots that should hold a serving worker (not scaled away, not ended for good)."""
+        return [s for s in self.slots.values()
+                if not s.removed and s.lifecycle.phase is not ServicePhase.TERMINATED]
+
+    def ready_count(self) -> int:
+        return sum(1 for s in self.active_slots() if s.current is not None and s.current.ready)
+
+    def is_ready(self) -> bool:
+        active = self.active_slots()
+        return bool(active) and self.ready_count() == len(active) and \
+            self.breaker.state is BreakerState.CLOSED
+
+    def workers_by_phase(self) -> Counter[str]:
+        return Counter(s.lifecycle.phase.value for s in self.slots.values() if not s.removed)
+
+    def backoff_delay(self) -> float:
+        delays = [s.backoff.last_delay for s in self.slots.values()
+                  if s.lifecycle.phase is ServicePhase.BACKING_OFF]
+        return max(delays, default=0.0)
+
+    def restarts(self) -> int:
+        return sum(s.restarts for s in self.slots.values())
+
+    def grace(self, config: SupervisorConfig) -> float:
+        """Cooperative stop time before SIGTERM: the service's stop_timeout or the default."""
+        stop_timeout = self.options.stop_timeout
+        return config.shutdown_timeout if stop_timeout is None else stop_timeout
+
+
+@dataclass(frozen=True)
+class ExitRecord:
+    """One worker exit, for ``status`` and ``top`` (``at`` on the policy's clock)."""
+
+    at: float
+    service: str
+    worker: int
+    generation: int
+    pid: int | None
+    exit_code: int
+    reason: str
+    uptime_secs: float
+
+
+class SupervisorState:
+    """Everything the policy decides from; owned by the loop thread."""
+
+    def __init__(self, config: SupervisorConfig, rng: RandomSource) -> None:
+        self.config = config
+        self.rng = rng
+        self.phase = SupervisorPhase.IDLE
+        self.exit_status = 0
+        self.started_at = 0.0
+        self.options: dict[str, SpawnOptions] = {}  # registered services, in order
+        self.services: dict[str, ServiceState] = {}  # started ones (and removed, draining)
+        self.removed: set[str] = set()  # removed by a reload, still draining
+        self.workers: dict[int, WorkerState] = {}
+        self.next_worker = 1
+        self.shutdown_stages: list[list[str]] = []
+        self.shutdown_started = 0.0
+        self.root_cancelled = False
+        self.metrics = SupervisorMetrics()
+        self.recent_exits: deque[ExitRecord] = deque(maxlen=50)
+
+    def start_order(self) -> list[str]:
+        return sorted(self.options, key=lambda n: self.options[n].start_order)
+
+    def new_worker_id(self) -> int:
+        number = self.next_worker
+        self.next_worker += 1
+        return number

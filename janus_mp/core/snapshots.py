@@ -1,0 +1,98 @@
+"""Frozen views of the state: what ``status``, ``/readyz``, ``/metrics`` and tests read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from janus_mp.core.lifecycle import ServiceLifecycleSnapshot
+from janus_mp.core.pool import ServiceState, SlotState, SupervisorState
+
+
+@dataclass(frozen=True)
+class ServiceSnapshot:
+    name: str
+    service: ServiceLifecycleSnapshot
+    workers: tuple[ServiceLifecycleSnapshot, ...]
+    critical: bool = False
+    #: Where the service's listeners are bound (ApiModuleAdapter), real ports included.
+    listening: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "critical": self.critical, **self.service.to_dict(),
+                "listening": list(self.listening),
+                "workers": [w.to_dict() for w in self.workers]}
+
+
+@dataclass(frozen=True)
+class SupervisorSnapshot:
+    """Everything ``status``, ``/readyz`` and tests read, as plain data."""
+
+    state: str
+    pid: int
+    uptime_secs: float
+    exit_status: int
+    services: tuple[ServiceSnapshot, ...]
+
+    def service(self, name: str) -> ServiceSnapshot:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "pid": self.pid, "uptime_secs": self.uptime_secs,
+                "exit_status": self.exit_status,
+                "services": [s.to_dict() for s in self.services]}
+
+
+def service_snapshot(service: ServiceState, now: float,
+                     listening: tuple[str, ...] = ()) -> ServiceSnapshot:
+    breaker = service.breaker.state.value
+    workers = tuple(
+        slot.lifecycle.snapshot(
+            now,
+            worker=slot.index,
+            generation=slot.generation,
+            pids=tuple(w.pid for w in slot.workers() if w.pid is not None),
+            last_exit_code=slot.last_exit_code,
+            ready=int(slot.current is not None and slot.current.ready),
+            desired=1,
+            restarts=slot.restarts,
+            breaker=breaker,  # the breaker is the service's: every slot row shows it
+            backoff_delay=slot.backoff.last_delay,
+        )
+        for slot in sorted(service.slots.values(), key=lambda s: s.index)
+        if not slot.removed
+    )
+    summary = service.lifecycle.snapshot(
+        now,
+        pids=tuple(w.pid for w in service.live_workers() if w.pid is not None),
+        generation=max((s.generation for s in service.slots.values()), default=0),
+        ready=service.ready_count(),
+        desired=service.desired,
+        restarts=service.restarts(),
+        breaker=breaker,
+        backoff_delay=service.backoff_delay(),
+        last_exit_code=_last_exit(service.slots.values()),
+    )
+    return ServiceSnapshot(name=service.name, service=summary, workers=workers,
+                           critical=service.options.critical, listening=listening)
+
+
+def supervisor_snapshot(state: SupervisorState, now: float, pid: int,
+                        listening: Mapping[str, tuple[str, ...]]) -> SupervisorSnapshot:
+    return SupervisorSnapshot(
+        state=state.phase.value,
+        pid=pid,
+        uptime_secs=(now - state.started_at) if state.started_at else 0.0,
+        exit_status=state.exit_status,
+        services=tuple(service_snapshot(s, now, listening.get(s.name, ()))
+                       for s in state.services.values()),
+    )
+
+
+def _last_exit(slots: Iterable[SlotState]) -> int | None:
+    codes = [s.last_exit_code for s in slots if s.last_exit_code is not None]
+    return codes[-1] if codes else None

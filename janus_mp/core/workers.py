@@ -1,0 +1,137 @@
+"""Decisions about one worker: start it, see it ready, watch it, recycle it, stop it.
+
+Stopping escalates in loop time: cooperative (its cancellation node) → SIGTERM at ``term_at``
+→ SIGKILL ``kill_timeout`` after the SIGTERM was actually sent, so no pause of the supervisor
+can make the two signals arrive together.
+"""
+
+from __future__ import annotations
+
+from janus_mp.core.actions import (
+    CancelWorker,
+    LogLevel,
+    MeasureRss,
+    ReadHeartbeat,
+    SignalWorker,
+    Spawn,
+    StopSignal,
+)
+from janus_mp.core.exits import KillCause
+from janus_mp.core.lifecycle import ServicePhase
+from janus_mp.core.pool import ServiceState, SlotState, WorkerRole, WorkerState
+from janus_mp.core.step import Step
+from janus_mp.core.timers import TimerKey, TimerKind
+
+
+def spawn(step: Step, service: ServiceState, slot: SlotState,
+          role: WorkerRole = WorkerRole.CURRENT) -> WorkerState:
+    state = step.state
+    slot.generation += 1
+    worker = WorkerState(id=state.new_worker_id(), service=service.name, slot=slot.index,
+                         generation=slot.generation, role=role, spawned_at=step.now)
+    state.workers[worker.id] = worker
+    slot.backoff.record_start(step.now)
+    if role is WorkerRole.INCOMING:
+        slot.incoming = worker
+    else:
+        slot.current = worker
+    options = service.options
+    max_requests = None
+    if options.max_requests is not None:
+        max_requests = options.max_requests + state.rng.randint(0, options.max_requests_jitter)
+    step.emit(Spawn(worker.id, service.name, slot.index, slot.generation, max_requests,
+                    service.grace(step.config)))
+    if options.start_timeout is not None:
+        step.schedule_worker(worker, TimerKind.START_TIMEOUT, step.now + options.start_timeout)
+    return worker
+
+
+def on_started(step: Step, worker: WorkerState, pid: int) -> None:
+    worker.pid = pid
+    step.state.metrics.record_spawn(worker.service)
+    step.log(LogLevel.DEBUG, f"{worker.service}[{worker.slot}]: started pid {pid} "
+                             f"(gen {worker.generation})")
+
+
+def on_watchdog_due(step: Step, worker: WorkerState) -> None:
+    worker.timers.discard(TimerKind.WATCHDOG)
+    if worker.stop_cause is None:
+        step.emit(ReadHeartbeat(worker.id))
+
+
+def on_heartbeat(step: Step, worker: WorkerState, last: float) -> None:
+    timeout = step.state.services[worker.service].options.watchdog_timeout
+    if worker.stop_cause is not None or timeout is None:
+        return
+    last = max(last, worker.ready_at or last)
+    if step.now - last >= timeout:
+        step.log(LogLevel.WARNING, f"{worker.label()}: no heartbeat for "
+                                   f"{step.now - last:.1f}s: killing it")
+        kill_now(step, worker, KillCause.WATCHDOG)
+    else:
+        step.schedule_worker(worker, TimerKind.WATCHDOG, last + timeout)
+
+
+def on_start_timeout(step: Step, worker: WorkerState) -> None:
+    worker.timers.discard(TimerKind.START_TIMEOUT)
+    if worker.ready or worker.stop_cause is not None:
+        return
+    step.log(LogLevel.WARNING, f"{worker.label()}: not ready after its start timeout: "
+                               "killing it")
+    kill_now(step, worker, KillCause.START_TIMEOUT)
+
+
+def on_rss_due(step: Step, service: ServiceState) -> None:
+    if service.stopping or service.options.max_rss is None:
+        return
+    watched = tuple(slot.current.id for slot in service.slots.values()
+                    if slot.current is not None and slot.current.ready
+                    and slot.current.stop_cause is None)
+    step.emit(MeasureRss(service.name, watched))
+
+
+def arm_rss_check(step: Step, service: ServiceState) -> None:
+    key = TimerKey(TimerKind.RSS_CHECK, service.name)
+    if service.options.max_rss is None or service.stopping:
+        step.cancel(key)
+        return
+    step.schedule(key, step.now + service.options.rss_check_interval)
+
+
+def stop_worker(step: Step, worker: WorkerState, cause: KillCause, term_at: float, *,
+                move_slot: bool = True) -> None:
+    """Cooperative stop through the cancellation tree; SIGTERM at ``term_at``. The slot of a
+    current worker shows ``stopping`` unless ``move_slot`` is off (a tripped breaker keeps
+    its slots ``circuit_open`` while their workers drain)."""
+    if worker.stop_cause is None or worker.stop_cause in (KillCause.WATCHDOG,
+                                                          KillCause.START_TIMEOUT):
+        worker.stop_cause = worker.stop_cause or cause
+    step.emit(CancelWorker(worker.id, "stop requested by the supervisor"))
+    if worker.role is WorkerRole.CURRENT and move_slot:
+        service = step.state.services.get(worker.service)
+        slot = service.slots.get(worker.slot) if service else None
+        if slot is not None and slot.current is worker and slot.lifecycle.phase.is_alive:
+            step.move(slot.lifecycle, ServicePhase.STOPPING)
+    if worker.term_at is None or term_at < worker.term_at:
+        worker.term_at = term_at
+        if TimerKind.KILL not in worker.timers:  # SIGTERM already sent: SIGKILL is on its way
+            step.schedule_worker(worker, TimerKind.TERM, term_at)
+
+
+def on_term_due(step: Step, worker: WorkerState) -> None:
+    worker.timers.discard(TimerKind.TERM)
+    step.log(LogLevel.WARNING, f"{worker.label()}: still running: sending SIGTERM")
+    step.emit(SignalWorker(worker.id, StopSignal.TERM))
+    step.schedule_worker(worker, TimerKind.KILL, step.now + step.config.kill_timeout)
+
+
+def on_kill_due(step: Step, worker: WorkerState) -> None:
+    worker.timers.discard(TimerKind.KILL)
+    step.log(LogLevel.WARNING, f"{worker.label()}: still running: sending SIGKILL")
+    step.emit(SignalWorker(worker.id, StopSignal.KILL))
+
+
+def kill_now(step: Step, worker: WorkerState, cause: KillCause) -> None:
+    worker.stop_cause = cause
+    step.cancel_worker_timer(worker, TimerKind.TERM)
+    step.emit(SignalWorker(worker.id, StopSignal.KILL))

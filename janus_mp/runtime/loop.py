@@ -1,0 +1,217 @@
+"""The event loop: one ``select`` over everything, timed to the nearest deadline.
+
+    signals ─► wake-up fd ───────┐
+    other threads ─► call pipe ──┤
+    worker exits (pidfds) ───────┼─► selector.select(timeout = nearest deadline) ─► callbacks
+    worker pipes (ready, recycle)┘                                                    │
+    deadlines (policy timers, call_later) ◄───────────────────────────────────────────┘
+
+Nothing polls: an idle loop sleeps in one ``select`` until an fd is readable or a deadline
+falls due. Signal handlers do nothing: ``signal.set_wakeup_fd`` writes the signal number into
+the wake-up pipe and the loop hands it to ``on_signal``.
+
+After a stall (the process was stopped, the machine paused) fds and deadlines are ready
+together; every readable fd is read before any deadline fires, so a message that arrived in
+time (a worker saying "ready") is never beaten by the timer it should have cancelled.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import os
+import selectors
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from janus_mp.core.timers import Deadlines, TimerKey
+
+T = TypeVar("T")
+Callback = Callable[[], None]
+
+#: How many extra zero-timeout selects may run before due timers fire (bounds starvation).
+_DRAIN_ROUNDS = 8
+
+
+class LoopClosed(Exception):
+    pass
+
+
+class Loop:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.deadlines = Deadlines()  # the policy's timers
+        self._callbacks: list[tuple[float, int, Callback]] = []  # call_later
+        self._seq = itertools.count()
+        self._selector: selectors.BaseSelector | None = None
+        self._thread: int | None = None
+        self._calls: deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = deque()
+        self._call_r = self._call_w = self._signal_r = self._signal_w = -1
+        self._old_signals: dict[int, Any] = {}
+        self._old_wakeup_fd = -1
+        self.turns = 0
+        self.last_turn_at = 0.0
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def open(self) -> None:
+        self._thread = threading.get_ident()
+        self.last_turn_at = self.clock()
+        self._selector = selectors.DefaultSelector()
+        self._call_r, self._call_w = _nonblocking_pipe()
+        self._selector.register(self._call_r, selectors.EVENT_READ, self._on_calls)
+
+    def install_signals(self, names: tuple[str, ...], on_signal: Callable[[int], None]) -> None:
+        """Route ``names`` to ``on_signal(signum)`` in the loop (main thread only)."""
+        assert self._selector is not None
+        self._signal_r, self._signal_w = _nonblocking_pipe()
+        self._selector.register(self._signal_r, selectors.EVENT_READ,
+                                lambda: self._on_signal_fd(on_signal))
+        for name in names:
+            signum = getattr(signal, name)
+            self._old_signals[signum] = signal.signal(signum, _just_wake)
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._signal_w, warn_on_full_buffer=False)
+
+    @property
+    def handles_signals(self) -> bool:
+        return bool(self._old_signals)
+
+    def close(self) -> None:
+        if self._old_signals:
+            signal.set_wakeup_fd(self._old_wakeup_fd)
+            for signum, handler in self._old_signals.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+            self._old_signals.clear()
+        if self._selector is not None:
+            self._selector.close()
+        for fd in (self._call_r, self._call_w, self._signal_r, self._signal_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._call_r = self._call_w = self._signal_r = self._signal_w = -1
+        self._thread = None
+        self._fail_pending_calls()
+
+    def own_fds(self) -> list[int]:
+        """The loop's fds: a forked worker closes them first thing."""
+        fds = [self._call_r, self._call_w, self._signal_r, self._signal_w]
+        if isinstance(self._selector, selectors.EpollSelector):
+            fds.append(self._selector.fileno())
+        return [fd for fd in fds if fd >= 0]
+
+    # -- fds ---------------------------------------------------------------------------------
+    def add_reader(self, fileobj: Any, callback: Callback) -> None:
+        assert self._selector is not None
+        self._selector.register(fileobj, selectors.EVENT_READ, callback)
+
+    def remove_reader(self, fileobj: Any) -> None:
+        if self._selector is None:
+            return
+        try:
+            self._selector.unregister(fileobj)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    # -- timers ------------------------------------------------------------------------------
+    def call_at(self, when: float, callback: Callback) -> None:
+        heapq.heappush(self._callbacks, (when, next(self._seq), callback))
+
+    def next_deadline(self) -> float | None:
+        policy = self.deadlines.next_deadline()
+        own = self._callbacks[0][0] if self._callbacks else None
+        if policy is None:
+            return own
+        return policy if own is None else min(policy, own)
+
+    # -- one turn ----------------------------------------------------------------------------
+    def turn(self, on_timer: Callable[[TimerKey], None]) -> None:
+        assert self._selector is not None
+        deadline = self.next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline - self.clock())
+        for key, _ in self._selector.select(timeout):
+            key.data()
+        # A select that timed out can still leave fds ready: after a stop (SIGSTOP, a paused
+        # VM) the kernel reports the timeout, not the data that arrived meanwhile. So before
+        # any deadline fires, look again, without waiting, until nothing more is readable.
+        for _ in range(_DRAIN_ROUNDS):
+            if not self._timers_due():
+                break
+            ready = self._selector.select(0)
+            if not ready:
+                break
+            for key, _ in ready:
+                key.data()
+        now = self.clock()
+        for timer_key in self.deadlines.pop_due(now):
+            on_timer(timer_key)
+        while self._callbacks and self._callbacks[0][0] <= now:
+            heapq.heappop(self._callbacks)[2]()
+        self.turns += 1
+        self.last_turn_at = self.clock()
+
+    def _timers_due(self) -> bool:
+        deadline = self.next_deadline()
+        return deadline is not None and deadline <= self.clock()
+
+    # -- calls from other threads -----------------------------------------------------------
+    def in_loop_thread(self) -> bool:
+        return self._thread is None or threading.get_ident() == self._thread
+
+    def call(self, fn: Callable[[], T], *, wait: bool = True, timeout: float | None = None) -> T:
+        """Run ``fn`` in the loop thread (directly when already there or no loop runs)."""
+        if self.in_loop_thread():
+            return fn()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._calls.append((fn, future))
+        try:
+            os.write(self._call_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe already holds a wake-up, or the loop is closing
+        if not wait:
+            return None  # type: ignore[return-value]
+        return future.result(timeout)
+
+    def _on_calls(self) -> None:
+        try:
+            os.read(self._call_r, 4096)
+        except BlockingIOError:
+            pass
+        while self._calls:
+            fn, future = self._calls.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller's thread
+                future.set_exception(exc)
+
+    def _fail_pending_calls(self) -> None:
+        while self._calls:
+            fn, future = self._calls.popleft()
+            if future.set_running_or_notify_cancel():
+                try:  # the loop is gone: run it here, single-threaded now
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def _on_signal_fd(self, on_signal: Callable[[int], None]) -> None:
+        try:
+            data = os.read(self._signal_r, 4096)
+        except BlockingIOError:
+            return
+        for signum in data:
+            on_signal(signum)
+
+
+def _just_wake(_signum: int, _frame: Any) -> None:
+    """The whole signal handler: set_wakeup_fd has already queued the signal number."""
+
+
+def _nonblocking_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    return r, w

@@ -1,0 +1,97 @@
+"""What the supervisor shows the outside: the multiprocess metrics store, the registry behind
+``/metrics`` (the workers' own metrics and ``janus_supervisor_*``), ``/healthz`` and ``/readyz``.
+
+Opened before anything starts (a bad metrics dir or a busy port starts nothing); fed a dead
+worker's pid after the turn that reaped it, so folding its files never delays a respawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from janus_mp.core.config import SupervisorConfig
+from janus_mp.core.counters import MetricsSnapshot
+from janus_mp.core.lifecycle import ServicePhase
+from janus_mp.core.snapshots import SupervisorSnapshot
+from janus_mp.errors import JanusError
+from janus_mp.metrics.http import MetricsServer
+from janus_mp.metrics.store import MultiprocessMetrics
+from janus_mp.private_fds import PrivateFds
+from janus_mp.version import __version__
+
+
+class Observability:
+    def __init__(self, config: SupervisorConfig, start_method: str, private_fds: PrivateFds, *,
+                 metrics: Callable[[], MetricsSnapshot],
+                 ping: Callable[[float], bool],
+                 snapshot: Callable[[float], SupervisorSnapshot]) -> None:
+        self._config = config
+        self._start_method = start_method
+        self._private_fds = private_fds
+        self._metrics = metrics
+        self._ping = ping  # True when the loop answers within the timeout
+        self._snapshot = snapshot
+        self.store: MultiprocessMetrics | None = None
+        self.registry: Any = None
+        self._http: MetricsServer | None = None
+
+    def open(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from janus_mp.metrics.export import SupervisorCollector
+
+        config = self._config
+        store = MultiprocessMetrics(config.metrics_dir)
+        store.prepare()
+        self.store = store
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(store.collector())
+        registry.register(SupervisorCollector(self._metrics, {
+            "version": __version__, "start_method": self._start_method, "name": config.name}))
+        self.registry = registry
+        if config.metrics_port is not None:
+            server = MetricsServer(config.metrics_host, config.metrics_port, registry=registry,
+                                   health=self._healthy, readiness=self._readiness,
+                                   private_fds=self._private_fds)
+            try:
+                server.start()
+            except JanusError:
+                store.close()
+                self.store = None
+                raise
+            self._http = server
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+        if self.store is not None:
+            self.store.close()
+
+    @property
+    def port(self) -> int | None:
+        return self._http.port if self._http is not None else None
+
+    def worker_gone(self, pid: int) -> None:
+        if self.store is not None:
+            self.store.process_dead(pid)
+
+    def _healthy(self) -> bool:
+        """The loop is alive and turning: it answers a no-op within a second."""
+        try:
+            return self._ping(1.0)
+        except Exception:
+            return False
+
+    def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        snapshot = self._snapshot(2.0)
+        not_ready = {
+            s.name: {"phase": s.service.phase.value, "ready": s.service.ready,
+                     "desired": s.service.desired}
+            for s in snapshot.services
+            if s.service.phase.is_alive and not (s.service.phase is ServicePhase.RUNNING
+                                                 and s.service.ready >= s.service.desired)
+        }
+        ready = snapshot.state == "running" and not not_ready
+        return ready, {"ready": ready, "state": snapshot.state, "not_ready": not_ready}

@@ -1,0 +1,153 @@
+"""Worker processes: fork them, talk to them, signal them, reap them.
+
+The policy names workers by number; this table maps a number to its process. Each worker gets
+its own process group, a duplex pipe (bytes only: ready, recycle, cancel), a heartbeat double
+in shared memory and a node of the cancellation tree. A forked worker closes every supervisor
+fd it must not keep (they would hide EOFs and leak) from a set kept up to date as workers come
+and go, so a spawn never walks the other workers.
+
+A worker's exit has one door: its pidfd (its multiprocess sentinel under forkserver, where the
+worker is not our child). Reaping it never blocks: the pidfd is readable only once the process
+is a zombie.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from janus_mp import osproc
+from janus_mp.core.actions import Spawn
+from janus_mp.core.cancel import CancellationToken
+from janus_mp.runtime.worker import WorkerSpec, worker_main
+from janus_mp.service import CANCEL, JanusService
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    id: int
+    service: str
+    slot: int
+    process: Any
+    pid: int
+    pidfd: int | None
+    conn: Any
+    token: CancellationToken
+    heartbeat: Any
+    direct_child: bool
+    fds: tuple[int, ...] = field(default=())
+
+    @property
+    def exit_source(self) -> Any:
+        return self.pidfd if self.pidfd is not None else self.process.sentinel
+
+    def send_cancel(self) -> None:
+        try:
+            self.conn.send_bytes(CANCEL)
+        except (OSError, ValueError):
+            pass  # the worker is gone; its exit is on its way
+
+
+class Processes:
+    def __init__(self, context: Any, start_method: str) -> None:
+        self.context = context
+        self.start_method = start_method
+        self.by_id: dict[int, WorkerProcess] = {}
+        self._fds: set[int] = set()  # every worker pipe and pidfd: forked workers close them
+
+    def spawn(self, action: Spawn, payload: JanusService | bytes, token: CancellationToken, *,
+              now: float, wait_for_ready: bool, metrics: Any, listeners: tuple[Any, ...],
+              other_fds: list[int], watchdog_timeout: float | None) -> WorkerProcess:
+        """Fork (or spawn) one worker; raises OSError when the system refuses a process."""
+        parent_conn, child_conn = self.context.Pipe(duplex=True)
+        heartbeat = self.context.RawValue("d", now)
+        fork = self.start_method == "fork"
+        direct_child = self.start_method != "forkserver"
+        spec = WorkerSpec(
+            service_name=action.service, index=action.slot, generation=action.generation,
+            supervisor_pid=os.getpid(), token=token, conn=child_conn, heartbeat=heartbeat,
+            service=payload, close_fds=(), wait_for_ready=wait_for_ready,
+            direct_child=direct_child, metrics=metrics,
+            title=f"janus-mp: {action.service} worker {action.slot} (gen {action.generation})",
+            listeners=listeners, max_requests=action.max_requests,
+            stop_timeout=action.stop_timeout, watchdog_timeout=watchdog_timeout,
+        )
+        process = self.context.Process(target=worker_main, args=(spec,), daemon=False,
+                                       name=f"janus-mp:{action.service}[{action.slot}]")
+        try:
+            if fork:  # the child closes them first thing (see WorkerSpec.close_fds)
+                spec.close_fds = (*other_fds, *self._fds, parent_conn.fileno())
+            process.start()
+        except BaseException:
+            parent_conn.close()
+            child_conn.close()
+            raise
+        child_conn.close()
+        _forget_in_multiprocess(process)
+        pid = int(process.pid)
+        if fork:
+            with contextlib.suppress(OSError):  # both sides set it: a kill right after
+                os.setpgid(pid, pid)            # start cannot miss the group
+        pidfd = osproc.pidfd_open(pid) if direct_child else None
+        worker = WorkerProcess(id=action.worker, service=action.service, slot=action.slot,
+                               process=process, pid=pid, pidfd=pidfd, conn=parent_conn,
+                               token=token, heartbeat=heartbeat, direct_child=direct_child)
+        worker.fds = tuple(fd for fd in (parent_conn.fileno(), pidfd) if fd is not None)
+        self._fds.update(worker.fds)
+        self.by_id[worker.id] = worker
+        return worker
+
+    def signal(self, worker: WorkerProcess, signum: int) -> None:
+        """Signal the worker itself and its process group: a worker that left its group is
+        still reached, and so is whatever it left behind in the group."""
+        if worker.pidfd is not None:
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(worker.pidfd, signum)
+        else:
+            osproc.signal_process(worker.pid, signum)
+        osproc.signal_group(worker.pid, signum)
+
+    def reap(self, worker: WorkerProcess) -> int:
+        """The exit code of a worker whose exit source is readable (never blocks)."""
+        # The zombie pins its pid as a group id: kill what is left of its group first.
+        osproc.signal_group(worker.pid, signal.SIGKILL)
+        code = worker.process.exitcode
+        if code is None and worker.direct_child:
+            status = osproc.reap_nonblocking(worker.pid)
+            if status is not None:
+                code = os.waitstatus_to_exitcode(status)
+        return int(code) if code is not None else -int(signal.SIGKILL)
+
+    def release(self, worker: WorkerProcess) -> None:
+        """Forget a reaped worker: its fds close, its node leaves the cancellation tree."""
+        self.by_id.pop(worker.id, None)
+        self._fds.difference_update(worker.fds)
+        with contextlib.suppress(Exception):
+            worker.process.close()
+        if worker.pidfd is not None:
+            osproc.close_fds([worker.pidfd])
+        worker.conn.close()
+        worker.token.detach()
+
+    def kill_all_now(self) -> None:
+        """Last resort (an exception escaped the loop): SIGKILL every worker and wait."""
+        for worker in list(self.by_id.values()):
+            self.signal(worker, signal.SIGKILL)
+        for worker in list(self.by_id.values()):
+            with contextlib.suppress(Exception):
+                worker.process.join(5.0)
+            self.release(worker)
+
+
+def _forget_in_multiprocess(process: Any) -> None:
+    """multiprocess polls every child it started on each start() (O(n) per spawn) and would
+    reap our workers behind our back; the supervisor owns their reaping, so it unlists them."""
+    try:
+        from multiprocess import process as mp_process
+
+        mp_process._children.discard(process)
+    except Exception:
+        pass
