@@ -39,9 +39,9 @@ def cli() -> None:
     """janus-mp: supervise pools of CPU-bound worker processes."""
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, log: SupervisorLog | None = None) -> NoReturn:
     click.echo(f"janus-mp: error: {message}", err=True)
-    sys.exit(USAGE_ERROR)
+    _exit(USAGE_ERROR, log)
 
 
 def _bind(value: str | None) -> tuple[str, int] | None:
@@ -72,7 +72,7 @@ def _supervise(build: Callable[[], Deployment], pid_file: str | None,
     try:
         deployment = build()
     except JanusError as exc:
-        _fail(str(exc))
+        _fail(str(exc), log)
     written: tuple[int, int] | None = None
     if pid_file:
         try:
@@ -81,33 +81,37 @@ def _supervise(build: Callable[[], Deployment], pid_file: str | None,
                 f.write(f"{os.getpid()}\n")
             written = identity(pid_file)
         except (OSError, ConfigError) as exc:
-            _fail(f"--pid-file {pid_file}: {getattr(exc, 'rule', None) or exc}")
+            _fail(f"--pid-file {pid_file}: {getattr(exc, 'rule', None) or exc}", log)
     try:
         status = deployment.run()
     except JanusError as exc:
-        _fail(str(exc))
+        _fail(str(exc), log)
     finally:
         if pid_file:
             unlink_if_same(pid_file, written)  # ours only: never a file put there since
     _exit(status, log)
 
 
-def _exit(status: int, log: SupervisorLog) -> NoReturn:
-    """Exit with the supervisor's status. Threads the application started (at import, in the
-    supervisor) and left running would make the interpreter wait for them forever after the
-    supervisor stopped: say so, flush the log, and do not wait."""
-    others = [t for t in threading.enumerate()
-              if not t.daemon and t is not threading.main_thread() and t.is_alive()]
-    if others:
-        names = ", ".join(sorted(t.name for t in others))
-        logging.getLogger("janus_mp.cli").warning(
-            "not waiting for %d non-daemon thread%s the application started (%s): exiting "
-            "with status %d", len(others), "" if len(others) == 1 else "s", names, status)
+def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
+    """Exit with ``status``. Threads the application started when it was imported (in this
+    process: run, check, a reload) and left running would make the interpreter wait for them
+    forever: say so, flush the log, and do not wait."""
+    others = [t for t in threading.enumerate()  # janus-mp's own threads are named janus-mp-*
+              if not t.daemon and t is not threading.main_thread() and t.is_alive()
+              and not t.name.startswith("janus-mp")]
+    if not others:
+        sys.exit(status)
+    notice = (f"not waiting for {len(others)} non-daemon thread{'s' * (len(others) > 1)} the "
+              f"application started ({', '.join(sorted(t.name for t in others))}): exiting "
+              f"with status {status}")
+    if log is None:
+        click.echo(f"janus-mp: {notice}", err=True)
+    else:
+        logging.getLogger("janus_mp.cli").warning("%s", notice)
         log.flush()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 _COMMON = [
@@ -274,6 +278,7 @@ def check(config_path: str, imports: bool) -> None:
     except JanusError as exc:
         _fail(str(exc))
     click.echo(f"{config_path}: ok ({', '.join(names) or 'no services'})")
+    _exit(0, None)
 
 
 @cli.command()

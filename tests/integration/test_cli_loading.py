@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from tests.integration.test_cli import CONFIG, Cli
-from tests.support import wait_until
+from tests.support import busy_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,3 +113,24 @@ def test_exit_does_not_wait_for_threads_the_app_started(cli):
     assert "supervisor stopped (exit status 0)" in log
     assert "not waiting for 1 non-daemon thread the application started (app-poller): " \
            "exiting with status 0" in log
+
+
+def test_check_does_not_wait_for_threads_the_app_started(cli, tmp_path):
+    config = tmp_path / "janus.toml"
+    config.write_text("[services.svc]\ntarget = 'threaded:svc'\n")
+    result = cli.janus("check", str(config), timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{config}: ok (svc)"
+    assert result.stderr.strip() == ("janus-mp: not waiting for 1 non-daemon thread the "
+                                     "application started (app-poller): exiting with status 0")
+
+
+def test_a_refusal_after_the_import_does_not_wait_for_its_threads(cli):
+    with busy_port() as port:
+        result = cli.janus("run", "--wsgi", "threaded:svc", "--bind", f"127.0.0.1:{port}",
+                           "--metrics-bind", "off", "--socket", "off", timeout=20)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (f"janus-mp: error: service 'threaded': cannot "
+                                             f"bind 127.0.0.1:{port}: Address already in use")
+    assert "not waiting for 1 non-daemon thread the application started (app-poller)" \
+        in result.stderr
