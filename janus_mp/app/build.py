@@ -11,35 +11,28 @@
 `check` refuses exactly what `run` refuses, in the same words; only what needs the machine
 (binding a port, the control socket, the metrics endpoint) is left to `run`. Every error is one
 :class:`JanusError` line naming where the bad value came from: a config key path
-(``services.web.workers``), a flag (``--workers``) or a target.
+(``services.web.workers``), a flag (``--workers``) or a target. Building one service from a
+table or a flag (importing user code) is :mod:`janus_mp.app.services`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from janus_mp.adapters import ApiModuleAdapter, CommandAdapter, ModuleAdapter
-from janus_mp.app.config_file import ConfigFile, ServiceEntry, load_config
+from janus_mp.app.config_file import ConfigFile, load_config
 from janus_mp.app.deploy import Deployment, Reloader
 from janus_mp.app.logs import SupervisorLog
+from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError
 from janus_mp.runtime.supervisor import JanusSupervisor
-from janus_mp.service import JanusService, as_service
-from janus_mp.targets import import_target, what_it_did
+from janus_mp.service import JanusService
 
 #: Where /metrics is served when neither a flag nor a config file says.
 DEFAULT_METRICS: dict[str, Any] = {"metrics_host": "127.0.0.1", "metrics_port": 9464}
-
-#: The adapter each kind of config table builds; ``target`` is whatever the target names.
-ADAPTERS: dict[str, type[JanusService]] = {
-    "wsgi": ApiModuleAdapter, "asgi": ApiModuleAdapter, "command": CommandAdapter,
-    "module": ModuleAdapter,
-}
 
 
 @dataclass(frozen=True)
@@ -223,7 +216,7 @@ def control_socket_path(option: str | None, name: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Building: the supervisor's settings and each service
+# Building: the supervisor's settings and the services, with the flags on top
 # ----------------------------------------------------------------------------------------------
 def supervisor_config(config_file: ConfigFile | None, flags: RunFlags) -> SupervisorConfig:
     """The file's [supervisor] table (or the defaults) with the flags on top."""
@@ -248,7 +241,9 @@ def plan_services(config_file: ConfigFile | None, flags: RunFlags) -> list[Plann
         service = build_service(entry.kind, entry.target, name=entry.name,
                                 settings=dict(entry.settings), key=origin)
         options = dataclasses.replace(entry.options, **overrides)
-        planned.append(PlannedService(_instance(service, options, entry), options, origin))
+        where = f"{origin}.{entry.kind}: target {entry.target!r}"
+        planned.append(PlannedService(instantiate(service, options.name, where), options,
+                                      origin))
     return planned
 
 
@@ -260,7 +255,8 @@ def _command_line_services(flags: RunFlags) -> list[PlannedService] | JanusSuper
         resolved = resolve_target(flags.target)
         if len(resolved) == 1 and isinstance(resolved[0], JanusSupervisor):
             return resolved[0]
-        return [PlannedService(_instance(service, options, flags.target), options)
+        return [PlannedService(instantiate(service, options.name, f"target {flags.target!r}"),
+                               options)
                 for service in resolved]
     try:
         service = build_service(flags.kind, flags.target, name=flags.name,
@@ -269,7 +265,8 @@ def _command_line_services(flags: RunFlags) -> list[PlannedService] | JanusSuper
         raise _flag_error(exc) from None
     except JanusError as exc:
         raise JanusError(f"--{flags.kind} {flags.target}: {exc}") from None
-    return [PlannedService(_instance(service, options, flags.target), options)]
+    return [PlannedService(instantiate(service, options.name, f"target {flags.target!r}"),
+                           options)]
 
 
 def _service_overrides(flags: RunFlags) -> dict[str, Any]:
@@ -279,55 +276,6 @@ def _service_overrides(flags: RunFlags) -> dict[str, Any]:
     except ConfigError as exc:
         raise _flag_error(exc) from None
     return overrides
-
-
-def build_service(kind: str, target: Any, *, name: str | None = None,
-                  settings: dict[str, Any] | None = None, key: str = "") -> Any:
-    """The service a config table or CLI flags describe: ``kind`` is target, wsgi, asgi,
-    command or module; errors name ``key`` (``services.web``)."""
-    settings = dict(settings or {})
-    try:
-        if kind == "target":
-            resolved = resolve_target(target)
-            if len(resolved) != 1 or isinstance(resolved[0], JanusSupervisor):
-                raise ServiceLoadError(f"target {target!r} must name one service")
-            return resolved[0]
-        if kind in ("wsgi", "asgi"):
-            return ApiModuleAdapter(target, interface=kind, name=name, **settings)
-        if kind == "command":
-            return CommandAdapter(target, name=name, **settings)
-        if kind == "module":
-            codes = settings.pop("exit_codes", {})
-            if not isinstance(codes, dict):
-                raise ConfigError("exit_codes", 'must be a table of "module:Exception" = code')
-            exit_codes = {_exception_class(k): v for k, v in codes.items()}
-            return ModuleAdapter(target, name=name, exit_codes=exit_codes)
-    except ConfigError as exc:
-        raise exc.under(key) from None
-    except JanusError as exc:
-        raise JanusError(f"{key}.{kind}: {exc}" if key else str(exc)) from None
-    raise ServiceLoadError(f"{key}: unknown kind of service {kind!r}")
-
-
-def _instance(service: Any, options: SpawnOptions, asked: ServiceEntry | str) -> JanusService:
-    """A JanusService instance: a class is instantiated here, once, as the runtime would;
-    whatever its ``__init__`` does becomes one line naming the target."""
-    if isinstance(service, type) and issubclass(service, JanusService):
-        try:
-            service = service()
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt: user code did it
-            where = (f"services.{asked.name}.{asked.kind}: target {asked.target!r}"
-                     if isinstance(asked, ServiceEntry) else f"target {asked!r}")
-            raise ServiceLoadError(f"{where}: {service.__name__}() "
-                                   f"{what_it_did(exc)}") from None
-    return as_service(service, options.name)
-
-
-def _exception_class(target: str) -> type[BaseException]:
-    cls = import_target(target)
-    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        raise ConfigError("exit_codes", f"{target!r} is not an exception class")
-    return cls
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,62 +331,3 @@ def _refusal(entry: PlannedService, exc: ConfigError) -> ConfigError:
 
 def _flag_error(exc: ConfigError) -> ConfigError:
     return ConfigError(f"--{exc.key.replace('_', '-')}" if exc.key else "", exc.rule)
-
-
-# ----------------------------------------------------------------------------------------------
-# Targets
-# ----------------------------------------------------------------------------------------------
-def resolve_target(target: str) -> list[Any]:
-    """What a target names, as a list of services, or ``[supervisor]`` for a JanusSupervisor.
-
-    Accepted: a JanusService (instance or class), a callable ``fn(ctx)``, a list or tuple of
-    those, a configured JanusSupervisor, or a factory (a callable taking no arguments) that
-    returns any of these.
-    """
-    obj = import_target(target)
-    for _ in range(3):  # a factory may return another accepted thing, not forever
-        if isinstance(obj, JanusSupervisor):
-            return [obj]
-        if isinstance(obj, (list, tuple)):
-            if not obj:
-                raise ServiceLoadError(f"target {target!r} is an empty list")
-            for item in obj:
-                _check_service(item, target)
-            return list(obj)
-        if isinstance(obj, JanusService) or (isinstance(obj, type) and
-                                             issubclass(obj, JanusService)):
-            return [obj]
-        if callable(obj):
-            if _is_factory(obj):
-                try:
-                    obj = obj()
-                except BaseException as exc:  # SystemExit, KeyboardInterrupt: user code
-                    raise ServiceLoadError(f"target {target!r}: factory "
-                                           f"{what_it_did(exc)}") from None
-                continue
-            return [obj]
-        break
-    raise ServiceLoadError(
-        f"target {target!r} is a {type(obj).__name__}: expected a JanusService, a function "
-        "taking ctx, a list of those, a JanusSupervisor, or a factory returning one")
-
-
-def _check_service(item: Any, target: str) -> None:
-    if isinstance(item, JanusService) or (isinstance(item, type) and
-                                          issubclass(item, JanusService)):
-        return
-    if callable(item) and not _is_factory(item):
-        return
-    raise ServiceLoadError(f"target {target!r} lists {item!r}, which is not a service")
-
-
-def _is_factory(fn: Any) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    required = [p for p in params if p.default is p.empty and
-                p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return not required
-
-
