@@ -1,4 +1,9 @@
-"""Turn a ``module:attr`` target into services (or a ready supervisor), with one-line errors."""
+"""Turn a ``module:attr`` target into services (or a ready supervisor), with one-line errors.
+
+Importing user code runs user code: whatever it does — raise, ``sys.exit(4)``, a
+KeyboardInterrupt — becomes one :class:`ServiceLoadError` line naming the target and what it did,
+never a traceback, a silent exit or a dead control thread.
+"""
 
 from __future__ import annotations
 
@@ -38,8 +43,19 @@ def _import(module_name: str, target: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise ServiceLoadError(f"target {target!r}: no module named {exc.name!r}") from None
-        raise ServiceLoadError(f"target {target!r}: importing {module_name!r} failed: "
-                               f"{type(exc).__name__}: {exc}") from None
-    except Exception as exc:
-        raise ServiceLoadError(f"target {target!r}: importing {module_name!r} failed: "
-                               f"{type(exc).__name__}: {exc}") from None
+        raise ServiceLoadError(f"target {target!r}: importing {module_name!r} "
+                               f"{what_it_did(exc)}") from None
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: user code did it
+        raise ServiceLoadError(f"target {target!r}: importing {module_name!r} "
+                               f"{what_it_did(exc)}") from None
+
+
+def what_it_did(exc: BaseException) -> str:
+    """How user code failed, for the end of a one-line error: ``raised ValueError: bad``,
+    ``called sys.exit(4)``, ``was interrupted (KeyboardInterrupt)``."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({'' if exc.code is None else repr(exc.code)})"
+    if isinstance(exc, KeyboardInterrupt):
+        return "was interrupted (KeyboardInterrupt)"
+    text = " ".join(str(exc).split())
+    return f"raised {type(exc).__name__}" + (f": {text}" if text else "")

@@ -200,7 +200,9 @@ def _require_uvicorn() -> None:
 
 
 def _default_name(target: str | None, app: object) -> str:
-    raw = target.partition(":")[0].rsplit(".", 1)[-1] if target else \
+    """The top package of ``pkg.module:app`` (``djsite.wsgi:application`` → ``djsite``): the
+    name users know their project by, not ``wsgi``."""
+    raw = target.partition(":")[0].split(".", 1)[0] if target else \
         getattr(app, "__name__", None) or type(app).__name__
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(raw).lower())[:64]
     return name or "api"

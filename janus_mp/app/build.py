@@ -1,105 +1,333 @@
-"""Composition: what a config table or CLI flags describe, built into services.
+"""Composition: a config file plus command-line flags, built into a supervisor.
 
-The command line and the config file both come through here, so ``check`` and ``run`` build
-exactly the same things.
+    RunFlags (cli.py parsed them) ─┐
+                                   ├─► plan(): read the file, import and build every service,
+    the config file ───────────────┘   validate all of it ─► Plan (nothing started or bound)
+        run     Plan ─► JanusSupervisor + spawn_service ─► Deployment (control socket, reload)
+        check   plan() alone: "ok", or the very line `run` would print
+        reload  the file's services again, validated whole, then applied to the live supervisor
+
+`run`, `check` and `reload` all come through :func:`plan_services` and :func:`validate`, so
+`check` refuses exactly what `run` refuses, in the same words; only what needs the machine
+(binding a port, the control socket, the metrics endpoint) is left to `run`. Every error is one
+:class:`JanusError` line naming where the bad value came from: a config key path
+(``services.web.workers``), a flag (``--workers``) or a target. Building one service from a
+table or a flag (importing user code) is :mod:`janus_mp.app.services`.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from janus_mp.adapters import ApiModuleAdapter, CommandAdapter, ModuleAdapter
+from janus_mp.app.config_file import ConfigFile, load_config
+from janus_mp.app.deploy import Deployment, Reloader
+from janus_mp.app.logs import SupervisorLog
+from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
+from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService
-from janus_mp.targets import import_target
+
+#: Where /metrics is served when neither a flag nor a config file says.
+DEFAULT_METRICS: dict[str, Any] = {"metrics_host": "127.0.0.1", "metrics_port": 9464}
 
 
-def build_service(kind: str, target: Any, *, name: str | None = None,
-                  settings: dict[str, Any] | None = None, key: str = "") -> Any:
-    """The service a config table or CLI flags describe: ``kind`` is target, wsgi, asgi,
-    command or module; errors name ``key`` (``services.web``)."""
-    settings = dict(settings or {})
+@dataclass(frozen=True)
+class RunFlags:
+    """What the command line asked for; ``None`` or empty means "not given"."""
+
+    config_path: str | None = None
+    #: The service named on the command line: its kind (target, wsgi, asgi, command, module)
+    #: and what it names (``module:attr``, a command line...).
+    kind: str | None = None
+    target: str | None = None
+    #: Adapter settings of that service (bind, backlog, threads).
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    #: SpawnOptions fields every service gets (-w, --restart, recycling flags).
+    service_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: SupervisorConfig fields (--metrics-bind, --start-method, --shutdown-timeout...).
+    supervisor_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: --name, when given: the supervisor's name, and the name of a --wsgi/--asgi/--command/
+    #: --module service.
+    name: str | None = None
+    #: --socket: a path, "off", or None for the default path from the name.
+    socket_path: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedService:
+    """A service built and its options settled; ``origin`` says where it was asked for
+    (``services.web`` for a config table, empty for the command line)."""
+
+    service: JanusService
+    options: SpawnOptions
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `run` would start, validated; nothing started, nothing bound."""
+
+    config: SupervisorConfig
+    services: tuple[PlannedService, ...]
+    #: What this supervisor runs, for its process title.
+    what: str
+    #: A TARGET that named a configured JanusSupervisor: run as it is.
+    prebuilt: JanusSupervisor | None = None
+
+
+def plan(flags: RunFlags, log: SupervisorLog | None = None) -> Plan:
+    """Read the config file, import and build every service, validate the whole."""
+    config_file = load_config(flags.config_path) if flags.config_path is not None else None
+    config = supervisor_config(config_file, flags)
     try:
-        if kind == "target":
-            resolved = resolve_target(target)
-            if len(resolved) != 1 or isinstance(resolved[0], JanusSupervisor):
-                raise ServiceLoadError(f"target {target!r} must name one service")
-            return resolved[0]
-        if kind in ("wsgi", "asgi"):
-            return ApiModuleAdapter(target, interface=kind, name=name, **settings)
-        if kind == "command":
-            return CommandAdapter(target, name=name, **settings)
-        if kind == "module":
-            codes = settings.pop("exit_codes", {})
-            if not isinstance(codes, dict):
-                raise ConfigError("exit_codes", 'must be a table of "module:Exception" = code')
-            exit_codes = {_exception_class(k): v for k, v in codes.items()}
-            return ModuleAdapter(target, name=name, exit_codes=exit_codes)
+        services = plan_services(config_file, flags)
+        from_command_line = _command_line_services(flags)
+    finally:
+        if log is not None:
+            log.reclaim()  # the app's import may have reconfigured logging
+    if isinstance(from_command_line, JanusSupervisor):
+        if services:
+            raise JanusError("a JanusSupervisor target cannot be combined with config-file "
+                             "services")
+        return Plan(from_command_line.config, (), flags.target or "",
+                    prebuilt=from_command_line)
+    services += from_command_line
+    validate(config, services)
+    what = flags.config_path or ""
+    if flags.kind == "target":
+        what = flags.target or ""
+    elif flags.kind is not None:
+        what = f"--{flags.kind} {flags.target}"
+    return Plan(config, tuple(services), what)
+
+
+def build_supervisor(planned: Plan) -> JanusSupervisor:
+    """A supervisor with every planned service registered (their listeners are bound here)."""
+    if planned.prebuilt is not None:
+        return planned.prebuilt
+    sup = JanusSupervisor(planned.config)
+    for entry in planned.services:
+        try:
+            sup.spawn_service(entry.service, entry.options)
+        except ConfigError as exc:
+            raise _refusal(entry, exc) from None
+    return sup
+
+
+def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
+    """`janus-mp run`: the supervisor the flags and file describe, with its control socket,
+    config reload and log reopening."""
+    planned = plan(flags, log)
+    sup = build_supervisor(planned)
+    reopen = log.reopen if log is not None else None
+    socket_path = control_socket_path(flags.socket_path, sup.config.name)
+    if planned.prebuilt is not None:
+        return Deployment(sup, socket_path=socket_path, reopen_logs=reopen)
+    reload = None
+    if flags.config_path is not None:
+        managed = {entry.options.name for entry in planned.services if entry.origin}
+        reload = reloader(flags, log, {name for name in managed if name})
+    return Deployment(sup, socket_path=socket_path, reloader=reload, reopen_logs=reopen,
+                      title=f"janus-mp: supervisor {planned.what}")
+
+
+def check(config_path: str, *, imports: bool = True) -> list[str]:
+    """`janus-mp check`: what `run -c FILE` would refuse, refused the same way; returns the
+    services' names. Without ``imports``, only what needs no import of user code (the file,
+    pool sizes, watchdogs on adapters that cannot heartbeat)."""
+    flags = RunFlags(config_path=config_path)
+    if imports:
+        return [entry.service.name for entry in plan(flags).services]
+    config_file = load_config(config_path)
+    config = supervisor_config(config_file, flags)
+    for entry in config_file.services:
+        refusal = _refused_options(entry.options, config, ADAPTERS.get(entry.kind))
+        if refusal is not None:
+            raise refusal.under(f"services.{entry.name}")
+    return [entry.name for entry in config_file.services]
+
+
+def reloader(flags: RunFlags, log: SupervisorLog | None, managed: set[str]) -> Reloader:
+    """HUP / `janus-mp reload`: read the file again, build and validate all of it against the
+    running supervisor, and only then apply it (any error changes nothing)."""
+    assert flags.config_path is not None
+    path = flags.config_path
+    state = {"managed": set(managed)}
+
+    def reload(sup: JanusSupervisor) -> str:
+        config_file = load_config(path)
+        try:
+            services = plan_services(config_file, flags)
+        finally:
+            if log is not None:
+                log.reclaim()
+        validate(sup.config, services)
+        names = {entry.options.name for entry in services if entry.options.name}
+        for entry in services:
+            try:
+                sup.update_service(entry.service, entry.options)
+            except ConfigError as exc:
+                raise _refusal(entry, exc) from None
+        removed = sorted(state["managed"] - names)
+        for gone in removed:
+            sup.remove_service(gone)
+        state["managed"] = names
+        return f"{len(services)} services applied" + (f", removed {', '.join(removed)}"
+                                                      if removed else "")
+
+    return reload
+
+
+def demo_deployment(workers: int, supervisor_overrides: Mapping[str, Any],
+                    web: str | None) -> tuple[Deployment, str]:
+    """`janus-mp demo`, and where to look at it (empty with metrics off)."""
+    from janus_mp.app.demo import demo_services
+
+    config = SupervisorConfig(name="janus-mp-demo", **{**DEFAULT_METRICS,
+                                                       **supervisor_overrides})
+    sup = JanusSupervisor(config)
+    try:
+        services = demo_services(workers, web)
     except ConfigError as exc:
-        raise exc.under(key) from None
-    except JanusError as exc:
-        raise JanusError(f"{key}.{kind}: {exc}" if key else str(exc)) from None
-    raise ServiceLoadError(f"{key}: unknown kind of service {kind!r}")
+        raise JanusError(f"--http-{exc.key}: {exc.rule}") from None
+    for service, options in services:
+        sup.spawn_service(service, options)
+    deployment = Deployment(sup, socket_path=control_socket_path(None, config.name),
+                            title="janus-mp: supervisor demo")
+    if config.metrics_port is None:
+        return deployment, ""
+    site = "".join(f"; web at http://{address}/primes?n=50000"
+                   for address in sup.listening_addresses("web")
+                   if not address.startswith("unix:"))
+    return deployment, (f"metrics at http://{config.metrics_host}:{config.metrics_port}"
+                        f"/metrics{site}")
 
 
-def _exception_class(target: str) -> type[BaseException]:
-    cls = import_target(target)
-    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        raise ConfigError("exit_codes", f"{target!r} is not an exception class")
-    return cls
+def control_socket_path(option: str | None, name: str) -> str | None:
+    from janus_mp.app.control import default_socket_path
+
+    if option is not None and option.lower() in ("off", "none", ""):
+        return None
+    return option or default_socket_path(name)
 
 
-def resolve_target(target: str) -> list[Any]:
-    """What a target names, as a list of services, or ``[supervisor]`` for a JanusSupervisor.
-
-    Accepted: a JanusService (instance or class), a callable ``fn(ctx)``, a list or tuple of
-    those, a configured JanusSupervisor, or a factory (a callable taking no arguments) that
-    returns any of these.
-    """
-    obj = import_target(target)
-    for _ in range(3):  # a factory may return another accepted thing, not forever
-        if isinstance(obj, JanusSupervisor):
-            return [obj]
-        if isinstance(obj, (list, tuple)):
-            if not obj:
-                raise ServiceLoadError(f"target {target!r} is an empty list")
-            for item in obj:
-                _check_service(item, target)
-            return list(obj)
-        if isinstance(obj, JanusService) or (isinstance(obj, type) and
-                                             issubclass(obj, JanusService)):
-            return [obj]
-        if callable(obj):
-            if _is_factory(obj):
-                try:
-                    obj = obj()
-                except Exception as exc:
-                    raise ServiceLoadError(f"target {target!r}: factory raised "
-                                           f"{type(exc).__name__}: {exc}") from None
-                continue
-            return [obj]
-        break
-    raise ServiceLoadError(
-        f"target {target!r} is a {type(obj).__name__}: expected a JanusService, a function "
-        "taking ctx, a list of those, a JanusSupervisor, or a factory returning one")
-
-
-def _check_service(item: Any, target: str) -> None:
-    if isinstance(item, JanusService) or (isinstance(item, type) and
-                                          issubclass(item, JanusService)):
-        return
-    if callable(item) and not _is_factory(item):
-        return
-    raise ServiceLoadError(f"target {target!r} lists {item!r}, which is not a service")
-
-
-def _is_factory(fn: Any) -> bool:
+# ----------------------------------------------------------------------------------------------
+# Building: the supervisor's settings and the services, with the flags on top
+# ----------------------------------------------------------------------------------------------
+def supervisor_config(config_file: ConfigFile | None, flags: RunFlags) -> SupervisorConfig:
+    """The file's [supervisor] table (or the defaults) with the flags on top."""
+    base = config_file.supervisor if config_file else SupervisorConfig(**DEFAULT_METRICS)
+    overrides = dict(flags.supervisor_overrides)
+    if flags.name is not None:
+        overrides["name"] = flags.name
     try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    required = [p for p in params if p.default is p.empty and
-                p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return not required
+        return dataclasses.replace(base, **overrides)
+    except ConfigError as exc:
+        raise _flag_error(exc) from None
+
+
+def plan_services(config_file: ConfigFile | None, flags: RunFlags) -> list[PlannedService]:
+    """The config file's services, built, with the flags' SpawnOptions on top."""
+    if config_file is None:
+        return []
+    overrides = _service_overrides(flags)
+    planned = []
+    for entry in config_file.services:
+        origin = f"services.{entry.name}"
+        service = build_service(entry.kind, entry.target, name=entry.name,
+                                settings=dict(entry.settings), key=origin)
+        options = dataclasses.replace(entry.options, **overrides)
+        where = f"{origin}.{entry.kind}: target {entry.target!r}"
+        planned.append(PlannedService(instantiate(service, options.name, where), options,
+                                      origin))
+    return planned
+
+
+def _command_line_services(flags: RunFlags) -> list[PlannedService] | JanusSupervisor:
+    if flags.kind is None or flags.target is None:
+        return []
+    options = dataclasses.replace(SpawnOptions(), **_service_overrides(flags))
+    if flags.kind == "target":
+        resolved = resolve_target(flags.target)
+        if len(resolved) == 1 and isinstance(resolved[0], JanusSupervisor):
+            return resolved[0]
+        return [PlannedService(instantiate(service, options.name, f"target {flags.target!r}"),
+                               options)
+                for service in resolved]
+    try:
+        service = build_service(flags.kind, flags.target, name=flags.name,
+                                settings=dict(flags.settings))
+    except ConfigError as exc:
+        raise _flag_error(exc) from None
+    except JanusError as exc:
+        raise JanusError(f"--{flags.kind} {flags.target}: {exc}") from None
+    return [PlannedService(instantiate(service, options.name, f"target {flags.target!r}"),
+                           options)]
+
+
+def _service_overrides(flags: RunFlags) -> dict[str, Any]:
+    overrides = dict(flags.service_overrides)
+    try:
+        SpawnOptions(**overrides)
+    except ConfigError as exc:
+        raise _flag_error(exc) from None
+    return overrides
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: what the runtime refuses at spawn_service, refused before anything starts
+# ----------------------------------------------------------------------------------------------
+def validate(config: SupervisorConfig, services: list[PlannedService]) -> None:
+    """Refuse what `JanusSupervisor.spawn_service` would refuse, without binding anything."""
+    seen: set[str] = set()
+    for entry in services:
+        name = entry.service.name
+        refusal = _refused_options(entry.options, config, type(entry.service))
+        if refusal is None and not valid_service_name(name):
+            refusal = ConfigError("name", f"service name {name!r} must be letters, digits, "
+                                          "'-', '_' or '.' (1-64 characters)")
+        if refusal is None and name in seen:
+            refusal = ConfigError("name", f"a service named {name!r} is already registered")
+        if refusal is not None:
+            raise _refusal(entry, refusal)
+        seen.add(name)
+        method = config.start_method or "fork"
+        if method != "fork":
+            _check_picklable(entry.service, method)
+
+
+def _refused_options(options: SpawnOptions, config: SupervisorConfig,
+                     kind: type[JanusService] | None) -> ConfigError | None:
+    """``kind`` is the service's class, None when unknown (not imported)."""
+    if options.workers > config.max_workers:
+        return ConfigError("workers", f"{options.workers} is more than max_workers "
+                                      f"({config.max_workers})")
+    if options.watchdog_timeout is not None and kind is not None and not kind.can_heartbeat:
+        return ConfigError("watchdog_timeout", f"{kind.__name__} workers cannot call "
+                           "ctx.heartbeat(): a watchdog would kill them while they work")
+    return None
+
+
+def _check_picklable(service: JanusService, method: str) -> None:
+    import dill
+
+    try:
+        dill.loads(dill.dumps(service))
+    except Exception as exc:
+        raise ServiceLoadError(
+            f"service {service.name!r} cannot be sent to a {method} worker: "
+            f"{type(exc).__name__}: {exc}; use the fork start method or make it picklable"
+        ) from None
+
+
+def _refusal(entry: PlannedService, exc: ConfigError) -> ConfigError:
+    """Name the key where the user wrote it: the config table, or the flag."""
+    return exc.under(entry.origin) if entry.origin else _flag_error(exc)
+
+
+def _flag_error(exc: ConfigError) -> ConfigError:
+    return ConfigError(f"--{exc.key.replace('_', '-')}" if exc.key else "", exc.rule)

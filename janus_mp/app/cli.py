@@ -7,18 +7,20 @@ the Python API. User mistakes print one line and exit 2, never a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
-from janus_mp.app.config_file import KINDS, ConfigFile, load_config
+from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
-from janus_mp.core.config import START_METHODS, SpawnOptions, SupervisorConfig
+from janus_mp.app.logs import SupervisorLog
+from janus_mp.core.config import START_METHODS
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.safe_paths import identity, open_no_follow, unlink_if_same
@@ -37,9 +39,9 @@ def cli() -> None:
     """janus-mp: supervise pools of CPU-bound worker processes."""
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, log: SupervisorLog | None = None) -> NoReturn:
     click.echo(f"janus-mp: error: {message}", err=True)
-    sys.exit(USAGE_ERROR)
+    _exit(USAGE_ERROR, log)
 
 
 def _bind(value: str | None) -> tuple[str, int] | None:
@@ -54,47 +56,23 @@ def _bind(value: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
-LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-
-
-def _setup_logging(level: str, log_file: str | None = None) -> Callable[[], None] | None:
-    """Log to stderr, or to a file that SIGUSR1 reopens (for logrotate); returns the reopener."""
-    if log_file is None:
-        logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                            format=LOG_FORMAT)
-        return None
+def _supervisor_log(level: str, log_file: str | None = None) -> SupervisorLog:
+    """janus-mp's own log: stderr, or a file SIGUSR1 reopens (see app/logs.py)."""
     try:
-        handler = _NoFollowFileHandler(log_file)
-    except (OSError, JanusError) as exc:
-        _fail(f"--log-file {log_file}: {getattr(exc, 'rule', None) or exc}")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-
-    def reopen() -> None:
-        handler.acquire()
-        try:
-            handler.close()
-            handler.stream = handler._open()
-        finally:
-            handler.release()
-
-    return reopen
-
-
-class _NoFollowFileHandler(logging.FileHandler):
-    """A log file opened (and reopened by SIGUSR1) without following a symlink at its path."""
-
-    def _open(self) -> Any:
-        fd = open_no_follow(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
-
-
-def _supervise(build: Callable[[], Any], pid_file: str | None) -> NoReturn:
-    """Build the supervisor (errors → one line, exit 2), then run it to its exit status."""
-    try:
-        sup = build()
+        log = SupervisorLog(level, log_file)
     except JanusError as exc:
         _fail(str(exc))
+    log.install()
+    return log
+
+
+def _supervise(build: Callable[[], Deployment], pid_file: str | None,
+               log: SupervisorLog) -> NoReturn:
+    """Build the supervisor (errors → one line, exit 2), then run it to its exit status."""
+    try:
+        deployment = build()
+    except JanusError as exc:
+        _fail(str(exc), log)
     written: tuple[int, int] | None = None
     if pid_file:
         try:
@@ -103,15 +81,37 @@ def _supervise(build: Callable[[], Any], pid_file: str | None) -> NoReturn:
                 f.write(f"{os.getpid()}\n")
             written = identity(pid_file)
         except (OSError, ConfigError) as exc:
-            _fail(f"--pid-file {pid_file}: {getattr(exc, 'rule', None) or exc}")
+            _fail(f"--pid-file {pid_file}: {getattr(exc, 'rule', None) or exc}", log)
     try:
-        status = sup.run()
+        status = deployment.run()
     except JanusError as exc:
-        _fail(str(exc))
+        _fail(str(exc), log)
     finally:
         if pid_file:
             unlink_if_same(pid_file, written)  # ours only: never a file put there since
-    sys.exit(status)
+    _exit(status, log)
+
+
+def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
+    """Exit with ``status``. Threads the application started when it was imported (in this
+    process: run, check, a reload) and left running would make the interpreter wait for them
+    forever: say so, flush the log, and do not wait."""
+    others = [t for t in threading.enumerate()  # janus-mp's own threads are named janus-mp-*
+              if not t.daemon and t is not threading.main_thread() and t.is_alive()
+              and not t.name.startswith("janus-mp")]
+    if not others:
+        sys.exit(status)
+    notice = (f"not waiting for {len(others)} non-daemon thread{'s' * (len(others) > 1)} the "
+              f"application started ({', '.join(sorted(t.name for t in others))}): exiting "
+              f"with status {status}")
+    if log is None:
+        click.echo(f"janus-mp: {notice}", err=True)
+    else:
+        logging.getLogger("janus_mp.cli").warning("%s", notice)
+        log.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 _COMMON = [
@@ -138,7 +138,8 @@ _COMMON = [
                  help="Control socket [default: $XDG_RUNTIME_DIR/janus-mp/NAME.sock or "
                       "/tmp/janus-mp-UID/NAME.sock; 'off' to disable]."),
     click.option("--name", default="janus-mp", show_default=True,
-                 help="Supervisor name: process titles, logs, default socket name."),
+                 help="Supervisor name: process titles, logs, default socket name; also the "
+                      "name of a --wsgi/--asgi/--command/--module service."),
 ]
 
 
@@ -149,14 +150,16 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _supervisor_overrides(metrics_bind: str | None, start_method: str | None,
-                          shutdown_timeout: float | None, kill_timeout: float | None,
-                          default_bind: str = "127.0.0.1:9464") -> dict[str, Any]:
+                          shutdown_timeout: float | None,
+                          kill_timeout: float | None) -> dict[str, Any]:
+    """SupervisorConfig fields the flags set (the ones not given are left to the file)."""
     overrides: dict[str, Any] = {}
-    bind = _bind(metrics_bind if metrics_bind is not None else default_bind)
-    if bind is None:
-        overrides["metrics_port"] = None
-    else:
-        overrides["metrics_host"], overrides["metrics_port"] = bind
+    if metrics_bind is not None:
+        bind = _bind(metrics_bind)
+        if bind is None:
+            overrides["metrics_port"] = None
+        else:
+            overrides["metrics_host"], overrides["metrics_port"] = bind
     for key, value in (("start_method", start_method), ("shutdown_timeout", shutdown_timeout),
                        ("kill_timeout", kill_timeout)):
         if value is not None:
@@ -217,7 +220,6 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
     Signals: TERM/INT graceful stop (a second one kills), QUIT fast stop, HUP reload the config,
     TTIN/TTOU one worker more/fewer in every pool, USR1 reopen the log file.
     """
-    reopen = _setup_logging(log_level, log_file)
     kinds = {kind: flags.pop(kind) for kind in ("wsgi", "asgi", "command", "module")}
     given = {kind: value for kind, value in kinds.items() if value is not None}
     if target is not None:
@@ -228,64 +230,18 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
     if not given and config_path is None:
         _fail("give a TARGET (module:attr), --wsgi/--asgi/--command/--module, or a --config "
               "file")
-    settings = _adapter_settings(next(iter(given), None), flags)
-    service_overrides = _service_overrides(flags)
+    kind, value = next(iter(given.items()), (None, None))
+    source = click.get_current_context().get_parameter_source("name")
+    from janus_mp.app.build import RunFlags, deployment
 
-    def build() -> Any:
-        from janus_mp.app.build import build_service, resolve_target
-        from janus_mp.runtime.supervisor import JanusSupervisor
-
-        config_file = None
-        file_default_bind = "127.0.0.1:9464"
-        if config_path is not None:
-            config_file = load_config(config_path)
-            file_default_bind = _bind_text(config_file.supervisor)
-        overrides = _supervisor_overrides(metrics_bind, start_method, shutdown_timeout,
-                                          kill_timeout, file_default_bind)
-        base = config_file.supervisor if config_file else SupervisorConfig()
-        if base.name == "janus-mp":
-            overrides["name"] = name
-        sup_config = dataclasses.replace(base, **overrides)
-        entries: list[tuple[Any, SpawnOptions]] = []
-        if config_file is not None:
-            entries += _config_services(config_file, service_overrides)
-        what = config_path
-        if "target" in given:
-            resolved = resolve_target(target or "")
-            if len(resolved) == 1 and isinstance(resolved[0], JanusSupervisor):
-                if entries:
-                    raise JanusError("a JanusSupervisor target cannot be combined with "
-                                     "config-file services")
-                return Deployment(resolved[0], socket_path=_socket(
-                    socket_path, resolved[0].config.name), reopen_logs=reopen)
-            for service in resolved:
-                entries.append((service, _options(SpawnOptions(), service_overrides)))
-            what = target
-        elif given:
-            kind, value = next(iter(given.items()))
-            try:
-                service = build_service(kind, value, settings=settings)
-            except ConfigError as exc:
-                raise JanusError(f"--{exc.key.replace('_', '-')}: {exc.rule}") from None
-            except JanusError as exc:
-                raise JanusError(f"--{kind} {value}: {exc}") from None
-            entries.append((service, _options(SpawnOptions(), service_overrides)))
-            what = f"--{kind} {value}"
-        sup = JanusSupervisor(sup_config)
-        for service, options in entries:
-            try:
-                sup.spawn_service(service, options)
-            except ConfigError as exc:  # a config-file service: name its table
-                raise exc.under(f"services.{options.name}" if options.name else "") from None
-        reloader = None
-        if config_path is not None:
-            reloader = _config_reloader(config_path, service_overrides,
-                                        {options.name for _, options in entries})
-        return Deployment(sup, socket_path=_socket(socket_path, sup_config.name),
-                          reloader=reloader, reopen_logs=reopen,
-                          title=f"janus-mp: supervisor {what}")
-
-    _supervise(build, pid_file)
+    run_flags = RunFlags(
+        config_path=config_path, kind=kind, target=value,
+        settings=_adapter_settings(kind, flags), service_overrides=_service_overrides(flags),
+        supervisor_overrides=_supervisor_overrides(metrics_bind, start_method,
+                                                   shutdown_timeout, kill_timeout),
+        name=None if source is ParameterSource.DEFAULT else name, socket_path=socket_path)
+    log = _supervisor_log(log_level, log_file)
+    _supervise(lambda: deployment(run_flags, log), pid_file, log)
 
 
 def _adapter_settings(kind: str | None, flags: dict[str, Any]) -> dict[str, Any]:
@@ -305,59 +261,7 @@ def _service_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     overrides = {k: v for k, v in flags.items() if v is not None}
     if "restart" in overrides:
         overrides["restart"] = RestartPolicy.parse(overrides["restart"])
-    try:
-        SpawnOptions(**overrides)
-    except ConfigError as exc:
-        _fail(f"--{exc.key.replace('_', '-')}: {exc.rule}")
     return overrides
-
-
-def _socket(option: str | None, name: str) -> str | None:
-    from janus_mp.app.control import default_socket_path
-
-    if option is not None and option.lower() in ("off", "none", ""):
-        return None
-    return option or default_socket_path(name)
-
-
-def _config_reloader(config_path: str, service_overrides: dict[str, Any],
-                     managed: set[str | None]) -> Callable[[Any], str]:
-    """HUP / `janus-mp reload`: read the file again and apply what changed. Any error (bad
-    file, bad target) is raised before anything is touched."""
-    state = {"managed": set(managed)}
-
-    def reload(sup: Any) -> str:
-        config_file = load_config(config_path)
-        entries = _config_services(config_file, service_overrides)
-        names = {options.name for _, options in entries}
-        for service, options in entries:
-            sup.update_service(service, options)
-        removed = sorted(n for n in state["managed"] - names if n)
-        for gone in removed:
-            sup.remove_service(gone)
-        state["managed"] = names
-        return f"{len(entries)} services applied" + (f", removed {', '.join(removed)}"
-                                                      if removed else "")
-
-    return reload
-
-
-def _bind_text(config: SupervisorConfig) -> str:
-    return "off" if config.metrics_port is None else f"{config.metrics_host}:{config.metrics_port}"
-
-
-def _options(base: SpawnOptions, overrides: dict[str, Any]) -> SpawnOptions:
-    return dataclasses.replace(base, **overrides)
-
-
-def _config_services(config: ConfigFile,
-                     overrides: dict[str, Any]) -> list[tuple[Any, SpawnOptions]]:
-    from janus_mp.app.build import build_service
-
-    return [(build_service(entry.kind, entry.target, name=entry.name,
-                           settings=dict(entry.settings), key=f"services.{entry.name}"),
-             _options(entry.options, overrides))
-            for entry in config.services]
 
 
 @cli.command()
@@ -365,15 +269,16 @@ def _config_services(config: ConfigFile,
 @click.option("--imports/--no-imports", default=True, show_default=True,
               help="Also import every service target.")
 def check(config_path: str, imports: bool) -> None:
-    """Validate a config file without starting anything."""
+    """Validate a config file without starting anything: refuses what `run -c FILE` would
+    refuse (ports are not bound)."""
+    from janus_mp.app import build
+
     try:
-        config = load_config(config_path)
-        if imports:
-            _config_services(config, {})
+        names = build.check(config_path, imports=imports)
     except JanusError as exc:
         _fail(str(exc))
-    names = ", ".join(e.name for e in config.services) or "no services"
-    click.echo(f"{config_path}: ok ({names})")
+    click.echo(f"{config_path}: ok ({', '.join(names) or 'no services'})")
+    _exit(0, None)
 
 
 @cli.command()
@@ -387,33 +292,20 @@ def check(config_path: str, imports: bool) -> None:
 def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> None:
     """Run the built-in demo: primes, hasher, a flaky service and a web service (a WSGI app
     served by every worker from one port), with /metrics."""
-    _setup_logging(log_level)
+    log = _supervisor_log(log_level)
+    overrides = _supervisor_overrides(metrics_bind, None, 10.0, None)
+    web = None if http_bind.lower() in ("off", "none", "") else http_bind
 
-    def build() -> Any:
-        from janus_mp.app.demo import demo_services
-        from janus_mp.runtime.supervisor import JanusSupervisor
+    def build() -> Deployment:
+        from janus_mp.app.build import demo_deployment
 
-        overrides = _supervisor_overrides(metrics_bind, None, 10.0, None)
-        sup = JanusSupervisor(SupervisorConfig(name="janus-mp-demo", **overrides))
-        web = None if http_bind.lower() in ("off", "none", "") else http_bind
-        try:
-            services = demo_services(workers, web)
-        except ConfigError as exc:
-            raise JanusError(f"--http-{exc.key}: {exc.rule}") from None
-        for service, options in services:
-            sup.spawn_service(service, options)
-        deployment = Deployment(sup, socket_path=_socket(None, "janus-mp-demo"),
-                                title="janus-mp: supervisor demo")
-        if overrides.get("metrics_port") is not None:
-            host, port = overrides["metrics_host"], overrides["metrics_port"]
-            site = "".join(f"; web at http://{a}/primes?n=50000"
-                           for a in sup.listening_addresses("web") if not a.startswith("unix:"))
-            click.echo(f"janus-mp demo: metrics at http://{host}:{port}/metrics{site}; "
-                       f"try `janus-mp status --name janus-mp-demo` or `janus-mp top --name "
-                       f"janus-mp-demo` (Ctrl-C to stop)", err=True)
+        deployment, where = demo_deployment(workers, overrides, web)
+        if where:
+            click.echo(f"janus-mp demo: {where}; try `janus-mp status --name janus-mp-demo` or "
+                       f"`janus-mp top --name janus-mp-demo` (Ctrl-C to stop)", err=True)
         return deployment
 
-    _supervise(build, None)
+    _supervise(build, None, log)
 
 
 # ------------------------------------------------------------------------------------------

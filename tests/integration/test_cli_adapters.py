@@ -31,16 +31,16 @@ def test_run_wsgi_serves_one_port_from_the_whole_pool(cli):
     port = _port()
     cli.start("--wsgi", "tests.http_apps:wsgi_app", "-w", "2", "--bind", f"127.0.0.1:{port}",
               "--max-requests", "500")
-    wait_until(lambda: cli.service("http_apps")["ready"] == 2)
-    pids = {str(p) for p in cli.service("http_apps")["pids"]}
+    wait_until(lambda: cli.service("tests")["ready"] == 2)
+    pids = {str(p) for p in cli.service("tests")["pids"]}
     with Load(f"127.0.0.1:{port}", clients=4) as load:
         wait_until(lambda: set(load.pids) == pids, timeout=20)
     assert not load.failures
-    assert f"http_apps: listening on 127.0.0.1:{port}" in cli.log.read_text()
-    assert cli.service("http_apps")["listening"] == [f"127.0.0.1:{port}"]
+    assert f"tests: listening on 127.0.0.1:{port}" in cli.log.read_text()
+    assert cli.service("tests")["listening"] == [f"127.0.0.1:{port}"]
     shown = cli.ctl("status").stdout
     assert f"127.0.0.1:{port}" in next(line for line in shown.splitlines()
-                                       if line.startswith("http_apps"))
+                                       if line.startswith("tests"))
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0
 
@@ -115,5 +115,5 @@ def test_a_busy_bind_port_exits_2_and_starts_nothing(cli):
         result = cli.janus("run", "--metrics-bind", "off", "--socket", "off", "--wsgi",
                            "tests.http_apps:wsgi_app", "--bind", f"127.0.0.1:{port}")
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"janus-mp: error: service 'http_apps': cannot bind "
+    assert result.stderr.strip() == (f"janus-mp: error: service 'tests': cannot bind "
                                      f"127.0.0.1:{port}: Address already in use")

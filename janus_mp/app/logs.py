@@ -1,0 +1,95 @@
+"""The supervisor's own log, kept whatever the application does to logging.
+
+An application is imported in the supervisor (a bad target must fail before anything starts),
+and importing it may configure logging for the whole process: Django applies ``LOGGING`` with
+``disable_existing_loggers``, apps call ``logging.basicConfig(force=True)`` or ``dictConfig``
+replacing the root handlers. The supervisor's lines ("listening on", restarts, worker exits)
+must survive that, so they never depend on the root logger:
+
+- the ``janus_mp`` logger has its own handler and does not propagate: whatever the root logger
+  becomes, janus-mp's lines keep their format and destination;
+- :meth:`SupervisorLog.reclaim`, called after every import of user code (start and reload),
+  re-enables the ``janus_mp.*`` loggers an app's ``dictConfig`` disabled and puts the handler,
+  level and ``propagate=False`` back.
+
+The root logger gets the same handler at start (if it has none), so an app that configures
+nothing logs as before; an app that configures its own logging keeps it for its own loggers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from janus_mp.errors import JanusError
+from janus_mp.safe_paths import open_no_follow
+
+LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+LOGGER = "janus_mp"
+
+
+class SupervisorLog:
+    """The handler janus-mp's own loggers write to (stderr, or a file SIGUSR1 reopens)."""
+
+    def __init__(self, level: str, log_file: str | None = None) -> None:
+        self.level = getattr(logging, level.upper())
+        self.log_file = log_file
+        handler: logging.Handler
+        if log_file is None:
+            handler = logging.StreamHandler(sys.stderr)
+        else:
+            try:
+                handler = _NoFollowFileHandler(log_file)
+            except OSError as exc:
+                raise JanusError(f"--log-file {log_file}: {exc.strerror or exc}") from None
+            except JanusError as exc:
+                raise JanusError(f"--log-file {log_file}: "
+                                 f"{getattr(exc, 'rule', None) or exc}") from None
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.handler = handler
+
+    def install(self) -> None:
+        root = logging.getLogger()
+        if not root.handlers:
+            root.addHandler(self.handler)
+        root.setLevel(self.level)
+        self.reclaim()
+
+    def reclaim(self) -> None:
+        """Undo what user code did to janus-mp's loggers (call after importing it)."""
+        manager = logging.Logger.manager
+        for name, logger in list(manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger) and (name == LOGGER or
+                                                       name.startswith(LOGGER + ".")):
+                logger.disabled = False
+        own = logging.getLogger(LOGGER)
+        own.propagate = False
+        own.setLevel(self.level)
+        if self.handler not in own.handlers:
+            own.addHandler(self.handler)
+
+    def reopen(self) -> None:
+        """SIGUSR1: reopen the log file (logrotate moved it)."""
+        if not isinstance(self.handler, _NoFollowFileHandler):
+            return
+        self.handler.acquire()
+        try:
+            self.handler.close()
+            self.handler.stream = self.handler._open()
+        finally:
+            self.handler.release()
+
+    def flush(self) -> None:
+        """Everything logged so far is written (before an ``os._exit``)."""
+        self.handler.flush()
+        logging.shutdown()
+
+
+class _NoFollowFileHandler(logging.FileHandler):
+    """A log file opened (and reopened by SIGUSR1) without following a symlink at its path."""
+
+    def _open(self) -> Any:
+        fd = open_no_follow(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
