@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_http_app  # noqa: E402
 
-from tests.http_cases import CASES, Case  # noqa: E402
+from tests.http_cases import CASES  # noqa: E402
 
 WRK_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
 
