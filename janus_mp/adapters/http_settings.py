@@ -84,6 +84,10 @@ class HttpSettings:
         return any(address in network for network in self.trusted)
 
 
+#: The settings' names: keys of a ``[services.X]`` wsgi table and --flags of ``janus-mp run``.
+HTTP_KEYS = frozenset(f.name for f in fields(HttpSettings) if f.init)
+
+
 def parse_allowed(value: str | Sequence[str]) -> tuple[Network, ...] | None:
     """None means every peer; else the networks (a bare address is a /32 or /128)."""
     items = value.split(",") if isinstance(value, str) else list(value)
