@@ -79,12 +79,18 @@ class ApiModuleAdapter(JanusService):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigError("timeout", "must be a number of seconds > 0")
         self.timeout = float(timeout)
-        self.http = HttpSettings.from_options(
-            limit_request_line=limit_request_line, limit_request_fields=limit_request_fields,
-            limit_request_field_size=limit_request_field_size,
-            limit_request_body=limit_request_body, header_timeout=header_timeout,
-            body_timeout=body_timeout, access_log=access_log,
-            access_log_format=access_log_format, forwarded_allow_ips=forwarded_allow_ips)
+        http = {"limit_request_line": limit_request_line,
+                "limit_request_fields": limit_request_fields,
+                "limit_request_field_size": limit_request_field_size,
+                "limit_request_body": limit_request_body, "header_timeout": header_timeout,
+                "body_timeout": body_timeout, "access_log": access_log,
+                "access_log_format": access_log_format,
+                "forwarded_allow_ips": forwarded_allow_ips}
+        if self.interface == "asgi":
+            for key, value in http.items():
+                if value is not None:
+                    raise ConfigError(key, "applies to WSGI apps only (uvicorn serves ASGI)")
+        self.http = HttpSettings.from_options(**http)
         if self.interface == "asgi":
             _require_uvicorn()
         self.name = name or _default_name(self.target, app)

@@ -83,8 +83,10 @@ class Gateway:
                       exc.status, exc.detail)
             _send_quietly(conn, error_response(exc.status), self._io_timeout)
         finally:
-            _close(conn, lingering=not reader.complete or reader.error is not None,
-                   io_timeout=self._io_timeout)
+            # Unread request bytes would make close() send a reset: drain them first.
+            unread = reader.received_anything and (not reader.complete or
+                                                   reader.error is not None)
+            _close(conn, lingering=unread, io_timeout=self._io_timeout)
         if self._access_log is not None and status is not None:
             self._access_log.write(_record(head, environ, peer, status, body_bytes, started))
         return status

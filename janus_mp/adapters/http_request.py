@@ -110,7 +110,8 @@ class RequestReader:
                 if not self._line_done:
                     raise HttpError(414, "request line too long")
                 raise HttpError(431, "request head too large")
-        self.head = _check_head(self, self._settings)
+        self.head = _check_head(self._parser, bytes(self._url), self._headers,
+                                complete=self.complete, settings=self._settings)
         self._expect_continue = self.head.expect_continue
         return self.head
 
@@ -252,16 +253,17 @@ class RequestBody:
             yield line
 
 
-def _check_head(reader: RequestReader, settings: HttpSettings) -> RequestHead:
+def _check_head(parser: httptools.HttpRequestParser, target: bytes,
+                headers: list[tuple[bytes, bytes]], *, complete: bool,
+                settings: HttpSettings) -> RequestHead:
     """What RFC 9112 asks of a server beyond the grammar llhttp checks."""
-    parser = reader._parser
     version = parser.get_http_version()
     if version == "0.9":
         raise HttpError(400, "HTTP/0.9 requests are not served")
     if version not in ("1.0", "1.1"):
         raise HttpError(505, f"HTTP/{version} is not supported")
     hosts, codings, length, expect = [], [], None, None
-    for name, raw in reader._headers:
+    for name, raw in headers:
         lower, value = name.lower(), raw.strip(b" \t")
         if lower == b"host":
             hosts.append(value)
@@ -289,13 +291,12 @@ def _check_head(reader: RequestReader, settings: HttpSettings) -> RequestHead:
         raise HttpError(413, "request body too large")
     if expect is not None and expect != b"100-continue":
         raise HttpError(417, "unsupported expectation")
-    target = bytes(reader._url)
     path, query = _split_target(parser.get_method(), target)
     return RequestHead(method=parser.get_method().decode("ascii"), target=target,
-                       version=version, headers=reader._headers, path=path, query=query,
+                       version=version, headers=headers, path=path, query=query,
                        content_length=length, chunked=bool(codings),
                        expect_continue=expect is not None and version == "1.1" and
-                       not reader.complete)
+                       not complete)
 
 
 def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:

@@ -61,6 +61,8 @@ class HttpSettings:
             raise ConfigError("access_log_format",
                               f"must be one of {', '.join(ACCESS_LOG_FORMATS)}")
         object.__setattr__(self, "trusted", parse_allowed(self.forwarded_allow_ips))
+        if not isinstance(self.forwarded_allow_ips, str):  # hashable, like the rest
+            object.__setattr__(self, "forwarded_allow_ips", tuple(self.forwarded_allow_ips))
 
     @classmethod
     def from_options(cls, **given: Any) -> HttpSettings:

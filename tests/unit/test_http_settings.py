@@ -47,3 +47,15 @@ def test_config_file_keys_of_a_wsgi_service():
     with pytest.raises(ConfigError) as info:
         parse_config({"services": {"api": {"asgi": "m:app", "access_log": "-"}}})
     assert "access_log" in str(info.value)
+
+
+def test_http_settings_are_refused_for_asgi_apps():
+    from janus_mp import ApiModuleAdapter
+    from tests.http_apps import asgi_app, wsgi_app
+
+    with pytest.raises(ConfigError) as info:
+        ApiModuleAdapter(asgi_app, access_log="-")
+    assert info.value.key == "access_log"
+    adapter = ApiModuleAdapter(wsgi_app, forwarded_allow_ips=["10.0.0.1"], limit_request_body=5)
+    assert adapter.http.forwarded_allow_ips == ("10.0.0.1",)
+    assert adapter.http.limit_request_body == 5 and hash(adapter.http)
