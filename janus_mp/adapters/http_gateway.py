@@ -41,7 +41,7 @@ from janus_mp.adapters.http_settings import HttpSettings
 log = logging.getLogger("janus_mp.http")
 
 #: How long, and how much, a closing connection reads of what the client still sends.
-_DRAIN_SECONDS = 1.0
+_DRAIN_SECONDS = 0.5
 _DRAIN_BYTES = 4 * 2**20
 
 

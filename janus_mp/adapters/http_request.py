@@ -118,6 +118,8 @@ class RequestReader:
     # -- the body, as the app reads it --------------------------------------------------------
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` body bytes (all that remain if negative); b"" at the end."""
+        if self.error is not None:  # the body was refused: every later read says so again
+            raise self.error
         while (size < 0 or len(self._body) < size) and not self.complete:
             self._receive_body()
         take = len(self._body) if size < 0 else min(size, len(self._body))
@@ -126,6 +128,8 @@ class RequestReader:
         return data
 
     def readline(self, size: int = -1) -> bytes:
+        if self.error is not None:
+            raise self.error
         while True:
             end = self._body.find(b"\n")
             if end >= 0:

@@ -121,7 +121,8 @@ class SyncWsgiServer:
             return False  # nothing waiting, or another worker took it
         except OSError as exc:
             if exc.errno in _RESOURCE_ERRORS:
-                log.warning("accept failed: %s; waiting for a connection to close", exc)
+                log.warning("%s: accept failed: %s; waiting for a connection to close",
+                            self._worker, exc)
                 threading.Event().wait(0.1)  # out of fds: accepting again at once would spin
                 return False
             raise
