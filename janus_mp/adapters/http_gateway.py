@@ -50,7 +50,8 @@ class Gateway:
 
     def __init__(self, app: Callable[..., Any], settings: HttpSettings, *, io_timeout: float,
                  server: tuple[str, str], multithread: bool, worker: str,
-                 access_log: AccessLog | None) -> None:
+                 access_log: AccessLog | None, heartbeat: Callable[[], None],
+                 heartbeat_interval: float | None) -> None:
         self._app = app
         self._settings = settings
         self._io_timeout = io_timeout
@@ -58,11 +59,15 @@ class Gateway:
         self._multithread = multithread
         self._worker = worker
         self._access_log = access_log
+        self._heartbeat = heartbeat
+        self._heartbeat_interval = heartbeat_interval
 
     def serve(self, conn: socket.socket, peer: str, peer_port: str, began: float) -> int | None:
         """Answer one request on ``conn`` and close it; the status answered, or None."""
         started = time.time()
-        reader = RequestReader(conn, self._settings, began=began, io_timeout=self._io_timeout)
+        reader = RequestReader(conn, self._settings, began=began, io_timeout=self._io_timeout,
+                               heartbeat=self._heartbeat,
+                               heartbeat_interval=self._heartbeat_interval)
         head: RequestHead | None = None
         environ: dict[str, Any] = {}
         body_bytes = 0

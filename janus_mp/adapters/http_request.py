@@ -66,16 +66,20 @@ class RequestReader:
 
     ``began`` is when the connection was accepted: the head deadline counts from there. The
     body deadline counts from the app's first read of the body. ``io_timeout`` bounds each
-    single recv.
+    single recv. While it waits, ``heartbeat`` is called every ``heartbeat_interval``.
     """
 
     def __init__(self, sock: socket.socket, settings: HttpSettings, *, began: float,
-                 io_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+                 io_timeout: float, heartbeat: Callable[[], None] = lambda: None,
+                 heartbeat_interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._sock = sock
         sock.settimeout(io_timeout)
         self._settings = settings
         self._clock = clock
         self._io_timeout = io_timeout
+        self._heartbeat = heartbeat
+        self._beat = heartbeat_interval
         self._head_deadline = began + settings.header_timeout
         self._body_deadline: float | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -157,24 +161,31 @@ class RequestReader:
 
     # -- feeding llhttp -------------------------------------------------------------------------
     def _recv(self, deadline: float, what: str) -> bytes:
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            raise HttpError(408, f"{what} not received within its deadline")
-        # Outside this call the socket keeps io_timeout, which the response's sends rely on.
-        shortened = remaining < self._io_timeout
-        if shortened:
-            self._sock.settimeout(remaining)
+        """One recv, bounded by ``deadline`` and by ``io_timeout`` of silence. Waiting for a
+        slow client is not a stuck handler: the wait is cut in beats that feed the watchdog."""
+        silent_until = self._clock() + self._io_timeout
         try:
-            return self._sock.recv(_RECV_SIZE)
-        except TimeoutError:
-            if not self._received and what == "request head":
-                raise ClientGone("sent nothing before the head deadline") from None
-            raise HttpError(408, f"{what} not received in time") from None
-        except OSError as exc:  # reset by the client: nobody to answer
-            raise ClientGone(f"reading the {what} failed: {exc}") from None
+            while True:
+                remaining = min(deadline, silent_until) - self._clock()
+                if remaining <= 0:
+                    if not self._received and what == "request head":
+                        raise ClientGone("sent nothing before the head deadline")
+                    raise HttpError(408, f"{what} not received in time")
+                wait = remaining
+                if self._beat is not None:  # a trickling client never lets a wait time out
+                    self._heartbeat()
+                    wait = min(remaining, self._beat)
+                if wait != self._io_timeout:
+                    self._sock.settimeout(wait)
+                try:
+                    return self._sock.recv(_RECV_SIZE)
+                except TimeoutError:
+                    pass  # one beat of silence: beat, then wait again
+                except OSError as exc:  # reset by the client: nobody to answer
+                    raise ClientGone(f"reading the {what} failed: {exc}") from None
         finally:
-            if shortened:
-                self._sock.settimeout(self._io_timeout)
+            # Outside this call the socket keeps io_timeout: the response's sends rely on it.
+            self._sock.settimeout(self._io_timeout)
 
     def _feed(self, data: bytes) -> None:
         try:

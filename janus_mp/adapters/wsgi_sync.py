@@ -73,7 +73,8 @@ class SyncWsgiServer:
             sock.setblocking(False)
             self._gateways[sock.fileno()] = Gateway(
                 self._app, settings, io_timeout=self._timeout, server=_server_address(sock),
-                multithread=self._threads > 1, worker=self._worker, access_log=access_log)
+                multithread=self._threads > 1, worker=self._worker, access_log=access_log,
+                heartbeat=self._heartbeat, heartbeat_interval=self._idle_wait)
         workers = [threading.Thread(target=self._accept_loop, name=f"janus-mp-http-{i}",
                                     daemon=True) for i in range(1, self._threads)]
         for thread in workers:
