@@ -38,7 +38,8 @@ class HttpError(Exception):
 
 
 class ClientGone(Exception):
-    """The client closed or went silent before sending a byte: nothing to answer."""
+    """Nobody to answer: the client closed or reset the connection, stayed silent until the
+    head deadline without sending a byte, or stopped reading what we send."""
 
 
 class _NextMessage(Exception):
