@@ -48,3 +48,39 @@ async def asgi_app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"x-pid", str(os.getpid()).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def conformance_app(environ, start_response):
+    """Echoes what a request looked like to a WSGI app (environ strings and the body read), and
+    misbehaves on purpose under a few paths the conformance tests use."""
+    import json
+
+    path = environ["PATH_INFO"]
+    if path == "/split":  # response splitting attempt: must become a 500, never be sent
+        start_response("200 OK", [("X-A", "a\r\nSet-Cookie: injected=1")])
+        return [b"split\n"]
+    if path == "/hop":  # hop-by-hop headers are the server's: dropped, not a 500
+        start_response("200 OK", [("Connection", "keep-alive"), ("Keep-Alive", "timeout=5"),
+                                  ("Transfer-Encoding", "gzip"), ("Content-Type", "text/plain")])
+        return [b"hop\n"]
+    if path.startswith("/status/"):
+        code = int(path.rsplit("/", 1)[1])
+        start_response(f"{code} Whatever", [("Content-Type", "text/plain")])
+        return [b"must not be sent\n"]
+    if path == "/stream-fail":
+        def stream():
+            yield b"first part\n"
+            yield b"second part\n"
+            raise RuntimeError("the generator failed half-way")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return stream()
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (f"line {i}\n".encode() for i in range(5))
+    body = environ["wsgi.input"].read()
+    seen = {k: v for k, v in environ.items() if isinstance(v, (str, bool))}
+    seen["body"] = body.decode("latin-1")
+    payload = json.dumps(seen).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(payload))), ("X-Pid", str(os.getpid()))])
+    return [payload]

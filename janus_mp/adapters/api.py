@@ -2,7 +2,9 @@
 listening socket(s) once, before any worker starts, and every worker of the pool serves on them.
 
     WSGI  → the sync engine (:mod:`janus_mp.adapters.wsgi_sync`): one request per idle thread,
-            stdlib wsgiref parsing; ``threads=1`` (the default) suits CPU-bound handlers
+            llhttp parsing, gunicorn's request limits, head and body deadlines, an optional
+            access log (:class:`HttpSettings` holds the defaults); ``threads=1`` (the
+            default) suits CPU-bound handlers
     ASGI  → uvicorn (``pip install 'janus-mp[asgi]'``), serving on the same inherited sockets
 
 A stop (the worker's token) drains: the worker stops accepting, answers the requests in
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from janus_mp.adapters._stop import when_cancelled
+from janus_mp.adapters.http_settings import HttpSettings
 from janus_mp.addresses import DEFAULT_BACKLOG, parse_bind
 from janus_mp.errors import ConfigError, ServiceLoadError
 from janus_mp.service import JanusService
@@ -42,7 +45,14 @@ class ApiModuleAdapter(JanusService):
     def __init__(self, app: object, *, bind: str | Sequence[str] = DEFAULT_BIND,
                  interface: str = "auto", name: str | None = None,
                  backlog: int = DEFAULT_BACKLOG, threads: int = 1,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, limit_request_line: int | None = None,
+                 limit_request_fields: int | None = None,
+                 limit_request_field_size: int | None = None,
+                 limit_request_body: int | None = None, header_timeout: float | None = None,
+                 body_timeout: float | None = None, access_log: str | None = None,
+                 access_log_format: str | None = None,
+                 forwarded_allow_ips: str | Sequence[str] | None = None) -> None:
+        """HTTP settings left as None take :class:`HttpSettings`' defaults (WSGI only)."""
         self.target = app if isinstance(app, str) else None
         if isinstance(app, str):
             from janus_mp.targets import import_target
@@ -69,13 +79,25 @@ class ApiModuleAdapter(JanusService):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigError("timeout", "must be a number of seconds > 0")
         self.timeout = float(timeout)
+        http = {"limit_request_line": limit_request_line,
+                "limit_request_fields": limit_request_fields,
+                "limit_request_field_size": limit_request_field_size,
+                "limit_request_body": limit_request_body, "header_timeout": header_timeout,
+                "body_timeout": body_timeout, "access_log": access_log,
+                "access_log_format": access_log_format,
+                "forwarded_allow_ips": forwarded_allow_ips}
+        if self.interface == "asgi":
+            for key, value in http.items():
+                if value is not None:
+                    raise ConfigError(key, "applies to WSGI apps only (uvicorn serves ASGI)")
+        self.http = HttpSettings.from_options(**http)
         if self.interface == "asgi":
             _require_uvicorn()
         self.name = name or _default_name(self.target, app)
 
     def identity(self) -> object:
         return (type(self), self.app, self.interface, self.binds, self.backlog, self.threads,
-                self.timeout)
+                self.timeout, self.http)
 
     def __repr__(self) -> str:
         return (f"ApiModuleAdapter({self.target or self.app!r}, interface={self.interface!r}, "
@@ -94,7 +116,9 @@ class ApiModuleAdapter(JanusService):
 
         interval = ctx.watchdog_timeout / 3 if ctx.watchdog_timeout else None
         server = SyncWsgiServer(self.app, ctx.listeners, threads=self.threads,
-                                timeout=self.timeout, on_request=counter.answered,
+                                timeout=self.timeout, settings=self.http,
+                                worker=f"{ctx.service}[{ctx.index}]",
+                                on_request=counter.answered, busy=counter.busy,
                                 heartbeat=ctx.heartbeat, heartbeat_interval=interval)
         when_cancelled(ctx.shutdown, server.drain)
         ctx.ready()
@@ -107,12 +131,23 @@ class ApiModuleAdapter(JanusService):
         app = self.app
 
         async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            began = time.perf_counter()
-            try:
+            if scope.get("type") != "http":
                 await app(scope, receive, send)
+                return
+            began = time.perf_counter()
+            status = [500]
+
+            async def send_status(message: dict[str, Any]) -> None:
+                if message.get("type") == "http.response.start":
+                    status[0] = int(message.get("status", 500))
+                await send(message)
+
+            counter.busy(1)
+            try:
+                await app(scope, receive, send_status)
             finally:
-                if scope.get("type") == "http":
-                    counter.answered(time.perf_counter() - began)
+                counter.busy(-1)
+                counter.answered(time.perf_counter() - began, status[0])
 
         config = uvicorn.Config(counted, lifespan="auto", log_config=None, access_log=False,
                                 timeout_graceful_shutdown=max(int(ctx.stop_timeout) - 1, 1),
@@ -139,20 +174,26 @@ class ApiModuleAdapter(JanusService):
 
 
 class _RequestCounter:
-    """Counts answered requests (``janus_http_requests_total`` and a latency histogram, in the
-    workers' multiprocess metrics) and asks for a recycle once at ``ctx.max_requests``."""
+    """Counts answered requests (``janus_http_requests_total`` by status and a latency
+    histogram, in the workers' multiprocess metrics), tracks busy workers
+    (``janus_http_busy_workers``, summed over live processes) and asks for a recycle once at
+    ``ctx.max_requests``."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         self._ctx = ctx
         self._limit = ctx.max_requests
         self._lock = threading.Lock()
         self.count = 0
-        requests, durations = _http_metrics()
-        self._requests = requests.labels(ctx.service)
+        self._requests, durations, busy = _http_metrics()
         self._durations = durations.labels(ctx.service)
+        self._busy = busy.labels(ctx.service)
+        self._busy.set(0)  # the series exists (at 0) from the worker's start
 
-    def answered(self, seconds: float) -> None:
-        self._requests.inc()
+    def busy(self, delta: int) -> None:
+        self._busy.inc(delta)
+
+    def answered(self, seconds: float, status: int) -> None:
+        self._requests.labels(self._ctx.service, str(status)).inc()
         self._durations.observe(seconds)
         with self._lock:
             self.count += 1
@@ -161,23 +202,26 @@ class _RequestCounter:
             self._ctx.recycle(f"served {self.count} requests (max_requests)")
 
 
-_METRICS: tuple[Any, Any] | None = None
+_METRICS: tuple[Any, Any, Any] | None = None
 
 
-def _http_metrics() -> tuple[Any, Any]:
+def _http_metrics() -> tuple[Any, Any, Any]:
     """Built on first use, inside a worker (after its multiprocess set-up): importing janus_mp
     registers nothing in anyone's default registry."""
     global _METRICS
     if _METRICS is None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Gauge, Histogram
 
         _METRICS = (
-            Counter("janus_http_requests_total", "Requests answered by API workers",
-                    ["service"]),
+            Counter("janus_http_requests_total", "Requests answered by API workers, by status",
+                    ["service", "status"]),
             Histogram("janus_http_request_duration_seconds",
                       "Time from accepting a request to the end of its response (WSGI) or of "
                       "the app call (ASGI)", ["service"],
                       buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)),
+            Gauge("janus_http_busy_workers", "Request handlers of live API workers busy with "
+                  "a connection (WSGI) or a request (ASGI)", ["service"],
+                  multiprocess_mode="livesum"),
         )
     return _METRICS
 

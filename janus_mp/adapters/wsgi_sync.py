@@ -1,12 +1,13 @@
 """The sync WSGI engine: each worker thread accepts one connection when it is idle, answers
 it, and closes it — gunicorn's sync-worker model, measured best for CPU-bound handlers (see
-``scripts/bench_http.py``). HTTP parsing and the WSGI gateway are the standard library's
-``wsgiref`` (no parser of ours).
+``scripts/bench_http.py``). The wire is parsed by llhttp (httptools), chosen by measurement
+(``scripts/bench_http_parsers.py``): :mod:`.http_request` reads, :mod:`.http_response`
+writes, :mod:`.http_gateway` runs one exchange.
 
     listening socket (bound once by the supervisor, shared by every worker of the pool)
         │  readable ─► each idle worker wakes; accept() gives the connection to one of them
         ▼           (the others get EAGAIN and wait again), so a busy worker takes no more work
-    worker: parse (wsgiref) ─► app(environ, start_response) ─► response ─► close
+    worker: Gateway.serve: read head (deadline) ─► app ─► response ─► close ─► access log
         ▲
     wake-up pipe: a stop makes every thread leave its wait; a request in flight completes first
 
@@ -25,7 +26,10 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler
+
+from janus_mp.adapters.http_access_log import AccessLog
+from janus_mp.adapters.http_gateway import Gateway
+from janus_mp.adapters.http_settings import HttpSettings
 
 log = logging.getLogger("janus_mp.http")
 
@@ -33,47 +37,25 @@ log = logging.getLogger("janus_mp.http")
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
-class _Handler(WSGIRequestHandler):
-    """wsgiref's handler, buffered (the status line, each header and the body would otherwise
-    be one send() each), with its per-request stderr line turned into debug logging."""
-
-    wbufsize = 64 * 1024  # flushed by wsgiref after the body and by finish()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - wsgiref's name
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s", self.address_string(), format % args)
-
-    def address_string(self) -> str:
-        return str(self.client_address[0]) if self.client_address else ""
-
-
-class _Gateway:
-    """What wsgiref's handler asks of its server: the app and the base environ."""
-
-    def __init__(self, app: Callable[..., Any], sock: socket.socket) -> None:
-        self.app = app
-        name = sock.getsockname()
-        host, port = (name[0], str(name[1])) if isinstance(name, tuple) else ("localhost", "")
-        self.base_environ = {"SERVER_NAME": host, "SERVER_PORT": port, "GATEWAY_INTERFACE":
-                             "CGI/1.1", "SCRIPT_NAME": "", "CONTENT_LENGTH": ""}
-
-    def get_app(self) -> Callable[..., Any]:
-        return self.app
-
-
 class SyncWsgiServer:
     """Serve ``app`` on ``listeners`` from ``threads`` threads until :meth:`drain`."""
 
     def __init__(self, app: Callable[..., Any], listeners: tuple[socket.socket, ...], *,
                  threads: int = 1, timeout: float = 30.0,
-                 on_request: Callable[[float], None] | None = None,
+                 settings: HttpSettings | None = None, worker: str = "http",
+                 on_request: Callable[[float, int], None] | None = None,
+                 busy: Callable[[int], None] | None = None,
                  heartbeat: Callable[[], None] | None = None,
                  heartbeat_interval: float | None = None) -> None:
+        self._app = app
         self._listeners = listeners
-        self._gateways = {sock.fileno(): _Gateway(app, sock) for sock in listeners}
+        self._settings = settings or HttpSettings()
+        self._worker = worker
         self._threads = threads
         self._timeout = timeout
         self._on_request = on_request
+        self._busy = busy or (lambda delta: None)
+        self._gateways: dict[int, Gateway] = {}
         # With a watchdog, an idle worker must still prove it lives: wake up that often.
         self._heartbeat = heartbeat or (lambda: None)
         self._idle_wait = heartbeat_interval
@@ -82,10 +64,17 @@ class SyncWsgiServer:
 
     def serve(self) -> None:
         """Block until drained: every thread has left its accept loop."""
+        settings = self._settings
+        access_log = AccessLog(settings.access_log, settings.access_log_format) \
+            if settings.access_log else None
         for sock in self._listeners:
             # The listener's file description is shared by the pool: every worker selects
             # before accepting, so non-blocking mode is what all of them want.
             sock.setblocking(False)
+            self._gateways[sock.fileno()] = Gateway(
+                self._app, settings, io_timeout=self._timeout, server=_server_address(sock),
+                multithread=self._threads > 1, worker=self._worker, access_log=access_log,
+                heartbeat=self._heartbeat, heartbeat_interval=self._idle_wait)
         workers = [threading.Thread(target=self._accept_loop, name=f"janus-mp-http-{i}",
                                     daemon=True) for i in range(1, self._threads)]
         for thread in workers:
@@ -97,6 +86,8 @@ class SyncWsgiServer:
         finally:
             os.close(self._wake_r)
             os.close(self._wake_w)
+            if access_log is not None:
+                access_log.close()
 
     def drain(self) -> None:
         """Stop accepting (from any thread); requests in flight are answered first."""
@@ -131,24 +122,31 @@ class SyncWsgiServer:
             return False  # nothing waiting, or another worker took it
         except OSError as exc:
             if exc.errno in _RESOURCE_ERRORS:
-                log.warning("accept failed: %s; waiting for a connection to close", exc)
+                log.warning("%s: accept failed: %s; waiting for a connection to close",
+                            self._worker, exc)
                 threading.Event().wait(0.1)  # out of fds: accepting again at once would spin
                 return False
             raise
         began = time.perf_counter()
+        self._busy(1)
+        status: int | None = None
         try:
-            conn.setblocking(True)
-            conn.settimeout(self._timeout)  # a client that stalls cannot hold the worker
             if conn.family == socket.AF_INET or conn.family == socket.AF_INET6:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _Handler(conn, address if address else ("", 0),
-                     self._gateways[listener.fileno()])  # type: ignore[arg-type]
-        except (TimeoutError, ConnectionError) as exc:
-            log.debug("connection from %s dropped: %s", address, exc)
-        except Exception:
-            log.exception("error while serving a connection from %s", address)
+            peer, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) \
+                else ("", "")
+            status = self._gateways[listener.fileno()].serve(conn, peer, port, time.monotonic())
+        except Exception:  # a bug of ours: log it, keep the worker serving
+            log.exception("%s: error while serving a connection from %s", self._worker, address)
+            conn.close()
         finally:
-            conn.close()  # the response is flushed: close sends the FIN, as gunicorn's does
-            if self._on_request is not None:
-                self._on_request(time.perf_counter() - began)
+            self._busy(-1)
+            if self._on_request is not None and status is not None:
+                self._on_request(time.perf_counter() - began, status)
         return True
+
+
+def _server_address(sock: socket.socket) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT for requests on ``sock``."""
+    name = sock.getsockname()
+    return (str(name[0]), str(name[1])) if isinstance(name, tuple) else ("localhost", "")

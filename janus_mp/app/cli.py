@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 from click.core import ParameterSource
 
+from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
 from janus_mp.app.logs import SupervisorLog
@@ -185,6 +186,29 @@ _SERVICE_FLAGS = [
     click.option("--threads", type=click.IntRange(min=1), default=None,
                  help="Request threads per --wsgi worker [default: 1; CPU-bound code gains "
                       "nothing from more]."),
+    click.option("--limit-request-line", type=click.IntRange(min=1), default=None,
+                 help="--wsgi: longest request line, else 414 [default: 4094]."),
+    click.option("--limit-request-fields", type=click.IntRange(min=1), default=None,
+                 help="--wsgi: most header fields, else 431 [default: 100]."),
+    click.option("--limit-request-field-size", type=click.IntRange(min=1), default=None,
+                 help="--wsgi: longest header field line, else 431 [default: 8190]."),
+    click.option("--limit-request-body", type=click.IntRange(min=0), default=None,
+                 help="--wsgi: largest request body in bytes, else 413 [default: 0, no limit]."),
+    click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="--wsgi: seconds to receive a whole request head, else 408 "
+                      "[default: 10]."),
+    click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="--wsgi: seconds to receive a whole request body once the app reads it, "
+                      "else 408 [default: 60]."),
+    click.option("--access-log", default=None, metavar="FILE|-",
+                 help="--wsgi: append one line per request to FILE, or stderr for '-' "
+                      "[default: off]."),
+    click.option("--access-log-format", type=click.Choice(["common", "combined", "json"]),
+                 default=None, help="--wsgi: access log layout [default: common]."),
+    click.option("--forwarded-allow-ips", default=None, metavar="IPS",
+                 help="--wsgi: comma-separated addresses or networks (or '*') whose "
+                      "X-Forwarded-For/-Proto and Forwarded headers are honoured "
+                      "[default: 127.0.0.1]."),
     click.option("--max-requests", type=click.IntRange(min=1), default=None,
                  help="Recycle an API worker after this many requests."),
     click.option("--max-requests-jitter", type=click.IntRange(min=0), default=None,
@@ -245,14 +269,16 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
 
 
 def _adapter_settings(kind: str | None, flags: dict[str, Any]) -> dict[str, Any]:
-    """--bind/--backlog/--threads go to the adapter; they mean nothing for other kinds."""
+    """--bind/--backlog/--threads and the HTTP settings go to the adapter; they mean nothing
+    for other kinds."""
     settings = {"bind": list(flags.pop("binds")) or None, "backlog": flags.pop("backlog"),
                 "threads": flags.pop("threads")}
+    settings.update({key: flags.pop(key) for key in HTTP_KEYS})
     given = {k: v for k, v in settings.items() if v is not None}
     allowed = KINDS.get(kind or "", frozenset())
     for key in given:
         if key not in allowed:
-            _fail(f"--{key} applies to --wsgi/--asgi services only")
+            _fail(f"--{key.replace('_', '-')} applies to --wsgi/--asgi services only")
     return given
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.core.exits import RestartPolicy
@@ -55,7 +56,7 @@ class ServiceEntry:
 KINDS: dict[str, frozenset[str]] = {
     "target": frozenset(),
     "module": frozenset({"exit_codes"}),
-    "wsgi": frozenset({"bind", "backlog", "threads"}),
+    "wsgi": frozenset({"bind", "backlog", "threads"}) | HTTP_KEYS,
     "asgi": frozenset({"bind", "backlog"}),
     "command": frozenset({"env", "cwd", "stop_signal", "ready_after"}),
 }

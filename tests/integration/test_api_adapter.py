@@ -46,7 +46,7 @@ def build(sup):
         status, _, body = get(address)
         assert (status, body) == (200, b"ok\n")
         metrics = f"127.0.0.1:{sup.request('port')}"
-        wanted = f'janus_http_requests_total{{service="web"}} {load.ok + 1:.1f}'
+        wanted = f'janus_http_requests_total{{service="web",status="200"}} {load.ok + 1:.1f}'
         wait_until(lambda: wanted in get(metrics, "/metrics")[2].decode(), timeout=10,
                    message=wanted)
         assert 'janus_http_request_duration_seconds_count{service="web"}' in \

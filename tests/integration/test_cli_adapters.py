@@ -117,3 +117,19 @@ def test_a_busy_bind_port_exits_2_and_starts_nothing(cli):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"janus-mp: error: service 'tests': cannot bind "
                                      f"127.0.0.1:{port}: Address already in use")
+
+
+def test_run_wsgi_http_limits_and_access_log_flags(cli, tmp_path):
+    port = _port()
+    access = tmp_path / "access.jsonl"
+    cli.start("--wsgi", "tests.http_apps:wsgi_app", "--bind", f"127.0.0.1:{port}",
+              "--limit-request-line", "64", "--access-log", str(access),
+              "--access-log-format", "json")
+    wait_until(lambda: cli.service("http_apps")["ready"] == 1)
+    address = f"127.0.0.1:{port}"
+    assert get(address, "/" + "a" * 100)[0] == 414
+    assert get(address, "/short")[0] == 200
+    wait_until(lambda: access.exists() and '"path": "/short"' in access.read_text())
+    assert '"status": 414' in access.read_text()
+    cli.proc.send_signal(signal.SIGTERM)
+    assert cli.proc.wait(30) == 0
