@@ -125,7 +125,7 @@ def test_run_wsgi_http_limits_and_access_log_flags(cli, tmp_path):
     cli.start("--wsgi", "tests.http_apps:wsgi_app", "--bind", f"127.0.0.1:{port}",
               "--limit-request-line", "64", "--access-log", str(access),
               "--access-log-format", "json")
-    wait_until(lambda: cli.service("http_apps")["ready"] == 1)
+    wait_until(lambda: cli.service("tests")["ready"] == 1)
     address = f"127.0.0.1:{port}"
     assert get(address, "/" + "a" * 100)[0] == 414
     assert get(address, "/short")[0] == 200
