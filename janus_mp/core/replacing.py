@@ -40,8 +40,9 @@ def promote(step: Step, service: ServiceState, slot: SlotState, incoming: Worker
 
 def advance_rolling(step: Step, service: ServiceState) -> None:
     """Replace the next queued slot once no replacement is in flight."""
-    if service.stopping or step.state.phase is not SupervisorPhase.RUNNING:
-        service.rolling.clear()  # nothing new starts once the service or supervisor stops
+    if service.stopping or step.state.phase is not SupervisorPhase.RUNNING or \
+            not service.breaker.allows_restarts:
+        service.rolling.clear()  # nothing new starts while stopping or with the breaker open
         return
     if any(s.incoming is not None for s in service.slots.values()):
         return

@@ -89,8 +89,10 @@ def _ended_on_purpose(service: ServiceState, decision: ExitDecision,
 
 def _end_on_purpose(step: Step, service: ServiceState, slot: SlotState,
                     decision: ExitDecision) -> None:
-    if slot.incoming is not None and not service.stopping:
-        promote(step, service, slot, slot.incoming)
+    incoming = slot.incoming
+    if incoming is not None and not service.stopping and incoming.stop_cause is None and \
+            slot.lifecycle.phase is not ServicePhase.CIRCUIT_OPEN:
+        promote(step, service, slot, incoming)
     elif slot.lifecycle.phase is ServicePhase.CIRCUIT_OPEN and not service.stopping and \
             step.state.phase is SupervisorPhase.RUNNING:
         return  # stopped by its breaker: the slot waits for the half-open trial
@@ -135,6 +137,9 @@ def _incoming_takes_over(step: Step, service: ServiceState, slot: SlotState,
         slot.lifecycle.record_failure(str(decision.reason))
     incoming = slot.incoming
     assert incoming is not None
+    if incoming.stop_cause is not None:  # being stopped too (a trip): let both drain
+        _end_slot(step, service, slot, decision)
+        return
     slot.current, slot.incoming = incoming, None
     incoming.role = WorkerRole.CURRENT
     slot.restarts += 1
@@ -178,6 +183,22 @@ def on_spawn_failed(step: Step, worker: WorkerState, error: str) -> None:
     if slot.incoming is worker:
         slot.incoming = None
     step.log(LogLevel.ERROR, f"{service.name}[{slot.index}]: cannot start a worker: {error}")
+    if worker.stop_cause is not None or service.stopping or \
+            step.state.phase is not SupervisorPhase.RUNNING:
+        # Asked to stop before it could start (a trip or a stop came while its Spawn was
+        # in flight): it ends like a stopped worker, and counts no failure.
+        waiting = slot.lifecycle.phase is ServicePhase.CIRCUIT_OPEN and not service.stopping \
+            and step.state.phase is SupervisorPhase.RUNNING
+        if not slot.workers() and slot.lifecycle.phase.is_alive and not waiting:
+            step.move(slot.lifecycle, ServicePhase.TERMINATED,
+                      service.end_reason or service.stop_reason or TerminationReason.stopped())
+        return
+    if service.breaker.state is BreakerState.OPEN:  # tripped meanwhile: wait for half-open
+        slot.lifecycle.record_failure(f"fork failed: {error}")
+        if slot.lifecycle.phase in (ServicePhase.STARTING, ServicePhase.RUNNING,
+                                    ServicePhase.BACKING_OFF):
+            step.move(slot.lifecycle, ServicePhase.CIRCUIT_OPEN)
+        return
     if slot.lifecycle.phase is ServicePhase.BACKING_OFF:
         step.move(slot.lifecycle, ServicePhase.STARTING)
     slot_failed(step, service, slot, TerminationReason.unrecoverable(f"fork failed: {error}"),
