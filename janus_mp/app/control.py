@@ -18,6 +18,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,9 @@ log = logging.getLogger("janus_mp.control")
 
 MAX_REQUEST = 64 * 1024
 READ_DEADLINE = 2.0
+#: Connections the kernel queues for us while the accept thread is busy; past it, a client's
+#: connect fails with EAGAIN and ``call`` retries until its timeout.
+BACKLOG = 128
 
 
 def default_run_dir() -> str:
@@ -77,7 +81,7 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         self._identity = identity(self.path)
-        sock.listen(16)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
         self.private_fds.add(sock.fileno())
         self._sock = sock
@@ -195,16 +199,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
-    """Client side: send one command, return its result or raise JanusError with its message."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    """Client side: send one command, return its result or raise JanusError with its message.
+
+    ``timeout`` bounds the whole exchange: connecting (retried while the socket's backlog is
+    full), sending and reading the reply. Every failure is a one-line JanusError."""
+    deadline = time.monotonic() + timeout
+    sock = _connect(path, deadline, timeout)
     try:
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise JanusError(f"no supervisor is listening on {path}") from None
-        except PermissionError:
-            raise JanusError(f"permission denied on {path}") from None
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
         sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -212,6 +214,11 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
             if not chunk:
                 break
             data += chunk
+    except TimeoutError:
+        raise JanusError(f"no reply from the supervisor on {path} within {timeout:g}s") from None
+    except OSError as exc:
+        raise JanusError(f"talking to the supervisor on {path}: "
+                         f"{exc.strerror or exc}") from None
     finally:
         sock.close()
     try:
@@ -221,6 +228,39 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
     if not reply.get("ok"):
         raise JanusError(reply.get("error", "unknown error"))
     return reply.get("result")
+
+
+def _connect(path: str, deadline: float, timeout: float) -> socket.socket:
+    """A connected socket; waits and retries while the listen backlog is full (EAGAIN: many
+    clients at once, or a supervisor too busy to accept) until ``deadline``."""
+    pause = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise JanusError(f"no supervisor is listening on {path}") from None
+        except PermissionError:
+            sock.close()
+            raise JanusError(f"permission denied on {path}") from None
+        except OSError as exc:
+            sock.close()
+            raise JanusError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise JanusError(f"the supervisor on {path} did not accept the connection within "
+                             f"{timeout:g}s (its connection backlog stayed full)")
+        _retry_pause(min(pause, remaining))
+        pause = min(pause * 2, 0.1)
+
+
+def _retry_pause(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 def _wait_readable(sock: socket.socket) -> None:
