@@ -129,8 +129,14 @@ class ControlServer:
                 log.warning("control socket cannot accept: %s", exc)  # EMFILE: refuse, live on
                 threading.Event().wait(0.05)
                 continue
-            threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
-                             name="janus-mp-control-conn").start()
+            try:
+                threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
+                                 name="janus-mp-control-conn").start()
+            except RuntimeError as exc:  # can't start new thread: a pids limit, for a moment
+                self.private_fds.discard(conn.fileno())
+                conn.close()  # refuse this one, live on: the next connection tries again
+                log.warning("control socket refused a connection: %s", exc)
+                threading.Event().wait(0.05)
 
     def _serve_one(self, conn: socket.socket) -> None:
         fd = conn.fileno()
