@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import select
 import socket
 import struct
@@ -35,6 +36,10 @@ log = logging.getLogger("janus_mp.control")
 
 MAX_REQUEST = 64 * 1024
 READ_DEADLINE = 2.0
+#: Connections served at once, at most: each holds a descriptor (and a thread) for up to
+#: READ_DEADLINE, and a flood of them must not take the descriptors a worker's spawn needs.
+#: The others wait in the backlog.
+MAX_CONNECTIONS = 64
 #: Connections the kernel queues for us while the accept thread is busy; past it, a client's
 #: connect fails with EAGAIN and ``call`` retries until its timeout.
 BACKLOG = 128
@@ -59,6 +64,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None
+        self._slots = threading.Semaphore(_connection_limit())
 
     def start(self) -> None:
         directory = os.path.dirname(self.path) or "."
@@ -106,12 +112,14 @@ class ControlServer:
             sock.shutdown(socket.SHUT_RDWR)
         self.private_fds.discard(sock.fileno())
         sock.close()
+        self._slots.release()  # wakes the accept thread if it waits for a free slot
         if self._thread is not None:
             self._thread.join(5)
         unlink_if_same(self.path, self._identity)  # not a file someone put there since
 
     def _serve(self) -> None:
         while True:
+            self._slots.acquire()  # a connection in hand costs a descriptor: keep a reserve
             sock = self._sock
             if sock is None:
                 return
@@ -120,8 +128,10 @@ class ControlServer:
                 conn, _ = self.private_fds.accept(sock)  # ...then accept and register at once
                 conn.setblocking(True)
             except BlockingIOError:
+                self._slots.release()
                 continue
             except (OSError, ValueError) as exc:
+                self._slots.release()
                 if isinstance(exc, ValueError):
                     return  # closed under us: shut down
                 if self._sock is None or exc.errno in (22, 9):  # EINVAL/EBADF: shut down
@@ -133,18 +143,20 @@ class ControlServer:
                 threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
                                  name="janus-mp-control-conn").start()
             except RuntimeError as exc:  # can't start new thread: a pids limit, for a moment
-                self.private_fds.discard(conn.fileno())
-                conn.close()  # refuse this one, live on: the next connection tries again
+                self._close(conn)  # refuse this one, live on: the next connection tries again
                 log.warning("control socket refused a connection: %s", exc)
                 threading.Event().wait(0.05)
 
     def _serve_one(self, conn: socket.socket) -> None:
-        fd = conn.fileno()
         try:
             self._serve_request(conn)
         finally:
-            self.private_fds.discard(fd)
-            conn.close()
+            self._close(conn)
+
+    def _close(self, conn: socket.socket) -> None:
+        self.private_fds.discard(conn.fileno())
+        conn.close()
+        self._slots.release()
 
     def _serve_request(self, conn: socket.socket) -> None:
         if True:
@@ -267,6 +279,14 @@ def _connect(path: str, deadline: float, timeout: float) -> socket.socket:
 
 def _retry_pause(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def _connection_limit() -> int:
+    """MAX_CONNECTIONS, or a quarter of the descriptor limit if that is smaller."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, soft // 4))
 
 
 def _wait_readable(sock: socket.socket) -> None:

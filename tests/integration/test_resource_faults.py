@@ -105,8 +105,9 @@ def build(sup):
 
 
 def test_control_socket_out_of_fds_refuses_then_recovers(tmp_path):
-    """EMFILE on the control socket: connections are refused (or closed), the supervisor keeps
-    supervising, and answers again once descriptors free up."""
+    """More control connections than the supervisor has descriptors: it serves a bounded number
+    at once (the rest wait in the backlog), so it keeps the descriptors a respawn needs and
+    keeps supervising, and the socket answers again once the flood is gone."""
     import resource
 
     control = tmp_path / "ctl.sock"
@@ -140,7 +141,7 @@ def build(sup):
                     conn.close()
                     break
                 hogs.append(conn)
-            # Out of fds: the supervisor still supervises (a killed worker is replaced)...
+            # Flooded: the supervisor still supervises (a killed worker is replaced)...
             victim = sup.service("crunch")["pids"][0]
             os.kill(victim, signal.SIGKILL)
             wait_until(lambda: sup.service("crunch")["ready"] == 2 and
