@@ -7,6 +7,7 @@ the Python API. User mistakes print one line and exit 2, never a traceback.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import os
@@ -18,6 +19,7 @@ import click
 
 from janus_mp.app.config_file import KINDS, ConfigFile, load_config
 from janus_mp.app.deploy import Deployment
+from janus_mp.app.log_writer import LogWriter
 from janus_mp.core.config import START_METHODS, SpawnOptions, SupervisorConfig
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError, JanusError
@@ -57,28 +59,36 @@ def _bind(value: str | None) -> tuple[str, int] | None:
 LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 
 
-def _setup_logging(level: str, log_file: str | None = None) -> Callable[[], None] | None:
-    """Log to stderr, or to a file that SIGUSR1 reopens (for logrotate); returns the reopener."""
+def _setup_logging(level: str, log_file: str | None = None
+                   ) -> tuple[LogWriter, Callable[[], None] | None]:
+    """Log to stderr, or to a file that SIGUSR1 reopens (for logrotate), through a writer
+    thread (a stalled stderr must not block the supervisor); returns it and the reopener."""
+    target: logging.StreamHandler[Any]
     if log_file is None:
-        logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                            format=LOG_FORMAT)
-        return None
-    try:
-        handler = _NoFollowFileHandler(log_file)
-    except (OSError, JanusError) as exc:
-        _fail(f"--log-file {log_file}: {getattr(exc, 'rule', None) or exc}")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+        target = logging.StreamHandler(sys.stderr)
+    else:
+        try:
+            target = _NoFollowFileHandler(log_file)
+        except (OSError, JanusError) as exc:
+            _fail(f"--log-file {log_file}: {getattr(exc, 'rule', None) or exc}")
+    target.setFormatter(logging.Formatter(LOG_FORMAT))
+    writer = LogWriter(target)
+    writer.start()
+    atexit.register(writer.stop)  # before logging's own shutdown: atexit runs last-in first
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[writer])
+    if not isinstance(target, _NoFollowFileHandler):
+        return writer, None
+    file_handler = target
 
     def reopen() -> None:
-        handler.acquire()
+        file_handler.acquire()
         try:
-            handler.close()
-            handler.stream = handler._open()
+            file_handler.close()
+            file_handler.stream = file_handler._open()
         finally:
-            handler.release()
+            file_handler.release()
 
-    return reopen
+    return writer, reopen
 
 
 class _NoFollowFileHandler(logging.FileHandler):
@@ -217,7 +227,7 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
     Signals: TERM/INT graceful stop (a second one kills), QUIT fast stop, HUP reload the config,
     TTIN/TTOU one worker more/fewer in every pool, USR1 reopen the log file.
     """
-    reopen = _setup_logging(log_level, log_file)
+    log_writer, reopen = _setup_logging(log_level, log_file)
     kinds = {kind: flags.pop(kind) for kind in ("wsgi", "asgi", "command", "module")}
     given = {kind: value for kind, value in kinds.items() if value is not None}
     if target is not None:
@@ -257,7 +267,8 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
                     raise JanusError("a JanusSupervisor target cannot be combined with "
                                      "config-file services")
                 return Deployment(resolved[0], socket_path=_socket(
-                    socket_path, resolved[0].config.name), reopen_logs=reopen)
+                    socket_path, resolved[0].config.name), reopen_logs=reopen,
+                    log_writer=log_writer)
             for service in resolved:
                 entries.append((service, _options(SpawnOptions(), service_overrides)))
             what = target
@@ -282,7 +293,7 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
             reloader = _config_reloader(config_path, service_overrides,
                                         {options.name for _, options in entries})
         return Deployment(sup, socket_path=_socket(socket_path, sup_config.name),
-                          reloader=reloader, reopen_logs=reopen,
+                          reloader=reloader, reopen_logs=reopen, log_writer=log_writer,
                           title=f"janus-mp: supervisor {what}")
 
     _supervise(build, pid_file)
@@ -387,7 +398,7 @@ def check(config_path: str, imports: bool) -> None:
 def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> None:
     """Run the built-in demo: primes, hasher, a flaky service and a web service (a WSGI app
     served by every worker from one port), with /metrics."""
-    _setup_logging(log_level)
+    log_writer, _ = _setup_logging(log_level)
 
     def build() -> Any:
         from janus_mp.app.demo import demo_services
@@ -403,7 +414,7 @@ def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> Non
         for service, options in services:
             sup.spawn_service(service, options)
         deployment = Deployment(sup, socket_path=_socket(None, "janus-mp-demo"),
-                                title="janus-mp: supervisor demo")
+                                title="janus-mp: supervisor demo", log_writer=log_writer)
         if overrides.get("metrics_port") is not None:
             host, port = overrides["metrics_host"], overrides["metrics_port"]
             site = "".join(f"; web at http://{a}/primes?n=50000"
