@@ -12,9 +12,9 @@ watchdog then killed the worker.
 
 So the state is one shared byte — the cross-process truth, read by ``is_set()`` — and sleeping
 is process-local: a ``threading.Event`` per process, whose timed waits follow CLOCK_MONOTONIC
-(CPython 3.11+ locks use ``sem_clockwait(CLOCK_MONOTONIC)``). ``set()`` writes the byte, then
-sets the local event of the process it runs in. A ``set()`` made in another process reaches a
-sleeper here in one of two ways:
+(CPython 3.11+ locks use ``sem_clockwait(CLOCK_MONOTONIC)`` where the C library has it, as glibc
+2.30+ does). ``set()`` writes the byte, then sets the local event of the process it runs in. A
+``set()`` made in another process reaches a sleeper here in one of two ways:
 
 - relayed: the process promised (``relay_here()``) to turn remote sets into a local ``set()``.
   A worker does this for its own token: the supervisor sends CANCEL with every cancel of a
