@@ -124,15 +124,16 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     planned = plan(flags, log)
     sup = build_supervisor(planned)
     reopen = log.reopen if log is not None else None
+    writer = log.writer if log is not None else None
     socket_path = control_socket_path(flags.socket_path, sup.config.name)
     if planned.prebuilt is not None:
-        return Deployment(sup, socket_path=socket_path, reopen_logs=reopen)
+        return Deployment(sup, socket_path=socket_path, reopen_logs=reopen, log_writer=writer)
     reload = None
     if flags.config_path is not None:
         managed = {entry.options.name for entry in planned.services if entry.origin}
         reload = reloader(flags, log, {name for name in managed if name})
     return Deployment(sup, socket_path=socket_path, reloader=reload, reopen_logs=reopen,
-                      title=f"janus-mp: supervisor {planned.what}")
+                      log_writer=writer, title=f"janus-mp: supervisor {planned.what}")
 
 
 def check(config_path: str, *, imports: bool = True) -> list[str]:
@@ -183,7 +184,8 @@ def reloader(flags: RunFlags, log: SupervisorLog | None, managed: set[str]) -> R
 
 
 def demo_deployment(workers: int, supervisor_overrides: Mapping[str, Any],
-                    web: str | None) -> tuple[Deployment, str]:
+                    web: str | None, log: SupervisorLog | None = None
+                    ) -> tuple[Deployment, str]:
     """`janus-mp demo`, and where to look at it (empty with metrics off)."""
     from janus_mp.app.demo import demo_services
 
@@ -197,7 +199,8 @@ def demo_deployment(workers: int, supervisor_overrides: Mapping[str, Any],
     for service, options in services:
         sup.spawn_service(service, options)
     deployment = Deployment(sup, socket_path=control_socket_path(None, config.name),
-                            title="janus-mp: supervisor demo")
+                            title="janus-mp: supervisor demo",
+                            log_writer=log.writer if log is not None else None)
     if config.metrics_port is None:
         return deployment, ""
     site = "".join(f"; web at http://{address}/primes?n=50000"

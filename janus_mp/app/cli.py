@@ -325,7 +325,7 @@ def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> Non
     def build() -> Deployment:
         from janus_mp.app.build import demo_deployment
 
-        deployment, where = demo_deployment(workers, overrides, web)
+        deployment, where = demo_deployment(workers, overrides, web, log)
         if where:
             click.echo(f"janus-mp demo: {where}; try `janus-mp status --name janus-mp-demo` or "
                        f"`janus-mp top --name janus-mp-demo` (Ctrl-C to stop)", err=True)
@@ -342,14 +342,18 @@ def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                       help="Control socket of the supervisor [default: from --name].")(fn)
     fn = click.option("--name", default="janus-mp", show_default=True,
                       help="Name of the supervisor to talk to.")(fn)
+    fn = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+                      show_default=True,
+                      help="Seconds to wait for the supervisor to accept and answer.")(fn)
     return fn
 
 
-def _call(socket_path: str | None, name: str, command: str, **args: Any) -> Any:
+def _call(socket_path: str | None, name: str, timeout: float, command: str,
+          **args: Any) -> Any:
     from janus_mp.app.control import call, default_socket_path
 
     try:
-        return call(socket_path or default_socket_path(name), command, **args)
+        return call(socket_path or default_socket_path(name), command, timeout, **args)
     except JanusError as exc:
         _fail(str(exc))
 
@@ -357,9 +361,9 @@ def _call(socket_path: str | None, name: str, command: str, **args: Any) -> Any:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @_client_options
-def status(as_json: bool, socket_path: str | None, name: str) -> None:
+def status(as_json: bool, socket_path: str | None, name: str, timeout: float) -> None:
     """Show services, workers, phases, restarts, CPU and memory."""
-    data = _call(socket_path, name, "status")
+    data = _call(socket_path, name, timeout, "status")
     if as_json:
         import json
 
@@ -373,65 +377,65 @@ def status(as_json: bool, socket_path: str | None, name: str) -> None:
 @cli.command()
 @click.argument("service")
 @_client_options
-def restart(service: str, socket_path: str | None, name: str) -> None:
+def restart(service: str, socket_path: str | None, name: str, timeout: float) -> None:
     """Rolling restart of SERVICE: each new worker is ready before an old one stops."""
-    click.echo(_call(socket_path, name, "restart", service=service))
+    click.echo(_call(socket_path, name, timeout, "restart", service=service))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("service")
 @click.argument("workers")
 @_client_options
-def scale(service: str, workers: str, socket_path: str | None, name: str) -> None:
+def scale(service: str, workers: str, socket_path: str | None, name: str, timeout: float) -> None:
     """Set SERVICE's pool to WORKERS (or +N / -N)."""
     value: Any = workers
     if workers.isdigit():
         value = int(workers)
     elif not (workers[:1] in "+-" and workers[1:].isdigit()):
         _fail(f"scale: {workers!r} is not a worker count (N, +N or -N)")
-    click.echo(_call(socket_path, name, "scale", service=service, workers=value))
+    click.echo(_call(socket_path, name, timeout, "scale", service=service, workers=value))
 
 
 @cli.command()
 @click.argument("service")
 @_client_options
-def stop(service: str, socket_path: str | None, name: str) -> None:
+def stop(service: str, socket_path: str | None, name: str, timeout: float) -> None:
     """Stop SERVICE (the others keep running)."""
-    click.echo(_call(socket_path, name, "stop", service=service))
+    click.echo(_call(socket_path, name, timeout, "stop", service=service))
 
 
 @cli.command()
 @click.argument("service")
 @_client_options
-def start(service: str, socket_path: str | None, name: str) -> None:
+def start(service: str, socket_path: str | None, name: str, timeout: float) -> None:
     """Start a stopped SERVICE again."""
-    click.echo(_call(socket_path, name, "start", service=service))
+    click.echo(_call(socket_path, name, timeout, "start", service=service))
 
 
 @cli.command()
 @_client_options
-def reload(socket_path: str | None, name: str) -> None:
+def reload(socket_path: str | None, name: str, timeout: float) -> None:
     """Re-read the config file and apply what changed (rolling restarts)."""
-    click.echo(_call(socket_path, name, "reload"))
+    click.echo(_call(socket_path, name, timeout, "reload"))
 
 
 @cli.command()
 @click.option("--fast", is_flag=True, help="SIGKILL the workers instead of a graceful stop.")
 @_client_options
-def shutdown(fast: bool, socket_path: str | None, name: str) -> None:
+def shutdown(fast: bool, socket_path: str | None, name: str, timeout: float) -> None:
     """Stop the supervisor and all its services."""
-    click.echo(_call(socket_path, name, "shutdown", fast=fast))
+    click.echo(_call(socket_path, name, timeout, "shutdown", fast=fast))
 
 
 @cli.command()
 @click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
 @click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
 @_client_options
-def top(interval: float, once: bool, socket_path: str | None, name: str) -> None:
+def top(interval: float, once: bool, socket_path: str | None, name: str, timeout: float) -> None:
     """A live view of the supervisor, refreshed in place."""
     from janus_mp.app.status_view import run_top
 
-    run_top(lambda: _call(socket_path, name, "status"), interval, once)
+    run_top(lambda: _call(socket_path, name, timeout, "status"), interval, once)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,13 @@ log = logging.getLogger("janus_mp.control")
 
 MAX_REQUEST = 64 * 1024
 READ_DEADLINE = 2.0
+#: Connections served at once, at most: each holds a descriptor (and a thread) for up to
+#: READ_DEADLINE, and a flood of them must not take the descriptors a worker's spawn needs.
+#: The others wait in the backlog.
+MAX_CONNECTIONS = 64
+#: Connections the kernel queues for us while the accept thread is busy; past it, a client's
+#: connect fails with EAGAIN and ``call`` retries until its timeout.
+BACKLOG = 128
 
 
 def default_run_dir() -> str:
@@ -55,6 +64,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None
+        self._slots = threading.Semaphore(_connection_limit())
 
     def start(self) -> None:
         directory = os.path.dirname(self.path) or "."
@@ -77,7 +87,7 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         self._identity = identity(self.path)
-        sock.listen(16)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
         self.private_fds.add(sock.fileno())
         self._sock = sock
@@ -102,12 +112,14 @@ class ControlServer:
             sock.shutdown(socket.SHUT_RDWR)
         self.private_fds.discard(sock.fileno())
         sock.close()
+        self._slots.release()  # wakes the accept thread if it waits for a free slot
         if self._thread is not None:
             self._thread.join(5)
         unlink_if_same(self.path, self._identity)  # not a file someone put there since
 
     def _serve(self) -> None:
         while True:
+            self._slots.acquire()  # a connection in hand costs a descriptor: keep a reserve
             sock = self._sock
             if sock is None:
                 return
@@ -116,8 +128,10 @@ class ControlServer:
                 conn, _ = self.private_fds.accept(sock)  # ...then accept and register at once
                 conn.setblocking(True)
             except BlockingIOError:
+                self._slots.release()
                 continue
             except (OSError, ValueError) as exc:
+                self._slots.release()
                 if isinstance(exc, ValueError):
                     return  # closed under us: shut down
                 if self._sock is None or exc.errno in (22, 9):  # EINVAL/EBADF: shut down
@@ -125,16 +139,24 @@ class ControlServer:
                 log.warning("control socket cannot accept: %s", exc)  # EMFILE: refuse, live on
                 threading.Event().wait(0.05)
                 continue
-            threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
-                             name="janus-mp-control-conn").start()
+            try:
+                threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
+                                 name="janus-mp-control-conn").start()
+            except RuntimeError as exc:  # can't start new thread: a pids limit, for a moment
+                self._close(conn)  # refuse this one, live on: the next connection tries again
+                log.warning("control socket refused a connection: %s", exc)
+                threading.Event().wait(0.05)
 
     def _serve_one(self, conn: socket.socket) -> None:
-        fd = conn.fileno()
         try:
             self._serve_request(conn)
         finally:
-            self.private_fds.discard(fd)
-            conn.close()
+            self._close(conn)
+
+    def _close(self, conn: socket.socket) -> None:
+        self.private_fds.discard(conn.fileno())
+        conn.close()
+        self._slots.release()
 
     def _serve_request(self, conn: socket.socket) -> None:
         if True:
@@ -195,16 +217,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
-    """Client side: send one command, return its result or raise JanusError with its message."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    """Client side: send one command, return its result or raise JanusError with its message.
+
+    ``timeout`` bounds the whole exchange: connecting (retried while the socket's backlog is
+    full), sending and reading the reply. Every failure is a one-line JanusError."""
+    deadline = time.monotonic() + timeout
+    sock = _connect(path, deadline, timeout)
     try:
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise JanusError(f"no supervisor is listening on {path}") from None
-        except PermissionError:
-            raise JanusError(f"permission denied on {path}") from None
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
         sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -212,6 +232,11 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
             if not chunk:
                 break
             data += chunk
+    except TimeoutError:
+        raise JanusError(f"no reply from the supervisor on {path} within {timeout:g}s") from None
+    except OSError as exc:
+        raise JanusError(f"talking to the supervisor on {path}: "
+                         f"{exc.strerror or exc}") from None
     finally:
         sock.close()
     try:
@@ -221,6 +246,47 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
     if not reply.get("ok"):
         raise JanusError(reply.get("error", "unknown error"))
     return reply.get("result")
+
+
+def _connect(path: str, deadline: float, timeout: float) -> socket.socket:
+    """A connected socket; waits and retries while the listen backlog is full (EAGAIN: many
+    clients at once, or a supervisor too busy to accept) until ``deadline``."""
+    pause = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise JanusError(f"no supervisor is listening on {path}") from None
+        except PermissionError:
+            sock.close()
+            raise JanusError(f"permission denied on {path}") from None
+        except OSError as exc:
+            sock.close()
+            raise JanusError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise JanusError(f"the supervisor on {path} did not accept the connection within "
+                             f"{timeout:g}s (its connection backlog stayed full)")
+        _retry_pause(min(pause, remaining))
+        pause = min(pause * 2, 0.1)
+
+
+def _retry_pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _connection_limit() -> int:
+    """MAX_CONNECTIONS, or a quarter of the descriptor limit if that is smaller."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, soft // 4))
 
 
 def _wait_readable(sock: socket.socket) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from janus_mp.app.control import ControlServer
+from janus_mp.app.log_writer import LogDropsCollector, LogWriter
 from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.errors import JanusError, UnknownServiceError
 from janus_mp.runtime.supervisor import JanusSupervisor
@@ -29,7 +30,8 @@ Reloader = Callable[[JanusSupervisor], str]
 class Deployment:
     def __init__(self, sup: JanusSupervisor, *, socket_path: str | None,
                  reloader: Reloader | None = None,
-                 reopen_logs: Callable[[], None] | None = None, title: str | None = None) -> None:
+                 reopen_logs: Callable[[], None] | None = None, title: str | None = None,
+                 log_writer: LogWriter | None = None) -> None:
         self.sup = sup
         self.title = title
         self.socket_path = socket_path
@@ -41,6 +43,7 @@ class Deployment:
         self._last_status = ""
         self._reload_lock = threading.Lock()
         self._procs: dict[int, psutil.Process] = {}
+        self._log_writer_to_serve = log_writer  # its drop counter joins /metrics at start
 
     def run(self) -> int:
         if self.title:
@@ -50,6 +53,8 @@ class Deployment:
         if self.socket_path:
             self._control = ControlServer(self.socket_path, self.handle, self.sup.private_fds)
             self._control.start()
+        if self._log_writer_to_serve is not None:
+            self.sup.on_turn.append(self._serve_log_drops)
         self.sup.signal_handlers[signal.SIGHUP] = self._on_hup
         self.sup.signal_handlers[signal.SIGUSR1] = self._on_usr1
         if self._notifier is not None:
@@ -65,6 +70,15 @@ class Deployment:
                 self._control.stop()
             if self._notifier is not None:
                 self._notifier.close()
+
+    def _serve_log_drops(self) -> None:
+        """On the first turn (the registry exists once the supervisor runs): add the log
+        writer's drop counter to /metrics."""
+        writer = self._log_writer_to_serve
+        if writer is None or self.sup.registry is None:
+            return
+        self.sup.registry.register(LogDropsCollector(writer))
+        self._log_writer_to_serve = None  # done: later turns return at once
 
     # -- control commands (run in the control thread) ----------------------------------------
     def handle(self, request: dict[str, Any]) -> Any:

@@ -14,6 +14,8 @@ must survive that, so they never depend on the root logger:
 
 The root logger gets the same handler at start (if it has none), so an app that configures
 nothing logs as before; an app that configures its own logging keeps it for its own loggers.
+That handler is a :class:`~janus_mp.app.log_writer.LogWriter`: records go through a bounded
+queue to a writer thread, so a stalled stderr never blocks the supervisor's loop.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import sys
 from typing import Any
 
+from janus_mp.app.log_writer import LogWriter
 from janus_mp.errors import JanusError
 from janus_mp.safe_paths import open_no_follow
 
@@ -48,9 +51,12 @@ class SupervisorLog:
                 raise JanusError(f"--log-file {log_file}: "
                                  f"{getattr(exc, 'rule', None) or exc}") from None
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        self.handler = handler
+        self.target = handler
+        self.writer = LogWriter(handler)
+        self.handler: logging.Handler = self.writer
 
     def install(self) -> None:
+        self.writer.start()
         root = logging.getLogger()
         if not root.handlers:
             root.addHandler(self.handler)
@@ -72,18 +78,21 @@ class SupervisorLog:
 
     def reopen(self) -> None:
         """SIGUSR1: reopen the log file (logrotate moved it)."""
-        if not isinstance(self.handler, _NoFollowFileHandler):
+        target = self.target
+        if not isinstance(target, _NoFollowFileHandler):
             return
-        self.handler.acquire()
+        target.acquire()
         try:
-            self.handler.close()
-            self.handler.stream = self.handler._open()
+            target.close()
+            target.stream = target._open()
         finally:
-            self.handler.release()
+            target.release()
 
     def flush(self) -> None:
-        """Everything logged so far is written (before an ``os._exit``)."""
-        self.handler.flush()
+        """Everything logged so far is written (before an ``os._exit``), unless the stream
+        stays stalled past the writer's grace."""
+        self.writer.stop()
+        self.target.flush()
         logging.shutdown()
 
 

@@ -164,17 +164,36 @@ class _Family:
         return twin
 
     def metric(self) -> Metric:
-        out = dict(self.values)
+        """The family's samples, those of one label set together (OpenMetrics requires it: a
+        parser rejects a family whose label sets interleave) and, within a histogram's label
+        set, in the spec's order: buckets by bound, then _count, then _sum."""
+        groups: dict[Labels, list[tuple[int, str, Labels, float]]] = {}
+        for (name, labels), value in self.values.items():
+            rank = _HISTOGRAM_RANK.get(name[len(self.name):], len(_HISTOGRAM_RANK)) \
+                if self.kind == "histogram" else 0
+            groups.setdefault(_group_of(labels), []).append((rank, name, labels, value))
         for labels, bounds in self.buckets.items():
+            group = groups.setdefault(_group_of(labels), [])
             total = 0.0
             for bound, count in sorted(bounds.items()):
                 total += count
-                out[(self.name + "_bucket", labels + (("le", _go_float(bound)),))] = total
-            out[(self.name + "_count", labels)] = total
+                group.append((0, self.name + "_bucket", labels + (("le", _go_float(bound)),),
+                              total))
+            group.append((1, self.name + "_count", labels, total))
         metric = Metric(self.name, self.help, self.kind)
         metric.samples = [Sample(name, dict(labels), value)
-                          for (name, labels), value in out.items()]
+                          for group in groups.values()
+                          for _, name, labels, value in sorted(group, key=lambda s: s[0])]
         return metric
+
+
+#: Order of a histogram's samples within one label set (sorting is stable: buckets keep theirs).
+_HISTOGRAM_RANK = {"_bucket": 0, "_count": 1, "_sum": 2}
+
+
+def _group_of(labels: Labels) -> Labels:
+    """The label set a sample belongs to: its labels without ``le``, in a fixed order."""
+    return tuple(sorted(pair for pair in labels if pair[0] != "le"))
 
 
 class Fold:

@@ -6,7 +6,8 @@ has not sent a whole request:
     listener --accept--> selector thread: reads request heads of all connections at once
                           | a whole head within HEAD_DEADLINE and MAX_HEAD_BYTES
                           v
-                         handler pool (HANDLER_THREADS): http.server parses it, we answer
+                         handler threads (HANDLER_THREADS, all started by start()):
+                          | http.server parses it, we answer
                           | the whole response, sent with one deadline
                           v
                          closed
@@ -33,7 +34,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from janus_mp.errors import JanusError
+from janus_mp.metrics.handler_threads import HandlerThreads
 from janus_mp.private_fds import PrivateFds
 
 log = logging.getLogger("janus_mp.http")
@@ -71,7 +72,7 @@ class MetricsServer:
         self.private_fds = private_fds or PrivateFds()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: HandlerThreads | None = None
         self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
         self._stopping = threading.Event()
         self._max_pending = 0
@@ -104,10 +105,16 @@ class MetricsServer:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.private_fds.add(self._wake_r)
         self.private_fds.add(self._wake_w)
-        self._pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="janus-mp-http")
-        self._thread = threading.Thread(target=self._serve, name="janus-mp-http-accept",
-                                        daemon=True)
-        self._thread.start()
+        self._pool = HandlerThreads(HANDLER_THREADS, "janus-mp-http")
+        try:  # every thread the endpoint will ever need, now: see handler_threads
+            self._pool.start()
+            accept = threading.Thread(target=self._serve, name="janus-mp-http-accept",
+                                      daemon=True)
+            accept.start()
+        except RuntimeError as exc:
+            self.stop()
+            raise JanusError(f"cannot serve metrics on {where}: {exc}") from None
+        self._thread = accept
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     @property
@@ -131,7 +138,7 @@ class MetricsServer:
             self._thread.join()  # the selector thread blocks on nothing but select
             self._thread = None
         if self._pool is not None:
-            self._pool.shutdown(wait=False)  # queued requests see _stopping and close
+            self._pool.stop()  # queued requests see _stopping and close
             self._pool = None
         self._release(self._listener)
         self._listener = None
@@ -220,7 +227,8 @@ class MetricsServer:
             if self._pool is None or not self._slots.acquire(blocking=False):
                 self._release(sock)  # overloaded: refuse fast rather than queue without bound
                 return
-            self._pool.submit(self._answer, sock, bytes(data), address)
+            head = bytes(data)
+            self._pool.submit(lambda: self._answer(sock, head, address))
 
     # -- a pool thread: answers one complete request -------------------------------------------
     def _answer(self, sock: socket.socket, head: bytes, address: Any) -> None:

@@ -5,8 +5,9 @@
     token (SharedEvent) ──── shared memory ────► ctx.shutdown.is_cancelled() / wait()
     heartbeat (RawValue)◄─── shared memory ───── ctx.heartbeat()
     conn  ◄──── b"r" (ready) ─────────────────── ctx.ready()
-          ───── b"c" (cancel) ──────────────────► bridge thread → cancels the worker's own
-                                                   child tokens
+          ───── b"c" (cancel) ──────────────────► bridge thread → cancels the worker's token
+                                                   here: wakes its waiters (which sleep on a
+                                                   local, monotonic event) and its children
     pidfd of the supervisor ────────────────────► bridge thread: supervisor died → kill this
                                                    worker's whole tree at once (no orphans)
 
@@ -30,6 +31,7 @@ import multiprocess.connection as mpc
 from janus_mp import osproc
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.exits import ReservedExit
+from janus_mp.runtime.shared_event import SharedEvent
 from janus_mp.service import CANCEL, JanusService, WorkerContext
 
 log = logging.getLogger("janus_mp.worker")
@@ -159,6 +161,10 @@ def _detach_from_supervisor(spec: WorkerSpec) -> None:
     supervisor_fd = osproc.pidfd_open(spec.supervisor_pid)
     if supervisor_fd is None or (spec.direct_child and os.getppid() != spec.supervisor_pid):
         _orphaned()  # the supervisor died before we even started
+    if isinstance(spec.token.flag, SharedEvent):
+        # From here every cancel by the supervisor reaches this process as CANCEL, and the
+        # bridge sets the flag locally: waits sleep on the monotonic clock (see shared_event).
+        spec.token.flag.relay_here()
     bridge = threading.Thread(target=_bridge, args=(spec.conn, spec.token, supervisor_fd),
                               name="janus-mp-bridge", daemon=True)
     bridge.start()

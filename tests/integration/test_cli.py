@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,12 +12,21 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import TAG_VAR, kill_pids, stop_process, tagged_pids, wait_until
+from tests.support import (
+    TAG_VAR,
+    kill_pids,
+    proc_state,
+    stop_process,
+    tagged_pids,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -365,3 +375,102 @@ def test_demo_serves_metrics_and_answers_status_and_top(cli, tmp_path):
     assert top.returncode == 0 and "recent exits" in top.stdout and "flaky" in top.stdout
     cli.proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert cli.proc.wait(30) == 0
+
+
+def _fill_backlog(path: str) -> list[socket.socket]:
+    """Connect to ``path`` until the kernel refuses (EAGAIN): its listen backlog is full."""
+    held: list[socket.socket] = []
+    for _ in range(10_000):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.setblocking(False)
+        try:
+            conn.connect(path)
+        except BlockingIOError:
+            conn.close()
+            return held
+        held.append(conn)
+    raise AssertionError("the backlog never filled")
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped: none can accept a connection any more."""
+    tasks = os.listdir(f"/proc/{pid}/task")
+    return all(proc_state(int(task)) == "T" for task in tasks)
+
+
+@contextlib.contextmanager
+def _backlog_full(cli: Cli) -> Iterator[None]:
+    """The supervisor stopped (SIGSTOP: it accepts nothing) with its backlog full."""
+    assert cli.proc is not None
+    os.kill(cli.proc.pid, signal.SIGSTOP)
+    held: list[socket.socket] = []
+    try:
+        wait_until(lambda: _all_threads_stopped(cli.proc.pid), message="SIGSTOP to take hold")
+        held = _fill_backlog(cli.socket)
+        yield
+    finally:
+        for conn in held:
+            conn.close()
+        os.kill(cli.proc.pid, signal.SIGCONT)
+
+
+def test_full_backlog_gives_one_line_and_exit_2(cli):
+    cli.start("svcmod:helper", "-w", "1")
+    with _backlog_full(cli):
+        result = cli.janus("status", "--socket", cli.socket,
+                           env=dict(cli.env, JANUS_MP_STATUS_TIMEOUT="0.5"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"janus-mp: error: the supervisor on {cli.socket} did not accept "
+                             "the connection within 0.5s (its connection backlog stayed full)\n")
+    assert cli.service("helper")["ready"] == 1
+
+
+def test_client_retries_while_the_backlog_is_full(cli, monkeypatch):
+    from janus_mp.app import control
+
+    cli.start("svcmod:helper", "-w", "1")
+    retried = threading.Event()
+    real_pause = control._retry_pause
+
+    def pause(seconds: float) -> None:
+        retried.set()
+        real_pause(seconds)
+
+    monkeypatch.setattr(control, "_retry_pause", pause)
+    replies: list[object] = []
+    with _backlog_full(cli):
+        caller = threading.Thread(
+            target=lambda: replies.append(control.call(cli.socket, "status", timeout=30)))
+        caller.start()
+        assert retried.wait(10), "the client never met a full backlog"
+    caller.join(30)
+    assert replies and replies[0]["services"][0]["name"] == "helper"  # type: ignore[index]
+
+
+def test_sixty_concurrent_clients_get_a_reply_or_one_error(cli):
+    """60 clients at once (threads: 60 CLI processes would mostly measure their imports): each
+    gets the status or a JanusError, the CLI's one line; never a raw socket error."""
+    from janus_mp.app import control
+    from janus_mp.errors import JanusError
+
+    cli.start("svcmod:helper", "-w", "1")
+    go = threading.Barrier(60)
+    outcomes: list[object] = []
+
+    def ask() -> None:
+        go.wait()
+        try:
+            outcomes.append(control.call(cli.socket, "status", timeout=30)["pid"])
+        except JanusError as exc:
+            outcomes.append(exc)
+        except Exception as exc:
+            outcomes.append(f"raw {type(exc).__name__}: {exc}")
+
+    clients = [threading.Thread(target=ask) for _ in range(60)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(60)
+    assert len(outcomes) == 60
+    assert not [o for o in outcomes if isinstance(o, str)]
+    assert outcomes.count(cli.proc.pid) == 60, [o for o in outcomes if o != cli.proc.pid]

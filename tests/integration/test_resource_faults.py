@@ -1,5 +1,5 @@
-"""Resource faults: fork failing, a control socket out of file descriptors — the supervisor
-logs, backs off and keeps supervising; nothing crashes."""
+"""Resource faults: fork failing, no thread able to start, a control socket out of file
+descriptors — the supervisor logs, backs off and keeps supervising; nothing crashes."""
 
 from __future__ import annotations
 
@@ -105,8 +105,9 @@ def build(sup):
 
 
 def test_control_socket_out_of_fds_refuses_then_recovers(tmp_path):
-    """EMFILE on the control socket: connections are refused (or closed), the supervisor keeps
-    supervising, and answers again once descriptors free up."""
+    """More control connections than the supervisor has descriptors: it serves a bounded number
+    at once (the rest wait in the backlog), so it keeps the descriptors a respawn needs and
+    keeps supervising, and the socket answers again once the flood is gone."""
     import resource
 
     control = tmp_path / "ctl.sock"
@@ -140,7 +141,7 @@ def build(sup):
                     conn.close()
                     break
                 hogs.append(conn)
-            # Out of fds: the supervisor still supervises (a killed worker is replaced)...
+            # Flooded: the supervisor still supervises (a killed worker is replaced)...
             victim = sup.service("crunch")["pids"][0]
             os.kill(victim, signal.SIGKILL)
             wait_until(lambda: sup.service("crunch")["ready"] == 2 and
@@ -155,13 +156,60 @@ def build(sup):
         assert sup.wait_exit() == 0
 
 
-def _status(path: Path) -> dict | None:
+def test_no_thread_to_start_refuses_then_recovers(tmp_path):
+    """A pids limit reached (no thread can start): the control socket refuses that connection
+    and lives on, /healthz keeps answering, and both serve normally once the limit is lifted."""
+    control = tmp_path / "ctl.sock"
+    scenario = f"""
+from janus_mp import *
+from janus_mp.app.control import ControlServer
+from janus_mp.app.deploy import Deployment
+CONFIG = SupervisorConfig(shutdown_timeout=5.0, kill_timeout=2.0, metrics_port=0)
+
+def crunch(ctx):
+    ctx.shutdown.wait()
+
+def build(sup):
+    sup.spawn_service(crunch, SpawnOptions(workers=1))
+    ControlServer({str(control)!r}, Deployment(sup, socket_path=None).handle,
+                  sup.private_fds).start()
+"""
+    with SupervisorProcess(tmp_path, scenario) as sup:
+        wait_until(lambda: sup.service("crunch")["ready"] == 1 and control.exists())
+        port = sup.request("port")
+        with pids_limited(sup.pid) as group:
+            # No /healthz or status request before this point: nothing has started the
+            # threads that would serve them.
+            assert _status(control, timeout=3) is None
+            wait_until(lambda: "control socket refused a connection: can't start new thread"
+                       in sup.log_text(), timeout=10)
+            assert _healthz(port) == 200
+            (group / "pids.max").write_text("max")
+            wait_until(lambda: _status(control) is not None, timeout=20,
+                       message="the control socket to answer again")
+            wait_until(lambda: _healthz(port) == 200, timeout=20, message="/healthz")
+        assert "Traceback" not in sup.log_text()
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0
+
+
+def _healthz(port: int) -> int | None:
+    """/healthz's status code, None if the endpoint does not answer within 3 s."""
+    from tests.http_client import get
+
+    try:
+        return get(f"127.0.0.1:{port}", "/healthz", timeout=3)[0]
+    except OSError:
+        return None
+
+
+def _status(path: Path, timeout: float = 5) -> dict | None:
     """One status request over the control socket; None if refused, closed or garbled."""
     import json
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(5)
+            conn.settimeout(timeout)
             conn.connect(str(path))
             conn.sendall(b'{"command": "status"}\n')
             data = b""
