@@ -132,6 +132,21 @@ class Processes:
         worker.conn.close()
         worker.token.detach()
 
+    def measure_rss(self, workers: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        """Resident set sizes of these workers (those still here), in bytes."""
+        import psutil
+
+        samples = []
+        for worker_id in workers:
+            worker = self.by_id.get(worker_id)
+            if worker is None:
+                continue
+            try:
+                samples.append((worker_id, int(psutil.Process(worker.pid).memory_info().rss)))
+            except psutil.Error:
+                continue
+        return tuple(samples)
+
     def kill_all_now(self) -> None:
         """Last resort (an exception escaped the loop): SIGKILL every worker and wait."""
         for worker in list(self.by_id.values()):

@@ -51,13 +51,12 @@ from janus_mp.core.actions import (
     SignalWorker,
     Spawn,
 )
-from janus_mp.core.cancel import CancellationToken
-from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
+from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
 from janus_mp.core.pool import SupervisorPhase, SupervisorState
 from janus_mp.core.snapshots import SupervisorSnapshot, supervisor_snapshot
 from janus_mp.core.timers import TimerKey
-from janus_mp.errors import ConfigError, JanusError, ServiceLoadError
+from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
@@ -65,7 +64,9 @@ from janus_mp.runtime.observability import Observability
 from janus_mp.runtime.orphans import Orphans
 from janus_mp.runtime.processes import Processes, WorkerProcess
 from janus_mp.runtime.shared_event import SharedEventFactory
-from janus_mp.service import READY, RECYCLE, JanusService, as_service
+from janus_mp.runtime.specs import ServiceSpec, make_spec
+from janus_mp.runtime.tokens import ServiceTokens
+from janus_mp.service import READY, RECYCLE, JanusService
 
 log = logging.getLogger("janus_mp.supervisor")
 T = TypeVar("T")
@@ -88,13 +89,11 @@ class JanusSupervisor:
         self._state = SupervisorState(self.config, rng or random.Random())
         self._context = multiprocess.get_context(self.config.start_method)
         self._start_method = self._context.get_start_method()
-        self._flags = SharedEventFactory(self._start_method)
         self._loop = Loop(clock)
         self._processes = Processes(self._context, self._start_method)
         self._orphans = Orphans(self.config.reap_orphans, self._worker_pids)
-        self._specs: dict[str, _ServiceSpec] = {}
-        self._root: CancellationToken | None = None
-        self._service_tokens: dict[str, CancellationToken] = {}
+        self._specs: dict[str, ServiceSpec] = {}
+        self._tokens = ServiceTokens(SharedEventFactory(self._start_method))
         self._queue: deque[ev.Event] = deque()
         self._feeding = False
         self._after_turn_pids: list[int] = []
@@ -303,23 +302,19 @@ class JanusSupervisor:
                 if process is not None:
                     self._queue.append(ev.HeartbeatRead(worker, process.heartbeat.value))
             case MeasureRss():
-                self._queue.append(self._measure_rss(action))
+                self._queue.append(ev.RssMeasured(
+                    action.service, self._processes.measure_rss(action.workers)))
             case OpenService(service=name):
-                self._open_service_token(name)
+                self._tokens.open(name)
             case CancelService(service=name, reason=reason):
-                token = self._service_tokens.get(name)
-                if token is not None:
-                    token.cancel(reason)
+                self._tokens.cancel(name, reason)
             case CancelRoot(reason=reason):
-                if self._root is not None:
-                    self._root.cancel(reason)
+                self._tokens.cancel_root(reason)
             case ReleaseListeners(service=name):
                 self._listeners.release(name)
             case ForgetService(service=name):
                 self._specs.pop(name, None)
-                token = self._service_tokens.pop(name, None)
-                if token is not None:
-                    token.detach()
+                self._tokens.forget(name)
             case ShutdownStarted():
                 for hook in self.on_shutdown:
                     hook()
@@ -328,7 +323,7 @@ class JanusSupervisor:
 
     def _spawn(self, action: Spawn) -> None:
         spec = self._specs[action.service]
-        token = self._service_token(action.service).child(f"{action.service}[{action.slot}]")
+        token = self._tokens.of(action.service).child(f"{action.service}[{action.slot}]")
         try:
             with self.private_fds.frozen() as thread_fds:
                 other_fds = [*self._loop.own_fds(), *self._orphans.guard_fds(), *thread_fds,
@@ -426,27 +421,17 @@ class JanusSupervisor:
     # Services, tokens, snapshots
     # ==========================================================================================
     def _spec(self, service: JanusService | Callable[..., Any] | type,
-              options: SpawnOptions) -> _ServiceSpec:
-        svc = as_service(service, options.name)
-        if options.watchdog_timeout is not None and not svc.can_heartbeat:
-            raise ConfigError("watchdog_timeout", f"{type(svc).__name__} workers cannot call "
-                              "ctx.heartbeat(): a watchdog would kill them while they work")
-        if not valid_service_name(svc.name):
-            raise ConfigError("name", f"service name {svc.name!r} must be letters, digits, "
-                                      "'-', '_' or '.' (1-64 characters)")
-        payload: JanusService | bytes = svc
-        if self._start_method != "fork":
-            payload = _pickle_for_spawn(svc, self._start_method)
-        return _ServiceSpec(svc.name, svc, options, payload)
+              options: SpawnOptions) -> ServiceSpec:
+        return make_spec(service, options, self._start_method)
 
-    def _register(self, spec: _ServiceSpec) -> str:
+    def _register(self, spec: ServiceSpec) -> str:
         policy.validate_registration(self._state, spec.name, spec.options)
         self._bind(spec)
         self._specs[spec.name] = spec
         self._feed(ev.Register(spec.name, spec.options))
         return spec.name
 
-    def _update(self, spec: _ServiceSpec) -> str:
+    def _update(self, spec: ServiceSpec) -> str:
         policy.check_pool_size(self._state, spec.options.workers)
         old = self._specs.get(spec.name)
         if old is None:
@@ -457,7 +442,7 @@ class JanusSupervisor:
         self._feed(ev.Update(spec.name, spec.options, code_changed))
         return spec.name
 
-    def _bind(self, spec: _ServiceSpec) -> None:
+    def _bind(self, spec: ServiceSpec) -> None:
         """Bind the service's listeners now, before any of its workers exists: a refused
         address fails the registration in one line and starts nothing."""
         service = spec.service
@@ -466,20 +451,6 @@ class JanusSupervisor:
             for address in self._listeners.addresses(spec.name):
                 log.info("%s: listening on %s", spec.name, address)
 
-    def _service_token(self, name: str) -> CancellationToken:
-        token = self._service_tokens.get(name)
-        if token is None:
-            token = self._open_service_token(name)
-        return token
-
-    def _open_service_token(self, name: str) -> CancellationToken:
-        assert self._root is not None
-        old = self._service_tokens.get(name)
-        if old is not None:
-            old.detach()
-        token = self._service_tokens[name] = self._root.child(name)
-        return token
-
     def _snapshot(self) -> SupervisorSnapshot:
         listening = {name: self._listeners.addresses(name) for name in self._state.services}
         return supervisor_snapshot(self._state, self._clock(), os.getpid(), listening)
@@ -487,27 +458,13 @@ class JanusSupervisor:
     def _worker_pids(self) -> set[int]:
         return {w.pid for w in self._processes.by_id.values()}
 
-    def _measure_rss(self, action: MeasureRss) -> ev.RssMeasured:
-        import psutil
-
-        samples = []
-        for worker_id in action.workers:
-            process = self._processes.by_id.get(worker_id)
-            if process is None:
-                continue
-            try:
-                samples.append((worker_id, int(psutil.Process(process.pid).memory_info().rss)))
-            except psutil.Error:
-                continue
-        return ev.RssMeasured(action.service, tuple(samples))
-
     # ==========================================================================================
     # Opening and closing
     # ==========================================================================================
     def _open(self) -> None:
         self._observability.open()  # first: a bad metrics dir or a busy port starts nothing
         self._loop.open()
-        self._root = CancellationToken(self._flags, name="supervisor")
+        self._tokens.open_root()
         self._orphans.open()
         if self.config.install_signal_handlers and \
                 threading.current_thread() is threading.main_thread():
@@ -531,39 +488,12 @@ class JanusSupervisor:
                      self._state.exit_status, _format_totals(self._published))
 
 
-class _ServiceSpec:
-    """What the user asked for: the service object (and its spawn payload) and its options."""
-
-    __slots__ = ("name", "service", "options", "payload")
-
-    def __init__(self, name: str, service: JanusService, options: SpawnOptions,
-                 payload: JanusService | bytes) -> None:
-        self.name = name
-        self.service = service
-        self.options = options
-        self.payload = payload  # bytes: pickled once for spawn/forkserver workers
-
-
 def _message_event(worker: WorkerProcess, message: bytes) -> ev.Event:
     if message == READY:
         return ev.WorkerReady(worker.id)
     if message.startswith(RECYCLE):
         return ev.RecycleAsked(worker.id, message[1:].decode("utf-8", "replace") or "asked")
     return ev.RecycleAsked(-1, "")  # unknown message: an event about no worker, ignored
-
-
-def _pickle_for_spawn(service: JanusService, method: str) -> bytes:
-    try:
-        import dill
-
-        blob: bytes = dill.dumps(service)
-        dill.loads(blob)
-    except Exception as exc:
-        raise ServiceLoadError(
-            f"service {service.name!r} cannot be sent to a {method} worker: "
-            f"{type(exc).__name__}: {exc}; use the fork start method or make it picklable"
-        ) from None
-    return blob
 
 
 def _format_totals(snapshot: MetricsSnapshot) -> str:

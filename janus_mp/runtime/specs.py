@@ -1,0 +1,52 @@
+"""What the user asked for, checked and ready to start: a service object, its options, and
+the payload a worker receives (the object itself under fork, dill bytes under spawn and
+forkserver, pickled once here so that a service that cannot travel is refused at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from janus_mp.core.config import SpawnOptions, valid_service_name
+from janus_mp.errors import ConfigError, ServiceLoadError
+from janus_mp.service import JanusService, as_service
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    service: JanusService
+    options: SpawnOptions
+    payload: JanusService | bytes  # bytes: pickled once for spawn/forkserver workers
+
+
+def make_spec(service: JanusService | Callable[..., Any] | type, options: SpawnOptions,
+              start_method: str) -> ServiceSpec:
+    """Check a service as registration would (name, watchdog, picklability); raise the one-line
+    error that would refuse it."""
+    svc = as_service(service, options.name)
+    if options.watchdog_timeout is not None and not svc.can_heartbeat:
+        raise ConfigError("watchdog_timeout", f"{type(svc).__name__} workers cannot call "
+                          "ctx.heartbeat(): a watchdog would kill them while they work")
+    if not valid_service_name(svc.name):
+        raise ConfigError("name", f"service name {svc.name!r} must be letters, digits, "
+                                  "'-', '_' or '.' (1-64 characters)")
+    payload: JanusService | bytes = svc
+    if start_method != "fork":
+        payload = _pickle_for_spawn(svc, start_method)
+    return ServiceSpec(svc.name, svc, options, payload)
+
+
+def _pickle_for_spawn(service: JanusService, method: str) -> bytes:
+    try:
+        import dill
+
+        blob: bytes = dill.dumps(service)
+        dill.loads(blob)
+    except Exception as exc:
+        raise ServiceLoadError(
+            f"service {service.name!r} cannot be sent to a {method} worker: "
+            f"{type(exc).__name__}: {exc}; use the fork start method or make it picklable"
+        ) from None
+    return blob
