@@ -55,13 +55,27 @@ from janus_mp.core.workers import (
 from janus_mp.errors import ConfigError, JanusError, UnknownServiceError
 
 
-def handle(state: SupervisorState, event: ev.Event, now: float) -> list[Action]:
-    """Apply one event; return what the runtime must do, in order."""
+def handle(state: SupervisorState, event: ev.Event, now: float, *,
+           settle: bool = True) -> list[Action]:
+    """Apply one event; return what the runtime must do, in order.
+
+    With ``settle`` off, what follows from the new state as a whole (derived phases, the
+    next shutdown stage, gauges: O(workers) work) waits for :func:`settle`, which a runtime
+    calls once per batch of events (one loop turn) instead of once per event.
+    """
     step = Step(state, now)
     handler = _HANDLERS.get(type(event))
     if handler is None:
         raise TypeError(f"no handler for {type(event).__name__}")
     handler(step, event)
+    if settle:
+        after_step(step)
+    return step.actions
+
+
+def settle(state: SupervisorState, now: float) -> list[Action]:
+    """What follows from the state after a batch of unsettled events."""
+    step = Step(state, now)
     after_step(step)
     return step.actions
 

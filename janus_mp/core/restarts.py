@@ -162,7 +162,9 @@ def slot_failed(step: Step, service: ServiceState, slot: SlotState, reason: Term
     """A failure counts toward the slot's backoff and the service's breaker."""
     action = decide_restart(slot.backoff, service.breaker, service.backoff_config, step.now,
                             step.state.rng, slot.index)
-    if slot.lifecycle.phase in (ServicePhase.STARTING, ServicePhase.RUNNING):
+    # A failed replacement leaves the slot's current worker serving: the slot keeps its phase.
+    if role is WorkerRole.CURRENT and slot.lifecycle.phase in (ServicePhase.STARTING,
+                                                               ServicePhase.RUNNING):
         step.move(slot.lifecycle, ServicePhase.BACKING_OFF)
     slot.lifecycle.record_failure(str(reason))
     match action:

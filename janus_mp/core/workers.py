@@ -64,12 +64,13 @@ def on_heartbeat(step: Step, worker: WorkerState, last: float) -> None:
     if worker.stop_cause is not None or timeout is None:
         return
     last = max(last, worker.ready_at or last)
-    if step.now - last >= timeout:
+    due = last + timeout  # compared as computed: rescheduled at ``due``, it must fire there
+    if step.now >= due:
         step.log(LogLevel.WARNING, f"{worker.label()}: no heartbeat for "
                                    f"{step.now - last:.1f}s: killing it")
         kill_now(step, worker, KillCause.WATCHDOG)
     else:
-        step.schedule_worker(worker, TimerKind.WATCHDOG, last + timeout)
+        step.schedule_worker(worker, TimerKind.WATCHDOG, due)
 
 
 def on_start_timeout(step: Step, worker: WorkerState) -> None:

@@ -96,6 +96,8 @@ class JanusSupervisor:
         self._tokens = ServiceTokens(SharedEventFactory(self._start_method))
         self._queue: deque[ev.Event] = deque()
         self._feeding = False
+        self._in_turn = False  # events of one loop turn are settled once, at its end
+        self._unsettled = False
         self._after_turn_pids: list[int] = []
         self._reap_children = False
         self._strays_deadline: float | None = None
@@ -134,7 +136,12 @@ class JanusSupervisor:
             self._feed(ev.Begin())
             self._after_turn()
             while not self._done():
-                self._loop.turn(self._on_timer)
+                self._in_turn = True
+                try:
+                    self._loop.turn(self._on_timer)
+                    self._settle()
+                finally:
+                    self._in_turn = False
                 self._after_turn()
         finally:
             self._close()
@@ -269,15 +276,35 @@ class JanusSupervisor:
             self._queue.append(event)
             return
         self._feeding = True
+        settle_now = not self._in_turn  # in a turn, the turn's end settles (once)
         try:
-            for action in policy.handle(self._state, event, self._clock()):
+            for action in policy.handle(self._state, event, self._clock(), settle=settle_now):
                 self._perform(action)
             while self._queue:
-                for action in policy.handle(self._state, self._queue.popleft(), self._clock()):
+                for action in policy.handle(self._state, self._queue.popleft(), self._clock(),
+                                            settle=settle_now):
                     self._perform(action)
+            self._unsettled = self._unsettled or not settle_now
         finally:
             self._feeding = False
             self._queue.clear()
+
+    def _settle(self) -> None:
+        """After a turn's events: derived phases, shutdown stages, gauges, once."""
+        while self._unsettled:
+            self._unsettled = False
+            self._feeding = True
+            try:
+                for action in policy.settle(self._state, self._clock()):
+                    self._perform(action)
+                while self._queue:  # what settling's actions answered (a Spawn...)
+                    for action in policy.handle(self._state, self._queue.popleft(),
+                                                self._clock(), settle=False):
+                        self._perform(action)
+                    self._unsettled = True
+            finally:
+                self._feeding = False
+                self._queue.clear()
 
     def _perform(self, action: Action) -> None:
         match action:

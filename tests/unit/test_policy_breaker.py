@@ -268,11 +268,7 @@ def test_scaling_up_while_open_adds_circuit_open_slots_without_workers():
     check_invariants(sim)
 
 
-# -- known policy bugs (each xfail strict: the lead fixes the core, then drops the mark) --------
-@pytest.mark.xfail(strict=True, reason="policy bug: a breaker trip during a replacement stops "
-                   "both workers of the slot; when the old one exits, _end_on_purpose promotes "
-                   "the stopping incoming and moves the slot circuit_open -> running "
-                   "(TransitionError)")
+# -- regressions: bugs these tests found (the open ones are xfail strict) ---------------------
 def test_a_trip_during_a_rolling_restart_drains_both_workers_of_a_slot():
     sim = pool(2, keeper=True, backoff=HALF_OPEN)
     sim.feed(ev.RestartService("a"))  # slot 0: current + incoming
@@ -286,9 +282,6 @@ def test_a_trip_during_a_rolling_restart_drains_both_workers_of_a_slot():
     check_invariants(sim)
 
 
-@pytest.mark.xfail(strict=True, reason="policy bug: RestartService while the breaker is open "
-                   "spawns a replacement beside a draining worker (the breaker is bypassed); "
-                   "when it is ready, promote() moves circuit_open -> running (TransitionError)")
 def test_a_rolling_restart_while_the_breaker_is_open_starts_nothing():
     sim = pool(2, keeper=True, backoff=HALF_OPEN)
     _crash_loop(sim, 2, slot=1)
@@ -303,9 +296,6 @@ def test_a_rolling_restart_while_the_breaker_is_open_starts_nothing():
     check_invariants(sim)
 
 
-@pytest.mark.xfail(strict=True, reason="policy bug: a spawn failure answered after the breaker "
-                   "tripped (its Spawn was in flight) counts a second trip and leaves its slot "
-                   "`stopping` with no process, for good (the phantom row, by another path)")
 def test_a_fork_failure_in_flight_when_the_breaker_trips_leaves_no_phantom():
     sim = pool(1, keeper=True, backoff=FAST)
     sim.fail_spawns = "EAGAIN"

@@ -18,6 +18,7 @@ from tests.unit.policy_helpers import (
     NO_BREAKER,
     BottomRandom,
     TopRandom,
+    advance_bounded,
     check_invariants,
     pool,
     restart_at,
@@ -384,3 +385,12 @@ def test_a_fork_failure_at_start_backs_off():
     assert [slot_phase(sim, i) for i in (0, 1)] == [ServicePhase.RUNNING] * 2
     assert sim.state.services["a"].lifecycle.phase is ServicePhase.RUNNING
 
+
+
+def test_the_watchdog_never_reschedules_itself_at_the_same_instant():
+    sim = pool(1, watchdog_timeout=20.0)
+    worker = sim.current("a", 0)
+    sim.advance(12.02)
+    sim.heartbeats[worker.id] = 12.02  # 12.02 + 20 - 12.02 < 20 in floating point
+    sim.advance(7.98)  # the watchdog reads the heartbeat: next look at 32.02
+    assert advance_bounded(sim, 12.02) <= 2

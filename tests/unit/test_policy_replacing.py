@@ -342,23 +342,22 @@ def test_scale_down_during_a_rolling_restart_drops_the_removed_slots_from_it():
     check_invariants(sim)
 
 
-# -- known policy bugs (each xfail strict: the lead fixes the core, then drops the mark) --------
-@pytest.mark.xfail(strict=True, reason="policy bug: a second rolling restart spawns a "
-                   "replacement into a slot backing off from a failed one; when it is ready, "
-                   "promote() moves the slot backing_off -> running (TransitionError)")
-def test_a_replacement_started_while_its_slot_backs_off_can_take_over():
+# -- regressions: bugs these tests found (the open ones are xfail strict) ---------------------
+def test_a_failed_replacement_retries_itself_and_a_second_rolling_restart_skips_it():
     sim = pool(2)
     sim.feed(ev.RestartService("a"))
-    sim.exit(_incoming(sim)[0][1], 1)  # the replacement fails: slot 0 backs off
-    assert slot_phase(sim, 0) is ServicePhase.BACKING_OFF
-    sim.feed(ev.RestartService("a"))  # starts a new replacement for slot 0 at once
+    sim.exit(_incoming(sim)[0][1], 1)  # the replacement fails; the current worker serves on
+    assert slot_phase(sim, 0) is ServicePhase.RUNNING
+    sim.feed(ev.RestartService("a"))  # slot 0 has a retry due: no second replacement there
+    assert [slot for slot, _ in _incoming(sim)] == [1]
+    sim.ready(_incoming(sim)[0][1])   # slot 1 replaced
+    sim.advance(5.0)                  # slot 0's retry starts its replacement
+    assert [slot for slot, _ in _incoming(sim)] == [0]
     sim.ready(_incoming(sim)[0][1])
     assert slot_phase(sim, 0) is ServicePhase.RUNNING
+    check_invariants(sim)
 
 
-@pytest.mark.xfail(strict=True, reason="policy bug: the pending INCOMING restart of a slot "
-                   "fires while a newer replacement is starting and overwrites slot.incoming; "
-                   "the overwritten worker is tracked but never placed, so it is never stopped")
 def test_a_pending_replacement_restart_does_not_orphan_a_newer_replacement():
     sim = pool(2)
     sim.feed(ev.RestartService("a"))
@@ -368,8 +367,6 @@ def test_a_pending_replacement_restart_does_not_orphan_a_newer_replacement():
     check_invariants(sim)
 
 
-@pytest.mark.xfail(strict=True, reason="policy bug: WorkerReady from a retiring worker whose "
-                   "slot was scaled away raises KeyError in on_ready")
 def test_a_late_ready_from_a_retiring_worker_of_a_removed_slot_is_harmless():
     sim = pool(1, keeper=True, ready=False)
     old = sim.current("a", 0)
