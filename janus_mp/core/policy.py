@@ -211,7 +211,7 @@ def _start(step: Step, event: ev.StartService) -> None:
     if event.name not in state.options:
         raise UnknownServiceError(event.name, list(state.options))
     current = state.services.get(event.name)
-    if current is not None and current.stopping and current.live_workers():
+    if current is not None and current.stopping and current.has_live_workers():
         raise JanusError(f"service {event.name!r} is still stopping; try again when it has "
                          "stopped")
     if current is not None and current.lifecycle.phase is not ServicePhase.TERMINATED:
@@ -307,7 +307,7 @@ def _settle(step: Step) -> None:
         advance_shutdown(step)
     for service in list(state.services.values()):
         _sync_service_phase(step, service)
-        if service.name in state.removed and not service.live_workers() and \
+        if service.name in state.removed and not service.has_live_workers() and \
                 service.lifecycle.phase is ServicePhase.TERMINATED:
             del state.services[service.name]  # removed by a reload, now fully stopped
             state.removed.discard(service.name)
@@ -319,8 +319,7 @@ def _sync_service_phase(step: Step, service: ServiceState) -> None:
     lifecycle = service.lifecycle
     if lifecycle.phase is ServicePhase.TERMINATED:
         return
-    slots = [s for s in service.slots.values() if not s.removed]
-    live = service.live_workers()
+    live = service.has_live_workers()
     if service.stopping:
         if live:
             step.move(lifecycle, ServicePhase.STOPPING)
@@ -331,6 +330,7 @@ def _sync_service_phase(step: Step, service: ServiceState) -> None:
     if service.breaker.state is not BreakerState.CLOSED:
         step.move(lifecycle, ServicePhase.CIRCUIT_OPEN)
         return
+    slots = [s for s in service.slots.values() if not s.removed]
     if slots and not live and all(s.lifecycle.phase is ServicePhase.TERMINATED for s in slots):
         service.end_reason = service.end_reason or TerminationReason.completed()
         service.stopping = True

@@ -113,6 +113,12 @@ class ServiceState:
     def live_workers(self) -> list[WorkerState]:
         return [w for slot in self.slots.values() for w in slot.workers()] + self.retiring
 
+    def has_live_workers(self) -> bool:
+        """Any worker still alive (stops at the first: settling asks this every loop turn)."""
+        return bool(self.retiring) or any(
+            slot.current is not None or slot.incoming is not None
+            for slot in self.slots.values())
+
     def active_slots(self) -> list[SlotState]:
         """Slots that should hold a serving worker (not scaled away, not ended for good)."""
         return [s for s in self.slots.values()

@@ -90,7 +90,7 @@ def advance_shutdown(step: Step) -> None:
         if len(state.shutdown_stages) == 1 and not state.root_cancelled:
             state.root_cancelled = True
             step.emit(CancelRoot("supervisor shutdown"))
-        if any(s.live_workers() for s in services):
+        if any(s.has_live_workers() for s in services):
             return  # the current stage is still draining
         state.shutdown_stages.pop(0)
 
