@@ -120,6 +120,9 @@ def test_counts_of_killed_workers_survive_the_fold(store: MultiprocessMetrics,
         for p, jobs in zip(held, (5, 7), strict=True):
             wait_until(lambda p=p, jobs=jobs: file_value(store, p.pid, "janus_trap_jobs_total")
                        == jobs, timeout=20)
+        # UP is set after the counters: wait for it rather than assume it (a race under
+        # forkserver on a loaded machine); the dead worker's gauge must not count.
+        wait_until(lambda: scrape(store).get(("janus_trap_up", ())) == 2.0, timeout=20)
         assert scrape(store)[("janus_trap_up", ())] == 2.0  # the live ones only
         for p in held:
             os.kill(p.pid, signal.SIGKILL)
