@@ -50,6 +50,9 @@ class Loop:
         self._selector: selectors.BaseSelector | None = None
         self._thread: int | None = None
         self._calls: deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = deque()
+        #: Held while the loop thread is set or cleared and while a call is queued: a call is
+        #: either queued while the loop can still run it, or run by its caller.
+        self._calls_lock = threading.Lock()
         self._call_r = self._call_w = self._signal_r = self._signal_w = -1
         self._old_signals: dict[int, Any] = {}
         self._old_wakeup_fd = -1
@@ -58,11 +61,12 @@ class Loop:
 
     # -- lifetime ----------------------------------------------------------------------------
     def open(self) -> None:
-        self._thread = threading.get_ident()
         self.last_turn_at = self.clock()
         self._selector = selectors.DefaultSelector()
         self._call_r, self._call_w = _nonblocking_pipe()
         self._selector.register(self._call_r, selectors.EVENT_READ, self._on_calls)
+        with self._calls_lock:  # last: a caller that sees the loop thread finds its pipe
+            self._thread = threading.get_ident()
 
     def install_signals(self, names: tuple[str, ...], on_signal: Callable[[int], None]) -> None:
         """Route ``names`` to ``on_signal(signum)`` in the loop (main thread only)."""
@@ -85,16 +89,14 @@ class Loop:
             for signum, handler in self._old_signals.items():
                 signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
             self._old_signals.clear()
+        with self._calls_lock:  # from here on, callers run their call themselves
+            self._thread = None
+            _close_fds(self._call_r, self._call_w)
+            self._call_r = self._call_w = -1
         if self._selector is not None:
             self._selector.close()
-        for fd in (self._call_r, self._call_w, self._signal_r, self._signal_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._call_r = self._call_w = self._signal_r = self._signal_w = -1
-        self._thread = None
+        _close_fds(self._signal_r, self._signal_w)
+        self._signal_r = self._signal_w = -1
         self._fail_pending_calls()
 
     def own_fds(self) -> list[int]:
@@ -164,14 +166,17 @@ class Loop:
 
     def call(self, fn: Callable[[], T], *, wait: bool = True, timeout: float | None = None) -> T:
         """Run ``fn`` in the loop thread (directly when already there or no loop runs)."""
-        if self.in_loop_thread():
-            return fn()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._calls.append((fn, future))
-        try:
-            os.write(self._call_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # the pipe already holds a wake-up, or the loop is closing
+        with self._calls_lock:
+            direct = self.in_loop_thread()
+            if not direct:
+                self._calls.append((fn, future))
+                try:  # under the lock: the pipe cannot be closed (its fd reused) meanwhile
+                    os.write(self._call_w, b"x")
+                except BlockingIOError:
+                    pass  # the pipe already holds a wake-up
+        if direct:
+            return fn()
         if not wait:
             return None  # type: ignore[return-value]
         return future.result(timeout)
@@ -210,6 +215,15 @@ class Loop:
 
 def _just_wake(_signum: int, _frame: Any) -> None:
     """The whole signal handler: set_wakeup_fd has already queued the signal number."""
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _nonblocking_pipe() -> tuple[int, int]:
