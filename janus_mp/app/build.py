@@ -26,8 +26,9 @@ from janus_mp.app.config_file import ConfigFile, load_config
 from janus_mp.app.deploy import Deployment, Reloader
 from janus_mp.app.logs import SupervisorLog
 from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
-from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
-from janus_mp.errors import ConfigError, JanusError, ServiceLoadError
+from janus_mp.core.config import SpawnOptions, SupervisorConfig
+from janus_mp.errors import ConfigError, JanusError
+from janus_mp.runtime.specs import check_heartbeat, make_spec
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService
 
@@ -285,46 +286,30 @@ def _service_overrides(flags: RunFlags) -> dict[str, Any]:
 # Validation: what the runtime refuses at spawn_service, refused before anything starts
 # ----------------------------------------------------------------------------------------------
 def validate(config: SupervisorConfig, services: list[PlannedService]) -> None:
-    """Refuse what `JanusSupervisor.spawn_service` would refuse, without binding anything."""
+    """Refuse what `JanusSupervisor.spawn_service` would refuse, with the runtime's own checks
+    (pool size, watchdog, name, picklability), but without binding anything."""
     seen: set[str] = set()
     for entry in services:
-        name = entry.service.name
-        refusal = _refused_options(entry.options, config, type(entry.service))
-        if refusal is None and not valid_service_name(name):
-            refusal = ConfigError("name", f"service name {name!r} must be letters, digits, "
-                                          "'-', '_' or '.' (1-64 characters)")
-        if refusal is None and name in seen:
-            refusal = ConfigError("name", f"a service named {name!r} is already registered")
-        if refusal is not None:
-            raise _refusal(entry, refusal)
+        try:
+            config.check_pool_size(entry.options.workers)
+            name = make_spec(entry.service, entry.options, config.start_method or "fork").name
+            if name in seen:
+                raise ConfigError("name", f"a service named {name!r} is already registered")
+        except ConfigError as exc:
+            raise _refusal(entry, exc) from None
         seen.add(name)
-        method = config.start_method or "fork"
-        if method != "fork":
-            _check_picklable(entry.service, method)
 
 
 def _refused_options(options: SpawnOptions, config: SupervisorConfig,
                      kind: type[JanusService] | None) -> ConfigError | None:
     """``kind`` is the service's class, None when unknown (not imported)."""
-    if options.workers > config.max_workers:
-        return ConfigError("workers", f"{options.workers} is more than max_workers "
-                                      f"({config.max_workers})")
-    if options.watchdog_timeout is not None and kind is not None and not kind.can_heartbeat:
-        return ConfigError("watchdog_timeout", f"{kind.__name__} workers cannot call "
-                           "ctx.heartbeat(): a watchdog would kill them while they work")
-    return None
-
-
-def _check_picklable(service: JanusService, method: str) -> None:
-    import dill
-
     try:
-        dill.loads(dill.dumps(service))
-    except Exception as exc:
-        raise ServiceLoadError(
-            f"service {service.name!r} cannot be sent to a {method} worker: "
-            f"{type(exc).__name__}: {exc}; use the fork start method or make it picklable"
-        ) from None
+        config.check_pool_size(options.workers)
+        if kind is not None:
+            check_heartbeat(kind, options)
+    except ConfigError as exc:
+        return exc
+    return None
 
 
 def _refusal(entry: PlannedService, exc: ConfigError) -> ConfigError:

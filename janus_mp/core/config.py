@@ -87,6 +87,12 @@ class SupervisorConfig:
                 raise ConfigError("metrics_port", "must be <= 65535")
 
 
+    def check_pool_size(self, workers: int) -> None:
+        """No pool grows past ``max_workers``: refuse such a size with a ConfigError."""
+        if workers > self.max_workers:
+            raise ConfigError("workers", f"{workers} is more than max_workers "
+                                         f"({self.max_workers})")
+
 @dataclass(frozen=True)
 class SpawnOptions:
     """How one service runs: its pool, restart policy, exit codes and timeouts."""

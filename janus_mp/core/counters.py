@@ -55,6 +55,12 @@ class MetricsSnapshot:
     active_services: int
     services: Mapping[str, ServiceMetrics]
 
+    def totals_line(self) -> str:
+        """The totals, for the supervisor's last log line."""
+        return (f"spawned={self.spawned_total} restarts={self.restarts_total} "
+                f"terminated={self.terminated_total} "
+                f"breaker_trips={self.circuit_breaker_trips_total}")
+
 
 class _ServiceCounters:
     __slots__ = ("spawned", "restarts", "terminated", "trips", "phases", "backoff", "up_counts",

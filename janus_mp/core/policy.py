@@ -82,17 +82,11 @@ def settle(state: SupervisorState, now: float) -> list[Action]:
 
 def validate_registration(state: SupervisorState, name: str, options: SpawnOptions) -> None:
     """What a Register would refuse, checked before the runtime binds the service's sockets."""
-    check_pool_size(state, options.workers)
+    state.config.check_pool_size(options.workers)
     if name in state.options:
         raise ConfigError("name", f"a service named {name!r} is already registered")
     if name in state.removed:
         raise JanusError(f"service {name!r} is still stopping; try again when it has stopped")
-
-
-def check_pool_size(state: SupervisorState, workers: int) -> None:
-    if workers > state.config.max_workers:
-        raise ConfigError("workers", f"{workers} is more than max_workers "
-                                     f"({state.config.max_workers})")
 
 
 def finished(state: SupervisorState) -> bool:
@@ -171,7 +165,7 @@ def _register(step: Step, event: ev.Register) -> None:
 
 def _update(step: Step, event: ev.Update) -> None:
     state = step.state
-    check_pool_size(state, event.options.workers)
+    state.config.check_pool_size(event.options.workers)
     old = state.options.get(event.name)
     if old is None:
         _register(step, ev.Register(event.name, event.options))
@@ -248,7 +242,7 @@ def _scale(step: Step, event: ev.Scale) -> None:
         target = event.workers
     else:
         target = max(0, service.desired + (event.delta or 0))
-    check_pool_size(step.state, target)
+    step.state.config.check_pool_size(target)
     scale(step, service, target)
 
 

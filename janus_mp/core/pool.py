@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from janus_mp.core.backoff import BackoffConfig, BackoffState, BreakerState, CircuitBreaker
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
@@ -161,6 +161,12 @@ class ExitRecord:
     exit_code: int
     reason: str
     uptime_secs: float
+
+    def to_dict(self, wall_offset: float) -> dict[str, Any]:
+        """JSON-safe, ``at`` turned into wall-clock time (``wall_offset`` = wall − clock)."""
+        return {"at": self.at + wall_offset, "service": self.service, "worker": self.worker,
+                "generation": self.generation, "pid": self.pid, "exit_code": self.exit_code,
+                "reason": self.reason, "uptime_secs": self.uptime_secs}
 
 
 class SupervisorState:

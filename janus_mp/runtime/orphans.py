@@ -22,13 +22,19 @@ from janus_mp.runtime.deadman import DeadMansSwitch
 
 log = logging.getLogger("janus_mp.supervisor")
 
+#: After the last worker is gone, how long shutdown waits for SIGKILLed strays to be reaped.
+STRAY_GRACE = 2.0
+
 
 class Orphans:
-    def __init__(self, enabled: bool, worker_pids: Callable[[], Collection[int]]) -> None:
+    def __init__(self, name: str, enabled: bool,
+                 worker_pids: Callable[[], Collection[int]]) -> None:
+        self.name = name  # the supervisor's, for log lines
         self.enabled = enabled
         self._worker_pids = worker_pids
         self.guard: DeadMansSwitch | None = None
         self.pending: set[int] = set()  # killed, not reaped yet
+        self._give_up_at: float | None = None
 
     def open(self) -> None:
         if not self.enabled:
@@ -48,6 +54,20 @@ class Orphans:
             self.guard = None
         if self.enabled:  # the hosting process is ours no longer
             osproc.set_child_subreaper(False)
+
+    def strays_deadline(self, now: float) -> float | None:
+        """At shutdown, once the workers are gone: when to look again for killed strays not
+        yet reaped, or None when there are none left — or they had STRAY_GRACE seconds (a
+        process stuck in the kernel cannot be reaped; the supervisor exits without it)."""
+        if not self.pending:
+            return None
+        if self._give_up_at is None:
+            self._give_up_at = now + STRAY_GRACE
+        if now < self._give_up_at:
+            return self._give_up_at
+        log.warning("%s: pids %s were killed but not reaped in time: exiting without them",
+                    self.name, sorted(self.pending))
+        return None
 
     # -- the guard ---------------------------------------------------------------------------
     def track(self, pid: int) -> None:

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from janus_mp import osproc
+from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.runtime.worker import WorkerSpec, worker_main
-from janus_mp.service import CANCEL, JanusService
+from janus_mp.service import CANCEL, READY, RECYCLE, JanusService
 
 
 @dataclass(eq=False)
@@ -43,6 +44,25 @@ class WorkerProcess:
     @property
     def exit_source(self) -> Any:
         return self.pidfd if self.pidfd is not None else self.process.sentinel
+
+    def read_messages(self) -> tuple[list[bytes], bool]:
+        """What the worker said since the last read (never blocks), and whether its pipe is
+        closed (it is exiting)."""
+        messages: list[bytes] = []
+        try:
+            while self.conn.poll():
+                messages.append(self.conn.recv_bytes(64))
+        except (EOFError, OSError):
+            return messages, True
+        return messages, False
+
+    def event_for(self, message: bytes) -> ev.Event:
+        """What a message from the worker means to the policy."""
+        if message == READY:
+            return ev.WorkerReady(self.id)
+        if message.startswith(RECYCLE):
+            return ev.RecycleAsked(self.id, message[1:].decode("utf-8", "replace") or "asked")
+        return ev.RecycleAsked(-1, "")  # unknown message: an event about no worker, ignored
 
     def send_cancel(self) -> None:
         try:

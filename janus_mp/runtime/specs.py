@@ -26,9 +26,7 @@ def make_spec(service: JanusService | Callable[..., Any] | type, options: SpawnO
     """Check a service as registration would (name, watchdog, picklability); raise the one-line
     error that would refuse it."""
     svc = as_service(service, options.name)
-    if options.watchdog_timeout is not None and not svc.can_heartbeat:
-        raise ConfigError("watchdog_timeout", f"{type(svc).__name__} workers cannot call "
-                          "ctx.heartbeat(): a watchdog would kill them while they work")
+    check_heartbeat(type(svc), options)
     if not valid_service_name(svc.name):
         raise ConfigError("name", f"service name {svc.name!r} must be letters, digits, "
                                   "'-', '_' or '.' (1-64 characters)")
@@ -36,6 +34,14 @@ def make_spec(service: JanusService | Callable[..., Any] | type, options: SpawnO
     if start_method != "fork":
         payload = _pickle_for_spawn(svc, start_method)
     return ServiceSpec(svc.name, svc, options, payload)
+
+
+def check_heartbeat(kind: type[JanusService], options: SpawnOptions) -> None:
+    """A watchdog on a kind of service that cannot call ``ctx.heartbeat()`` would kill its
+    workers while they work: refuse it."""
+    if options.watchdog_timeout is not None and not kind.can_heartbeat:
+        raise ConfigError("watchdog_timeout", f"{kind.__name__} workers cannot call "
+                          "ctx.heartbeat(): a watchdog would kill them while they work")
 
 
 def _pickle_for_spawn(service: JanusService, method: str) -> bytes:

@@ -66,7 +66,7 @@ from janus_mp.runtime.processes import Processes, WorkerProcess
 from janus_mp.runtime.shared_event import SharedEventFactory
 from janus_mp.runtime.specs import ServiceSpec, make_spec
 from janus_mp.runtime.tokens import ServiceTokens
-from janus_mp.service import READY, RECYCLE, JanusService
+from janus_mp.service import READY, JanusService
 
 log = logging.getLogger("janus_mp.supervisor")
 T = TypeVar("T")
@@ -74,8 +74,6 @@ T = TypeVar("T")
 HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1",
                    "SIGCHLD")
 _POLICY_SIGNALS = {"SIGTERM", "SIGINT", "SIGQUIT", "SIGTTIN", "SIGTTOU"}
-#: After the last worker is gone, how long shutdown waits for SIGKILLed strays to be reaped.
-_STRAY_GRACE = 2.0
 
 
 class JanusSupervisor:
@@ -91,7 +89,7 @@ class JanusSupervisor:
         self._start_method = self._context.get_start_method()
         self._loop = Loop(clock)
         self._processes = Processes(self._context, self._start_method)
-        self._orphans = Orphans(self.config.reap_orphans, self._worker_pids)
+        self._orphans = Orphans(self.config.name, self.config.reap_orphans, self._worker_pids)
         self._specs: dict[str, ServiceSpec] = {}
         self._tokens = ServiceTokens(SharedEventFactory(self._start_method))
         self._queue: deque[ev.Event] = deque()
@@ -100,7 +98,7 @@ class JanusSupervisor:
         self._unsettled = False
         self._after_turn_pids: list[int] = []
         self._reap_children = False
-        self._strays_deadline: float | None = None
+        self._strays_wake: float | None = None
         self._closed = False
         #: Listening sockets bound for services (ApiModuleAdapter...), shared by their pools.
         self._listeners = ListenerSet()
@@ -164,7 +162,7 @@ class JanusSupervisor:
     def scale(self, name: str, workers: int) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
             raise ConfigError("workers", "must be an integer >= 0")
-        policy.check_pool_size(self._state, workers)
+        self.config.check_pool_size(workers)
         self._command(ev.Scale(name, workers=workers))
 
     def scale_by(self, name: str, delta: int) -> int:
@@ -248,11 +246,7 @@ class JanusSupervisor:
         """The last worker exits, newest last: when, who, and why (for status and top)."""
         def read() -> list[dict[str, Any]]:
             wall_offset = time.time() - self._clock()
-            return [{"at": record.at + wall_offset, "service": record.service,
-                     "worker": record.worker, "generation": record.generation,
-                     "pid": record.pid, "exit_code": record.exit_code,
-                     "reason": record.reason, "uptime_secs": record.uptime_secs}
-                    for record in self._state.recent_exits]
+            return [record.to_dict(wall_offset) for record in self._state.recent_exits]
         return self._loop.call(read)
 
     def call_in_loop(self, fn: Callable[[], T], *, timeout: float | None = None) -> T:
@@ -275,36 +269,34 @@ class JanusSupervisor:
         if self._feeding:
             self._queue.append(event)
             return
-        self._feeding = True
         settle_now = not self._in_turn  # in a turn, the turn's end settles (once)
+        self._run(lambda: policy.handle(self._state, event, self._clock(), settle=settle_now),
+                  settle_now)
+        self._unsettled = self._unsettled or not settle_now
+
+    def _settle(self) -> None:
+        """After a turn's events: derived phases, shutdown stages, gauges, once (again only
+        if what settling did was answered by events, a Spawn's WorkerStarted...)."""
+        while self._unsettled:
+            self._unsettled = self._run(lambda: policy.settle(self._state, self._clock()),
+                                        settle=False)
+
+    def _run(self, decide: Callable[[], list[Action]], settle: bool) -> bool:
+        """Perform what ``decide`` returns, then the events its actions answered with; True
+        if there were such events."""
+        self._feeding = True
         try:
-            for action in policy.handle(self._state, event, self._clock(), settle=settle_now):
+            for action in decide():
                 self._perform(action)
+            answered = bool(self._queue)
             while self._queue:
                 for action in policy.handle(self._state, self._queue.popleft(), self._clock(),
-                                            settle=settle_now):
+                                            settle=settle):
                     self._perform(action)
-            self._unsettled = self._unsettled or not settle_now
+            return answered
         finally:
             self._feeding = False
             self._queue.clear()
-
-    def _settle(self) -> None:
-        """After a turn's events: derived phases, shutdown stages, gauges, once."""
-        while self._unsettled:
-            self._unsettled = False
-            self._feeding = True
-            try:
-                for action in policy.settle(self._state, self._clock()):
-                    self._perform(action)
-                while self._queue:  # what settling's actions answered (a Spawn...)
-                    for action in policy.handle(self._state, self._queue.popleft(),
-                                                self._clock(), settle=False):
-                        self._perform(action)
-                    self._unsettled = True
-            finally:
-                self._feeding = False
-                self._queue.clear()
 
     def _perform(self, action: Action) -> None:
         match action:
@@ -372,23 +364,18 @@ class JanusSupervisor:
         self._queue.append(ev.WorkerStarted(action.worker, worker.pid))
 
     def _on_message(self, worker: WorkerProcess) -> None:
-        try:
-            while worker.conn.poll():
-                self._feed(_message_event(worker, worker.conn.recv_bytes(64)))
-        except (EOFError, OSError):
+        messages, closed = worker.read_messages()
+        for message in messages:
+            self._feed(worker.event_for(message))
+        if closed:
             self._loop.remove_reader(worker.conn)  # exiting; its exit source will tell us
 
     def _on_exit_source(self, worker: WorkerProcess) -> None:
         """The one door of a worker's exit: reap it, tell the policy, clean up after the turn."""
         self._loop.remove_reader(worker.exit_source)
         self._loop.remove_reader(worker.conn)
-        try:  # what it said before dying still counts (a READY just before a crash)
-            while worker.conn.poll():
-                message = worker.conn.recv_bytes(64)
-                if message == READY:
-                    self._feed(ev.WorkerReady(worker.id))
-        except (EOFError, OSError):
-            pass
+        if READY in worker.read_messages()[0]:  # a READY just before a crash still counts
+            self._feed(ev.WorkerReady(worker.id))
         returncode = self._processes.reap(worker)
         self._processes.release(worker)
         self._orphans.untrack(worker.pid)
@@ -432,17 +419,13 @@ class JanusSupervisor:
     def _done(self) -> bool:
         if not policy.finished(self._state):
             return False
-        if not self._orphans.pending:
+        wake_at = self._orphans.strays_deadline(self._clock())
+        if wake_at is None:
             return True
-        now = self._clock()
-        if self._strays_deadline is None:
-            self._strays_deadline = now + _STRAY_GRACE
-            self._loop.call_at(self._strays_deadline, lambda: None)  # wake up to give up
-        if now < self._strays_deadline:
-            return False
-        log.warning("%s: pids %s were killed but not reaped in time: exiting without them",
-                    self.config.name, sorted(self._orphans.pending))
-        return True
+        if wake_at != self._strays_wake:  # once: the loop sleeps until then, then gives up
+            self._strays_wake = wake_at
+            self._loop.call_at(wake_at, lambda: None)
+        return False
 
     # ==========================================================================================
     # Services, tokens, snapshots
@@ -459,7 +442,7 @@ class JanusSupervisor:
         return spec.name
 
     def _update(self, spec: ServiceSpec) -> str:
-        policy.check_pool_size(self._state, spec.options.workers)
+        self.config.check_pool_size(spec.options.workers)
         old = self._specs.get(spec.name)
         if old is None:
             return self._register(spec)
@@ -512,18 +495,4 @@ class JanusSupervisor:
             self._closed = True
             self._published = self._state.metrics.snapshot()
             log.info("%s: supervisor stopped (exit status %d) %s", self.config.name,
-                     self._state.exit_status, _format_totals(self._published))
-
-
-def _message_event(worker: WorkerProcess, message: bytes) -> ev.Event:
-    if message == READY:
-        return ev.WorkerReady(worker.id)
-    if message.startswith(RECYCLE):
-        return ev.RecycleAsked(worker.id, message[1:].decode("utf-8", "replace") or "asked")
-    return ev.RecycleAsked(-1, "")  # unknown message: an event about no worker, ignored
-
-
-def _format_totals(snapshot: MetricsSnapshot) -> str:
-    return (f"spawned={snapshot.spawned_total} restarts={snapshot.restarts_total} "
-            f"terminated={snapshot.terminated_total} "
-            f"breaker_trips={snapshot.circuit_breaker_trips_total}")
+                     self._state.exit_status, self._published.totals_line())

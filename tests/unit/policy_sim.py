@@ -88,17 +88,24 @@ class Sim:
     def begin(self) -> None:
         self.feed(ev.Begin())
 
-    def advance(self, seconds: float) -> None:
-        """Move the clock, firing every timer due on the way at its own deadline."""
+    def advance(self, seconds: float, max_timers: int | None = None) -> int:
+        """Move the clock, firing every timer due on the way at its own deadline; with
+        ``max_timers``, fail instead of spinning when timers keep firing at one instant (the
+        real loop would busy-wait). Returns how many timers fired."""
         end = self.now + seconds
+        fired = 0
         while True:
             due = self.timers.next_deadline()
             if due is None or due > end:
                 break
             self.now = max(self.now, due)
             for key in self.timers.pop_due(self.now):
+                fired += 1
+                assert max_timers is None or fired <= max_timers, \
+                    f"timer storm at {self.now}: {key}"
                 self.feed(ev.TimerDue(key))
         self.now = end
+        return fired
 
     # -- workers ---------------------------------------------------------------------------
     def workers(self, service: str | None = None) -> list[WorkerState]:

@@ -6,6 +6,7 @@ import threading
 import time
 
 from janus_mp.runtime.loop import Loop
+from tests.support import wait_until
 
 
 def test_a_call_from_another_thread_runs_in_the_loop_thread():
@@ -33,9 +34,7 @@ def test_calls_around_open_and_close_run_at_once_in_their_caller():
     queued: list[str] = []
     waiter = threading.Thread(target=lambda: queued.append(loop.call(lambda: "ran")))
     waiter.start()
-    deadline = time.monotonic() + 5
-    while not loop._calls and time.monotonic() < deadline:  # queued, not yet run
-        time.sleep(0.001)
+    wait_until(lambda: loop._calls, timeout=5)  # queued, not yet run
     loop.close()                                # a pending call is run by close, not lost
     waiter.join(5)
     assert queued == ["ran"]
