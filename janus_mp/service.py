@@ -22,6 +22,8 @@ from janus_mp.errors import ServiceLoadError
 READY = b"r"
 CANCEL = b"c"
 RECYCLE = b"R"  # followed by a short reason: "replace me gracefully"
+PARKED = b"p"  # a standby booted and waits
+PROMOTE = b"P"  # followed by b"SLOT GENERATION MAX_REQUESTS" (0: none): a standby runs now
 
 
 class JanusService(ABC):

@@ -118,6 +118,9 @@ def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
 _COMMON = [
     click.option("-w", "--workers", type=click.IntRange(min=0), default=None,
                  help="Workers per service [default: 1, or the config file's]."),
+    click.option("--standby", type=click.IntRange(min=0), default=None, metavar="K",
+                 help="Keep K extra workers per service booted and parked: a crash, recycle "
+                      "or scale-up promotes one instead of forking [default: 0]."),
     click.option("--restart", type=click.Choice([p.value for p in RestartPolicy]),
                  default=None, help="Restart policy [default: on_failure]."),
     click.option("--metrics-bind", default=None, metavar="HOST:PORT",

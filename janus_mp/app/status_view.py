@@ -31,6 +31,12 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
             out.append(["", str(w["worker"]), w["phase"], f"gen {w['generation']}",
                         str(w["restarts"]), "", " ".join(str(p) for p in w["pids"]),
                         _cpu(cpu), _mb(rss), w.get("last_error") or last])
+        standby = svc.get("standby") or {}
+        if standby.get("wanted") or standby.get("parked") or standby.get("booting"):
+            parked, booting = standby.get("parked", []), standby.get("booting", [])
+            out.append(["", "standby", "standby", f"{len(parked)}/{standby['wanted']} parked",
+                        "", "", " ".join(str(p) for p in parked + booting), "", "",
+                        f"{len(booting)} booting" if booting else ""])
     return out
 
 

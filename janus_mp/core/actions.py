@@ -39,6 +39,18 @@ class Spawn(Action):
     generation: int
     max_requests: int | None  # this worker's recycle threshold, jitter applied
     stop_timeout: float  # the cooperative grace it gets once asked to stop
+    standby: bool = False  # boot, then park until a Promote (slot -1 until then)
+
+
+@dataclass(frozen=True)
+class Promote(Action):
+    """A parked standby takes ``slot`` (one message): it runs the service from now on."""
+
+    worker: int
+    service: str
+    slot: int
+    generation: int
+    max_requests: int | None
 
 
 @dataclass(frozen=True)

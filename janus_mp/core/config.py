@@ -131,6 +131,9 @@ class SpawnOptions:
     #: checked every ``rss_check_interval`` seconds.
     max_rss: int | str | None = None
     rss_check_interval: float = 5.0
+    #: Extra workers kept booted and parked, promoted into a slot instead of forking one
+    #: when a worker must be replaced at once (see janus_mp.core.standby).
+    standby: int = 0
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
@@ -158,6 +161,7 @@ class SpawnOptions:
         if self.max_rss is not None:
             object.__setattr__(self, "max_rss", parse_size("max_rss", self.max_rss))
         _number("rss_check_interval", self.rss_check_interval, strict=True)
+        _integer("standby", self.standby)
 
     def exit_policy(self) -> ExitPolicy:
         return ExitPolicy(

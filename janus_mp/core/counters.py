@@ -33,6 +33,8 @@ class UptimeHistogram:
 class ServiceMetrics:
     spawned_total: int = 0
     restarts_total: int = 0
+    #: Slots filled by promoting a parked standby instead of forking (SpawnOptions.standby).
+    standby_promotions_total: int = 0
     terminated_total: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     circuit_breaker_trips_total: int = 0
     workers_by_phase: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -63,12 +65,13 @@ class MetricsSnapshot:
 
 
 class _ServiceCounters:
-    __slots__ = ("spawned", "restarts", "terminated", "trips", "phases", "backoff", "up_counts",
-                 "up_count", "up_sum")
+    __slots__ = ("spawned", "restarts", "promotions", "terminated", "trips", "phases",
+                 "backoff", "up_counts", "up_count", "up_sum")
 
     def __init__(self) -> None:
         self.spawned = 0
         self.restarts = 0
+        self.promotions = 0
         self.terminated: Counter[str] = Counter()
         self.trips = 0
         self.phases: dict[str, int] = {}
@@ -101,6 +104,9 @@ class SupervisorMetrics:
     def record_restart(self, service: str) -> None:
         self._svc(service).restarts += 1
 
+    def record_promotion(self, service: str) -> None:
+        self._svc(service).promotions += 1
+
     def record_termination(self, service: str, reason: str, uptime: float) -> None:
         svc = self._svc(service)
         svc.terminated[reason] += 1
@@ -126,6 +132,7 @@ class SupervisorMetrics:
             name: ServiceMetrics(
                 spawned_total=c.spawned,
                 restarts_total=c.restarts,
+                standby_promotions_total=c.promotions,
                 terminated_total=MappingProxyType(dict(c.terminated)),
                 circuit_breaker_trips_total=c.trips,
                 workers_by_phase=MappingProxyType(dict(c.phases)),

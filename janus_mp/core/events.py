@@ -38,6 +38,13 @@ class WorkerReady(Event):
 
 
 @dataclass(frozen=True)
+class WorkerParked(Event):
+    """A standby booted (service loaded, metrics initialised) and waits to be promoted."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
 class RecycleAsked(Event):
     worker: int
     why: str

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from janus_mp.core import events as ev
+from janus_mp.core import standby
 from janus_mp.core.actions import Action, ForgetService, OpenService, ReleaseListeners
 from janus_mp.core.backoff import BreakerState
 from janus_mp.core.config import SpawnOptions
@@ -29,7 +30,13 @@ from janus_mp.core.lifecycle import (
     TerminationKind,
     TerminationReason,
 )
-from janus_mp.core.pool import ServiceState, SlotState, SupervisorPhase, SupervisorState
+from janus_mp.core.pool import (
+    ServiceState,
+    SlotState,
+    SupervisorPhase,
+    SupervisorState,
+    WorkerRole,
+)
 from janus_mp.core.replacing import on_ready, on_rss_measured, recycle, rolling_restart, scale
 from janus_mp.core.restarts import (
     on_exit,
@@ -83,6 +90,9 @@ def settle(state: SupervisorState, now: float) -> list[Action]:
 def validate_registration(state: SupervisorState, name: str, options: SpawnOptions) -> None:
     """What a Register would refuse, checked before the runtime binds the service's sockets."""
     state.config.check_pool_size(options.workers)
+    if options.standby > state.config.max_workers:
+        raise ConfigError("standby", f"{options.standby} is more than max_workers "
+                                     f"({state.config.max_workers})")
     if name in state.options:
         raise ConfigError("name", f"a service named {name!r} is already registered")
     if name in state.removed:
@@ -129,12 +139,18 @@ def _timer_due(step: Step, event: ev.TimerDue) -> None:
         on_trial_due(step, service)
     elif key.kind is TimerKind.RSS_CHECK:
         on_rss_due(step, service)
+    elif key.kind is TimerKind.STANDBY:
+        standby.on_retry_due(step, service)
 
 
 def _lifetime_due(step: Step, worker: Any) -> None:
     worker.timers.discard(TimerKind.LIFETIME)
-    lifetime = step.state.services[worker.service].options.max_lifetime
-    recycle(step, worker, f"max_lifetime {lifetime:g}s reached")
+    service = step.state.services[worker.service]
+    why = f"max_lifetime {service.options.max_lifetime:g}s reached"
+    if worker.role is WorkerRole.STANDBY:
+        standby.retire(step, service, worker, why)  # its successor is forked once it is gone
+    else:
+        recycle(step, worker, why)
 
 
 def _rss_measured(step: Step, event: ev.RssMeasured) -> None:
@@ -181,8 +197,11 @@ def _update(step: Step, event: ev.Update) -> None:
     service.breaker.config = service.backoff_config
     if new.workers != old.workers:
         scale(step, service, new.workers)
-    if event.code_changed or dataclasses.replace(old, workers=new.workers) != new:
+    if event.code_changed or \
+            dataclasses.replace(old, workers=new.workers, standby=new.standby) != new:
         rolling_restart(step, service)
+    elif new.standby != old.standby:
+        standby.resize(step, service)
     arm_rss_check(step, service)
 
 
@@ -224,6 +243,7 @@ def _start_service(step: Step, name: str) -> None:
     for index in range(service.desired):
         slot = service.slots[index] = SlotState(index, ServiceLifecycle(name, step.now))
         spawn(step, service, slot)
+    standby.replenish(step, service)  # after the pool: its workers are forked first
     arm_rss_check(step, service)
 
 
@@ -325,9 +345,14 @@ def _sync_service_phase(step: Step, service: ServiceState) -> None:
         step.move(lifecycle, ServicePhase.CIRCUIT_OPEN)
         return
     slots = [s for s in service.slots.values() if not s.removed]
-    if slots and not live and all(s.lifecycle.phase is ServicePhase.TERMINATED for s in slots):
+    if slots and not service.has_serving_workers() and \
+            all(s.lifecycle.phase is ServicePhase.TERMINATED for s in slots):
         service.end_reason = service.end_reason or TerminationReason.completed()
         service.stopping = True
+        if service.standby:  # nothing left to stand by for: it ends once they are gone
+            standby.retire_all(step, service, "every worker of the service ended")
+            step.move(lifecycle, ServicePhase.STOPPING)
+            return
         step.move(lifecycle, ServicePhase.TERMINATED, service.end_reason)
         return
     phases = {s.lifecycle.phase for s in slots}
@@ -366,6 +391,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Step, Any], None]] = {
     ev.WorkerStarted: _worker_event(lambda s, w, e: on_started(s, w, e.pid)),
     ev.SpawnFailed: _worker_event(lambda s, w, e: on_spawn_failed(s, w, e.error)),
     ev.WorkerReady: _worker_event(lambda s, w, e: on_ready(s, w)),
+    ev.WorkerParked: _worker_event(lambda s, w, e: standby.on_parked(s, w)),
     ev.RecycleAsked: _worker_event(lambda s, w, e: recycle(s, w, e.why)),
     ev.WorkerExited: _worker_event(lambda s, w, e: on_exit(s, w, e.returncode)),
     ev.HeartbeatRead: _worker_event(lambda s, w, e: on_heartbeat(s, w, e.last)),

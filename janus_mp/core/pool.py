@@ -45,6 +45,7 @@ class WorkerRole(StrEnum):
     CURRENT = "current"    # the slot's serving worker
     INCOMING = "incoming"  # its replacement, starting (rolling restart, recycling)
     RETIRING = "retiring"  # replaced or scaled away, draining
+    STANDBY = "standby"    # booted and parked, in no slot until promoted (core.standby)
 
 
 @dataclass(eq=False)
@@ -59,6 +60,7 @@ class WorkerState:
     ready_at: float | None = None
     stop_cause: KillCause | None = None
     term_at: float | None = None  # when SIGTERM is due, once asked to stop
+    parked_at: float | None = None  # a standby that booted and waits to be promoted
     timers: set[TimerKind] = field(default_factory=set)
 
     @property
@@ -66,7 +68,8 @@ class WorkerState:
         return self.ready_at is not None
 
     def label(self) -> str:
-        return f"{self.service}[{self.slot}] (pid {self.pid})"
+        where = "standby" if self.role is WorkerRole.STANDBY else self.slot
+        return f"{self.service}[{where}] (pid {self.pid})"
 
 
 @dataclass(eq=False)
@@ -108,13 +111,22 @@ class ServiceState:
         self.rolling: deque[int] = deque()
         self.half_open_pending = False
         self.trial: WorkerState | None = None  # the half-open trial worker, once ready
+        self.standby: list[WorkerState] = []  # parked or booting, oldest first
+        self.standby_boot_failures = 0  # standbys in a row that died before parking
+        self.standby_retry_pending = False  # a STANDBY timer will start the next one
 
     # -- derived ---------------------------------------------------------------------------
     def live_workers(self) -> list[WorkerState]:
-        return [w for slot in self.slots.values() for w in slot.workers()] + self.retiring
+        """Every live worker; standbys first (a stopping service stops them first)."""
+        return [*self.standby, *(w for slot in self.slots.values() for w in slot.workers()),
+                *self.retiring]
 
     def has_live_workers(self) -> bool:
         """Any worker still alive (stops at the first: settling asks this every loop turn)."""
+        return bool(self.standby) or self.has_serving_workers()
+
+    def has_serving_workers(self) -> bool:
+        """Any worker alive that is, or was, a slot's (standbys aside)."""
         return bool(self.retiring) or any(
             slot.current is not None or slot.incoming is not None
             for slot in self.slots.values())
@@ -133,7 +145,11 @@ class ServiceState:
             self.breaker.state is BreakerState.CLOSED
 
     def workers_by_phase(self) -> Counter[str]:
-        return Counter(s.lifecycle.phase.value for s in self.slots.values() if not s.removed)
+        """Slots by phase, plus the standbys under ``standby`` (never ready capacity)."""
+        phases = Counter(s.lifecycle.phase.value for s in self.slots.values() if not s.removed)
+        if self.standby or self.options.standby:
+            phases[WorkerRole.STANDBY.value] = len(self.standby)
+        return phases
 
     def backoff_delay(self) -> float:
         delays = [s.backoff.last_delay for s in self.slots.values()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from janus_mp.core import standby
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState
 from janus_mp.core.exits import KillCause
@@ -17,7 +18,7 @@ from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase
 from janus_mp.core.pool import ServiceState, SlotState, SupervisorPhase, WorkerRole, WorkerState
 from janus_mp.core.step import Step
 from janus_mp.core.timers import TimerKey, TimerKind
-from janus_mp.core.workers import arm_rss_check, spawn, stop_worker
+from janus_mp.core.workers import arm_rss_check, stop_worker
 from janus_mp.errors import JanusError
 
 
@@ -57,7 +58,7 @@ def advance_rolling(step: Step, service: ServiceState) -> None:
         if slot.recycling is not None and slot.recycling is not slot.current:
             slot.recycling = None  # the worker that asked is gone already
             continue
-        spawn(step, service, slot, WorkerRole.INCOMING)
+        standby.fill(step, service, slot, WorkerRole.INCOMING)
         return
 
 
@@ -66,6 +67,9 @@ def rolling_restart(step: Step, service: ServiceState) -> None:
         raise JanusError(f"service {service.name!r} is not running")
     service.rolling = deque(sorted(i for i, s in service.slots.items() if not s.removed))
     step.log(LogLevel.INFO, f"{service.name}: rolling restart of {len(service.rolling)} workers")
+    # Standbys booted the old code and options: they are replaced too (and, until their
+    # successors park, the rolling restart forks).
+    standby.retire_all(step, service, "rolling restart")
     advance_rolling(step, service)
 
 
@@ -84,7 +88,7 @@ def scale(step: Step, service: ServiceState, workers: int) -> None:
             continue  # still draining from an earlier scale-down; its exit revives it
         slot = service.slots[index] = SlotState(index, ServiceLifecycle(service.name, step.now))
         if service.breaker.allows_restarts:
-            spawn(step, service, slot)
+            standby.fill(step, service, slot)
         else:
             step.move(slot.lifecycle, ServicePhase.CIRCUIT_OPEN)
     step.log(LogLevel.INFO, f"{service.name}: scaled to {workers} workers")
@@ -111,8 +115,8 @@ def cancel_restart(step: Step, service: ServiceState, slot: SlotState) -> None:
 
 
 def on_ready(step: Step, worker: WorkerState) -> None:
-    if worker.ready:
-        return
+    if worker.ready or worker.role is WorkerRole.STANDBY:
+        return  # a standby is ready once promoted and running, never before
     state = step.state
     worker.ready_at = step.now
     service = state.services[worker.service]

@@ -9,6 +9,7 @@ starts later, and the pool comes back once that trial stayed up for ``trial_peri
 
 from __future__ import annotations
 
+from janus_mp.core import standby
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState, CircuitOpen, RetryAfter, decide_restart
 from janus_mp.core.exits import ExitDecision, ExitKind, KillCause, classify_exit
@@ -35,6 +36,9 @@ def on_exit(step: Step, worker: WorkerState, returncode: int) -> None:
     step.cancel_worker_timers(worker)
     decision = classify_exit(returncode, service.exit_policy, worker.stop_cause)
     _record(step, worker, returncode, decision)
+    if worker.role is WorkerRole.STANDBY:  # it never served: no backoff, no breaker
+        standby.on_exit(step, service, worker)
+        return
     if service.trial is worker:
         service.trial = None
         step.cancel(TimerKey(TimerKind.TRIAL, service.name))
@@ -73,8 +77,12 @@ def _record(step: Step, worker: WorkerState, returncode: int, decision: ExitDeci
     uptime = step.now - worker.spawned_at
     step.state.metrics.record_termination(worker.service, decision.reason.label, uptime)
     level = LogLevel.WARNING if decision.failure else LogLevel.INFO
-    step.log(level, f"{worker.service}[{worker.slot}] (pid {worker.pid}, gen "
-                    f"{worker.generation}) exited: {decision.reason}")
+    if worker.role is WorkerRole.STANDBY:
+        step.log(level, f"{worker.service}[standby] (pid {worker.pid}) exited: "
+                        f"{decision.reason}")
+    else:
+        step.log(level, f"{worker.service}[{worker.slot}] (pid {worker.pid}, gen "
+                        f"{worker.generation}) exited: {decision.reason}")
     step.state.recent_exits.append(ExitRecord(
         at=step.now, service=worker.service, worker=worker.slot, generation=worker.generation,
         pid=worker.pid, exit_code=returncode, reason=str(decision.reason),
@@ -119,7 +127,7 @@ def _removed_slot_drained(step: Step, service: ServiceState, slot: SlotState) ->
             step.state.phase is SupervisorPhase.RUNNING:  # scaled back up meanwhile
         revived = service.slots[slot.index] = SlotState(
             slot.index, ServiceLifecycle(service.name, step.now))
-        spawn(step, service, revived)
+        standby.fill(step, service, revived)
 
 
 def _halt(step: Step, service: ServiceState, slot: SlotState, returncode: int,
@@ -179,12 +187,16 @@ def on_spawn_failed(step: Step, worker: WorkerState, error: str) -> None:
     del state.workers[worker.id]
     step.cancel_worker_timers(worker)
     service = state.services[worker.service]
+    where = "standby" if worker.role is WorkerRole.STANDBY else worker.slot
+    step.log(LogLevel.ERROR, f"{service.name}[{where}]: cannot start a worker: {error}")
+    if worker.role is WorkerRole.STANDBY:
+        standby.on_spawn_failed(step, service, worker)
+        return
     slot = service.slots[worker.slot]
     if slot.current is worker:
         slot.current = None
     if slot.incoming is worker:
         slot.incoming = None
-    step.log(LogLevel.ERROR, f"{service.name}[{slot.index}]: cannot start a worker: {error}")
     if worker.stop_cause is not None or service.stopping or \
             step.state.phase is not SupervisorPhase.RUNNING:
         # Asked to stop before it could start (a trip or a stop came while its Spawn was
@@ -230,7 +242,7 @@ def on_restart_due(step: Step, service: ServiceState, slot: SlotState) -> None:
     if role is WorkerRole.CURRENT:
         slot.restarts += 1
         step.state.metrics.record_restart(service.name)
-    spawn(step, service, slot, role)
+    standby.fill(step, service, slot, role)
 
 
 # -- the circuit breaker -----------------------------------------------------------------------
@@ -241,6 +253,7 @@ def trip(step: Step, service: ServiceState, action: CircuitOpen) -> None:
     step.cancel(TimerKey(TimerKind.TRIAL, service.name))
     service.trial = None
     service.rolling.clear()
+    standby.retire_all(step, service, "circuit breaker open")
     grace_end = step.now + service.grace(step.config)
     for slot in service.slots.values():
         cancel_restart(step, service, slot)
@@ -290,6 +303,7 @@ def on_trial_due(step: Step, service: ServiceState) -> None:
     for slot in service.slots.values():
         if not slot.removed and not slot.workers():
             start_slot_again(step, service, slot)
+    standby.replenish(step, service)
 
 
 def start_slot_again(step: Step, service: ServiceState, slot: SlotState) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from janus_mp.core.lifecycle import ServiceLifecycleSnapshot
-from janus_mp.core.pool import ServiceState, SlotState, SupervisorState
+from janus_mp.core.pool import ServiceState, SlotState, SupervisorState, WorkerRole
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,17 @@ class ServiceSnapshot:
     critical: bool = False
     #: Where the service's listeners are bound (ApiModuleAdapter), real ports included.
     listening: tuple[str, ...] = ()
+    #: Standby workers: how many are asked for, and the pids of those parked (ready to be
+    #: promoted) and still booting. Never part of ``ready``.
+    standby_wanted: int = 0
+    standby_parked: tuple[int, ...] = ()
+    standby_booting: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "critical": self.critical, **self.service.to_dict(),
                 "listening": list(self.listening),
+                "standby": {"wanted": self.standby_wanted, "parked": list(self.standby_parked),
+                            "booting": list(self.standby_booting)},
                 "workers": [w.to_dict() for w in self.workers]}
 
 
@@ -68,7 +75,8 @@ def service_snapshot(service: ServiceState, now: float,
     )
     summary = service.lifecycle.snapshot(
         now,
-        pids=tuple(w.pid for w in service.live_workers() if w.pid is not None),
+        pids=tuple(w.pid for w in service.live_workers()
+                   if w.pid is not None and w.role is not WorkerRole.STANDBY),
         generation=max((s.generation for s in service.slots.values()), default=0),
         ready=service.ready_count(),
         desired=service.desired,
@@ -77,8 +85,14 @@ def service_snapshot(service: ServiceState, now: float,
         backoff_delay=service.backoff_delay(),
         last_exit_code=_last_exit(service.slots.values()),
     )
+    parked = tuple(w.pid for w in service.standby
+                   if w.pid is not None and w.parked_at is not None and w.stop_cause is None)
+    booting = tuple(w.pid for w in service.standby
+                    if w.pid is not None and w.parked_at is None and w.stop_cause is None)
     return ServiceSnapshot(name=service.name, service=summary, workers=workers,
-                           critical=service.options.critical, listening=listening)
+                           critical=service.options.critical, listening=listening,
+                           standby_wanted=service.options.standby, standby_parked=parked,
+                           standby_booting=booting)
 
 
 def supervisor_snapshot(state: SupervisorState, now: float, pid: int,

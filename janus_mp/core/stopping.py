@@ -8,6 +8,7 @@ cancelled with the last stage.
 
 from __future__ import annotations
 
+from janus_mp.core import standby
 from janus_mp.core.actions import CancelRoot, CancelService, LogLevel, ShutdownStarted
 from janus_mp.core.exits import KillCause
 from janus_mp.core.lifecycle import ServicePhase, TerminationReason
@@ -63,6 +64,7 @@ def begin_shutdown(step: Step, status: int, *, fast: bool = False) -> None:
         for order in orders
     ]
     for service in state.services.values():
+        standby.retire_all(step, service, "shutdown")  # first: they serve nobody
         for slot in service.slots.values():
             cancel_restart(step, service, slot)
         for kind in (TimerKind.HALF_OPEN, TimerKind.TRIAL):

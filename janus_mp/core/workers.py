@@ -35,15 +35,24 @@ def spawn(step: Step, service: ServiceState, slot: SlotState,
         slot.incoming = worker
     else:
         slot.current = worker
-    options = service.options
-    max_requests = None
-    if options.max_requests is not None:
-        max_requests = options.max_requests + state.rng.randint(0, options.max_requests_jitter)
-    step.emit(Spawn(worker.id, service.name, slot.index, slot.generation, max_requests,
-                    service.grace(step.config)))
-    if options.start_timeout is not None:
-        step.schedule_worker(worker, TimerKind.START_TIMEOUT, step.now + options.start_timeout)
+    step.emit(Spawn(worker.id, service.name, slot.index, slot.generation,
+                    draw_max_requests(step, service), service.grace(step.config)))
+    arm_start_timeout(step, service, worker)
     return worker
+
+
+def draw_max_requests(step: Step, service: ServiceState) -> int | None:
+    """This worker's recycle threshold: max_requests plus its own random jitter."""
+    options = service.options
+    if options.max_requests is None:
+        return None
+    return options.max_requests + step.state.rng.randint(0, options.max_requests_jitter)
+
+
+def arm_start_timeout(step: Step, service: ServiceState, worker: WorkerState) -> None:
+    if service.options.start_timeout is not None:
+        step.schedule_worker(worker, TimerKind.START_TIMEOUT,
+                             step.now + service.options.start_timeout)
 
 
 def on_started(step: Step, worker: WorkerState, pid: int) -> None:

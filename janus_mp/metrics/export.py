@@ -38,10 +38,14 @@ class SupervisorCollector:
         terminated = CounterMetricFamily(f"{PREFIX}_terminated",
                                          "Worker processes that ended, by reason.",
                                          labels=["service", "reason"])
+        promotions = CounterMetricFamily(f"{PREFIX}_standby_promotions",
+                                         "Slots filled by promoting a parked standby worker "
+                                         "instead of forking.", labels=["service"])
         trips = CounterMetricFamily(f"{PREFIX}_circuit_breaker_trips",
                                     "Times a service's circuit breaker opened.",
                                     labels=["service"])
-        workers = GaugeMetricFamily(f"{PREFIX}_workers", "Worker slots by lifecycle phase.",
+        workers = GaugeMetricFamily(f"{PREFIX}_workers", "Worker slots by lifecycle phase "
+                                    "(phase standby: standby workers, which fill no slot).",
                                     labels=["service", "phase"])
         backoff = GaugeMetricFamily(f"{PREFIX}_backoff_delay_seconds",
                                     "Longest pending restart delay of a service.",
@@ -52,6 +56,7 @@ class SupervisorCollector:
         for name, svc in services:
             spawned.add_metric([name], svc.spawned_total)
             restarts.add_metric([name], svc.restarts_total)
+            promotions.add_metric([name], svc.standby_promotions_total)
             trips.add_metric([name], svc.circuit_breaker_trips_total)
             for reason, count in sorted(svc.terminated_total.items()):
                 terminated.add_metric([name, reason], count)
@@ -64,6 +69,7 @@ class SupervisorCollector:
             uptime.add_metric([name], buckets, h.sum)
         yield spawned
         yield restarts
+        yield promotions
         yield terminated
         yield trips
         yield GaugeMetricFamily(f"{PREFIX}_active_services", "Services not yet terminated.",

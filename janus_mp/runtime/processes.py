@@ -24,7 +24,7 @@ from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.runtime.worker import WorkerSpec, worker_main
-from janus_mp.service import CANCEL, READY, RECYCLE, JanusService
+from janus_mp.service import CANCEL, PARKED, PROMOTE, READY, RECYCLE, JanusService
 
 
 @dataclass(eq=False)
@@ -60,9 +60,21 @@ class WorkerProcess:
         """What a message from the worker means to the policy."""
         if message == READY:
             return ev.WorkerReady(self.id)
+        if message == PARKED:
+            return ev.WorkerParked(self.id)
         if message.startswith(RECYCLE):
             return ev.RecycleAsked(self.id, message[1:].decode("utf-8", "replace") or "asked")
         return ev.RecycleAsked(-1, "")  # unknown message: an event about no worker, ignored
+
+    def promote(self, slot: int, generation: int, max_requests: int | None,
+                now: float) -> None:
+        """A parked standby takes ``slot``: its watchdog clock starts now, then one message."""
+        self.slot = slot
+        self.heartbeat.value = now
+        try:
+            self.conn.send_bytes(PROMOTE + f"{slot} {generation} {max_requests or 0}".encode())
+        except (OSError, ValueError):
+            pass  # the worker is gone; its exit is on its way
 
     def send_cancel(self) -> None:
         try:
@@ -90,8 +102,9 @@ class Processes:
             service_name=action.service, index=action.slot, generation=action.generation,
             supervisor_pid=os.getpid(), token=token, conn=child_conn, heartbeat=heartbeat,
             service=payload, close_fds=(), wait_for_ready=wait_for_ready,
-            direct_child=direct_child, metrics=metrics,
-            title=f"janus-mp: {action.service} worker {action.slot} (gen {action.generation})",
+            direct_child=direct_child, metrics=metrics, standby=action.standby,
+            title=(f"janus-mp: {action.service} standby" if action.standby else
+                   f"janus-mp: {action.service} worker {action.slot} (gen {action.generation})"),
             listeners=listeners, max_requests=action.max_requests,
             stop_timeout=action.stop_timeout, watchdog_timeout=watchdog_timeout,
         )

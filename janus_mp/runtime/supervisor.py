@@ -44,6 +44,7 @@ from janus_mp.core.actions import (
     Log,
     MeasureRss,
     OpenService,
+    Promote,
     ReadHeartbeat,
     ReleaseListeners,
     ScheduleTimer,
@@ -302,6 +303,11 @@ class JanusSupervisor:
         match action:
             case Spawn():
                 self._spawn(action)
+            case Promote():
+                process = self._processes.by_id.get(action.worker)
+                if process is not None:
+                    process.promote(action.slot, action.generation, action.max_requests,
+                                    self._clock())
             case ScheduleTimer(key=key, at=at):
                 self._loop.deadlines.schedule(key, at)
             case CancelTimer(key=key):
@@ -342,7 +348,8 @@ class JanusSupervisor:
 
     def _spawn(self, action: Spawn) -> None:
         spec = self._specs[action.service]
-        token = self._tokens.of(action.service).child(f"{action.service}[{action.slot}]")
+        where = "standby" if action.standby else action.slot
+        token = self._tokens.of(action.service).child(f"{action.service}[{where}]")
         try:
             with self.private_fds.frozen() as thread_fds:
                 other_fds = [*self._loop.own_fds(), *self._orphans.guard_fds(), *thread_fds,

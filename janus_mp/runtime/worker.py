@@ -32,7 +32,7 @@ from janus_mp import osproc
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.exits import ReservedExit
 from janus_mp.runtime.shared_event import SharedEvent
-from janus_mp.service import CANCEL, JanusService, WorkerContext
+from janus_mp.service import CANCEL, PARKED, PROMOTE, JanusService, WorkerContext
 
 log = logging.getLogger("janus_mp.worker")
 
@@ -63,11 +63,22 @@ class WorkerSpec:
     max_requests: int | None = None  # this worker's recycle threshold, jitter already applied
     stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
     watchdog_timeout: float | None = None  # heartbeat at least this often, if set
+    standby: bool = False  # boot, say PARKED, and run only once promoted into a slot
+
+
+@dataclass
+class _Parking:
+    """Where a standby waits: the bridge thread fills ``promotion`` (or sees a cancel) and
+    wakes the main thread, which sleeps on a local event (no polling, no shared memory)."""
+
+    wake: threading.Event
+    promotion: tuple[int, int, int | None] | None = None
 
 
 def worker_main(spec: WorkerSpec) -> None:
     """Process target. Ends by raising SystemExit with the worker's exit code."""
-    _detach_from_supervisor(spec)
+    parking = _Parking(threading.Event()) if spec.standby else None
+    _detach_from_supervisor(spec, parking)
     ctx: WorkerContext | None = None
     code: int = int(ReservedExit.FAILURE)
     try:
@@ -78,6 +89,8 @@ def worker_main(spec: WorkerSpec) -> None:
             except Exception:  # metrics must never stop a worker from serving
                 log.exception("%s[%d]: prometheus multiprocess init failed", spec.service_name,
                               spec.index)
+        if parking is not None and not _park(spec, parking):
+            raise SystemExit(0)  # stopped while parked: it never served
         ctx = WorkerContext(
             service=spec.service_name, index=spec.index, generation=spec.generation,
             shutdown=spec.token, conn=spec.conn, heartbeat=spec.heartbeat,
@@ -135,7 +148,22 @@ def _run_service(service: JanusService, ctx: WorkerContext) -> int:
     return int(result) & 0xFF
 
 
-def _detach_from_supervisor(spec: WorkerSpec) -> None:
+def _park(spec: WorkerSpec, parking: _Parking) -> bool:
+    """Say PARKED and wait to be promoted (True, with ``spec`` now naming the slot) or
+    stopped (False)."""
+    try:
+        spec.conn.send_bytes(PARKED)
+    except OSError:
+        return False  # the supervisor is gone: the bridge takes this worker down
+    parking.wake.wait()
+    if parking.promotion is None:
+        return False
+    spec.index, spec.generation, spec.max_requests = parking.promotion
+    _set_title(f"janus-mp: {spec.service_name} worker {spec.index} (gen {spec.generation})")
+    return True
+
+
+def _detach_from_supervisor(spec: WorkerSpec, parking: _Parking | None) -> None:
     """Undo what fork copied from the supervisor and wire up the worker's own plumbing."""
     try:
         os.setpgid(0, 0)
@@ -165,12 +193,14 @@ def _detach_from_supervisor(spec: WorkerSpec) -> None:
         # From here every cancel by the supervisor reaches this process as CANCEL, and the
         # bridge sets the flag locally: waits sleep on the monotonic clock (see shared_event).
         spec.token.flag.relay_here()
-    bridge = threading.Thread(target=_bridge, args=(spec.conn, spec.token, supervisor_fd),
+    bridge = threading.Thread(target=_bridge, args=(spec.conn, spec.token, supervisor_fd,
+                                                    parking),
                               name="janus-mp-bridge", daemon=True)
     bridge.start()
 
 
-def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int) -> None:
+def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int,
+            parking: _Parking | None) -> None:
     while True:
         ready = mpc.wait([conn, supervisor_fd])
         if supervisor_fd in ready:
@@ -183,6 +213,13 @@ def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int) -> None:
                 return
             if message == CANCEL:
                 token.cancel("stop requested by the supervisor")
+                if parking is not None:
+                    parking.wake.set()
+            elif message.startswith(PROMOTE) and parking is not None and \
+                    not parking.wake.is_set():
+                slot, generation, max_requests = (int(x) for x in message[1:].split())
+                parking.promotion = (slot, generation, max_requests or None)
+                parking.wake.set()
 
 
 def _orphaned() -> None:

@@ -141,6 +141,9 @@ def check_invariants(sim: Sim) -> None:
                 assert slot.incoming is not slot.current
         for worker in service.retiring:
             placed[worker.id] += 1
+        for worker in service.standby:
+            placed[worker.id] += 1
+            assert worker.role is WorkerRole.STANDBY and worker.slot == -1
     assert set(placed) == set(state.workers), "a worker is tracked but not placed, or vice versa"
     assert all(n == 1 for n in placed.values()), f"a worker is placed twice: {placed}"
     current = Counter((w.service, w.slot) for w in state.workers.values()
@@ -150,7 +153,9 @@ def check_invariants(sim: Sim) -> None:
     metrics = state.metrics.snapshot()
     for svc in snap.services:
         rows = Counter(row.phase.value for row in svc.workers)
+        rows["standby"] = len(state.services[svc.name].standby)
         gauge = {k: v for k, v in metrics.services[svc.name].workers_by_phase.items() if v}
+        rows = +rows  # drop zero counts
         assert gauge == dict(rows), f"{svc.name}: gauge {gauge} != rows {dict(rows)}"
         for row in svc.workers:
             if row.phase is ServicePhase.STOPPING:

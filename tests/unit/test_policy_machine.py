@@ -26,7 +26,7 @@ from tests.unit.policy_helpers import advance_bounded, check_invariants
 from tests.unit.policy_sim import Sim
 
 SERVICES = ("a", "b")  # a: halt code 3, watchdog, breaker with(out) half-open; b: always,
-#                         start timeout, max_lifetime, no halt code
+#                         start timeout, max_lifetime, no halt code, one standby
 CODES = (0, 1, 3, 78, -9)
 
 
@@ -59,7 +59,7 @@ class PolicyMachine(RuleBasedStateMachine):
                                   cooldown=20.0, trial_period=3.0,
                                   half_open_after=5.0 if half_open else None)))
         self.sim.register("b", SpawnOptions(
-            name="b", workers=3, start_order=1, start_timeout=15.0, restart="always",
+            name="b", workers=3, standby=1, start_order=1, start_timeout=15.0, restart="always",
             max_lifetime=25.0, max_lifetime_jitter=5.0, halt_codes=frozenset(),
             force_restart_codes=frozenset({75}),
             backoff=BackoffConfig(initial_delay=0.1, max_delay=1.0, max_retries=6,
@@ -112,10 +112,18 @@ class PolicyMachine(RuleBasedStateMachine):
     def exit(self, index: int, code: int) -> None:
         worker = self._pick(list(self.sim.state.workers.values()), index)
         service = self.sim.state.services[worker.service]
-        if worker not in service.retiring and worker is not \
-                service.slots[worker.slot].incoming:
+        if worker not in service.retiring and worker not in service.standby and \
+                worker is not service.slots[worker.slot].incoming:
             self.rolling.pop(worker.service, None)  # a serving worker died: capacity may drop
         self.sim.exit(worker, code)
+
+    @precondition(lambda self: any(w.parked_at is None for s in self.sim.state.services.values()
+                                   for w in s.standby))
+    @rule(index=st.integers(0, 50))
+    def standby_parks(self, index: int) -> None:
+        booting = [w for s in self.sim.state.services.values() for w in s.standby
+                   if w.parked_at is None]
+        self.sim.feed(ev.WorkerParked(self._pick(booting, index).id))
 
     @precondition(lambda self: any(s.incoming is not None for s in self._slots()))
     @rule(index=st.integers(0, 50), code=st.sampled_from((1, -9, 0)))

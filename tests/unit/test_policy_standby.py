@@ -1,0 +1,227 @@
+"""Standby workers, decided on a fake clock: promoted instead of a fork when a slot needs a
+worker now, replenished behind the promotion, replaced without touching backoff or breaker,
+retired when the service stops, trips, completes or changes, and first at shutdown."""
+
+from __future__ import annotations
+
+from janus_mp.core import events as ev
+from janus_mp.core.actions import Action, CancelWorker, Promote, Spawn
+from janus_mp.core.backoff import BackoffConfig, BreakerState
+from janus_mp.core.config import SpawnOptions
+from janus_mp.core.lifecycle import ServicePhase
+from janus_mp.core.pool import SupervisorPhase, WorkerRole, WorkerState
+from janus_mp.core.timers import TimerKind
+from tests.unit.policy_helpers import (
+    check_invariants,
+    pool,
+    restart_at,
+    service_phase,
+    slot_phase,
+    timer,
+)
+from tests.unit.policy_sim import Sim
+
+ZERO = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0)
+
+
+def standbys(sim: Sim, service: str = "a") -> list[WorkerState]:
+    return list(sim.state.services[service].standby)
+
+
+def park_all(sim: Sim, service: str = "a") -> list[WorkerState]:
+    for worker in standbys(sim, service):
+        if worker.parked_at is None:
+            sim.feed(ev.WorkerParked(worker.id))
+    return standbys(sim, service)
+
+
+def of(kind: type, actions: list[Action]) -> list:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def test_standbys_are_forked_after_the_pool_and_never_count_as_ready():
+    sim = pool(2, standby=2, backoff=ZERO)
+    spawns = sim.spawned
+    assert [s.standby for s in spawns] == [False, False, True, True]
+    assert [s.slot for s in spawns[2:]] == [-1, -1]
+    park_all(sim)
+    service = sim.state.services["a"]
+    assert service.ready_count() == 2 and service.desired == 2
+    assert service.workers_by_phase()["standby"] == 2
+    snap = sim.snapshot().service("a")
+    assert len(snap.standby_parked) == 2 and snap.service.ready == 2
+    assert not set(snap.standby_parked) & set(snap.service.pids)
+    check_invariants(sim)
+
+
+def test_a_crash_with_no_delay_promotes_the_parked_standby_then_forks_a_new_one():
+    sim = pool(2, standby=1, backoff=ZERO)
+    (standby,) = park_all(sim)
+    victim = sim.current("a", 1)
+    before = len(sim.log)
+    sim.exit(victim, 1)
+    sim.advance(0.0)  # the restart timer, due at once
+    after = sim.log[before:]
+    promote = of(Promote, after)
+    assert promote == [Promote(standby.id, "a", 1, 2, None)]
+    spawns = of(Spawn, after)
+    assert [s.standby for s in spawns] == [True]  # the replacement standby, nothing for slot 1
+    assert after.index(promote[0]) < after.index(spawns[0])  # run first, fork behind it
+    assert sim.current("a", 1) is standby and standby.role is WorkerRole.CURRENT
+    assert slot_phase(sim, 1) is ServicePhase.STARTING
+    sim.ready(standby)
+    assert slot_phase(sim, 1) is ServicePhase.RUNNING
+    metrics = sim.state.metrics.snapshot().services["a"]
+    assert metrics.standby_promotions_total == 1 and metrics.restarts_total == 1
+    check_invariants(sim)
+
+
+def test_without_a_parked_standby_the_slot_forks_as_always():
+    sim = pool(1, standby=1, backoff=ZERO)  # the standby is still booting
+    sim.exit(sim.current("a", 0), 1)
+    before = len(sim.log)
+    sim.advance(0.0)
+    spawns = of(Spawn, sim.log[before:])
+    assert [(s.slot, s.standby) for s in spawns] == [(0, False)]
+    assert not of(Promote, sim.log[before:])
+
+
+def test_a_backoff_delay_is_honoured_and_the_standby_is_promoted_when_it_is_due():
+    sim = pool(1, standby=1, backoff=BackoffConfig(initial_delay=2.0, max_delay=2.0,
+                                                   max_retries=0))
+    (standby,) = park_all(sim)
+    sim.exit(sim.current("a", 0), 1)
+    due = restart_at(sim)
+    assert due is not None and due > sim.now
+    sim.advance(due - sim.now - 0.001)
+    assert not of(Promote, sim.log)
+    sim.advance(0.001)
+    assert of(Promote, sim.log) and sim.current("a", 0) is standby
+
+
+def test_a_killed_parked_standby_is_replaced_at_once_touching_no_backoff_or_breaker():
+    sim = pool(1, standby=1, backoff=BackoffConfig(max_retries=1))
+    serving = sim.current("a", 0)
+    for _ in range(4):
+        (standby,) = park_all(sim)
+        before = len(sim.log)
+        sim.exit(standby, -9)
+        assert [s.standby for s in of(Spawn, sim.log[before:])] == [True]
+    service = sim.state.services["a"]
+    assert service.breaker.state is BreakerState.CLOSED
+    slot = service.slots[0]
+    assert slot.lifecycle.total_failures == 0 and slot.restarts == 0
+    assert sim.current("a", 0) is serving
+    check_invariants(sim)
+
+
+def test_standbys_dying_while_booting_are_retried_later_and_later():
+    sim = pool(1, standby=1, backoff=ZERO)
+    delays = []
+    for _ in range(4):
+        (standby,) = standbys(sim)
+        sim.exit(standby, 1)  # e.g. its service failed to load
+        assert not standbys(sim)
+        due = timer(sim, TimerKind.STANDBY)
+        assert due is not None
+        delays.append(due - sim.now)
+        sim.advance(due - sim.now)
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    park_all(sim)  # one parks: the next boot death starts from the first delay again
+    sim.exit(standbys(sim)[0], -9)
+    assert timer(sim, TimerKind.STANDBY) is None and len(standbys(sim)) == 1
+
+
+def test_a_fork_refused_for_a_standby_is_retried_later():
+    sim = pool(1, ready=True, backoff=ZERO, standby=0)
+    sim.fail_spawns = "EAGAIN"
+    sim.feed(ev.Update("a", SpawnOptions(name="a", workers=1, standby=1, backoff=ZERO), False))
+    assert not standbys(sim) and timer(sim, TimerKind.STANDBY) == sim.now + 1.0
+    sim.fail_spawns = None
+    sim.advance(1.0)
+    assert len(standbys(sim)) == 1
+    check_invariants(sim)
+
+
+def test_shutdown_stops_every_standby_first_even_of_later_stages():
+    sim = Sim()
+    sim.register("first", SpawnOptions(name="first", workers=1, start_order=0, standby=1))
+    sim.register("last", SpawnOptions(name="last", workers=1, start_order=1, standby=1))
+    sim.begin()
+    sim.ready_all()
+    park_all(sim, "first")
+    park_all(sim, "last")
+    before = len(sim.log)
+    sim.feed(ev.SignalReceived("SIGTERM"))
+    cancelled = [a.worker for a in of(CancelWorker, sim.log[before:])]
+    standby_ids = {w.id for name in ("first", "last") for w in standbys(sim, name)}
+    assert set(cancelled[:2]) == standby_ids  # before the first stage ("last") is stopped
+    assert sim.current("first", 0).id not in cancelled  # the later stage waits its turn
+    sim.exit_cancelled()
+    sim.exit_cancelled()
+    assert sim.finished and not of(Spawn, sim.log[before:])
+
+
+def test_a_tripped_breaker_retires_standbys_and_closing_it_brings_them_back():
+    backoff = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=1, window=60.0,
+                            half_open_after=5.0, trial_period=1.0)
+    sim = pool(1, standby=1, backoff=backoff, keeper=True)
+    service = sim.state.services["a"]
+    while service.breaker.state is BreakerState.CLOSED:
+        park_all(sim)
+        sim.exit(sim.current("a", 0), 1)
+        sim.advance(0.0)
+        if service.slots[0].current is not None:
+            sim.ready(sim.current("a", 0))
+    assert service.breaker.state is BreakerState.OPEN
+    assert all(w.stop_cause is not None for w in service.standby)
+    sim.exit_cancelled()
+    assert not service.standby
+    sim.advance(5.0)  # half-open: one trial worker, no standby yet
+    assert not service.standby
+    sim.ready(sim.current("a", 0))
+    sim.advance(1.0)  # the trial held: closed, and the standby is back
+    assert service.breaker.state is BreakerState.CLOSED and len(service.standby) == 1
+    check_invariants(sim)
+
+
+def test_a_parked_standby_past_max_lifetime_is_retired_and_replaced():
+    sim = pool(1, standby=1, backoff=ZERO, max_lifetime=10.0, ready=False)
+    (standby,) = park_all(sim)  # parked at 0: its lifetime ends at 10
+    sim.advance(5.0)
+    sim.ready(sim.current("a", 0))  # ready at 5: the serving worker's ends at 15
+    sim.advance(5.0)
+    assert standby.stop_cause is not None and standby.id in sim.cancelled
+    sim.exit(standby, 0)
+    (fresh,) = standbys(sim)
+    assert fresh is not standby
+    assert sim.state.services["a"].slots[0].restarts == 0
+
+
+def test_a_reload_resizes_standbys_and_a_changed_service_renews_them():
+    sim = pool(1, standby=3, backoff=ZERO)
+    first = park_all(sim)
+    sim.feed(ev.Update("a", SpawnOptions(name="a", workers=1, standby=1, backoff=ZERO), False))
+    assert [w.stop_cause is not None for w in first] == [False, True, True]  # newest go
+    assert not of(Spawn, sim.log[-5:])  # nothing else restarted
+    sim.exit_cancelled()
+    assert standbys(sim) == first[:1]
+    sim.feed(ev.Update("a", SpawnOptions(name="a", workers=1, standby=1, backoff=ZERO,
+                                         stop_timeout=3.0), False))  # changed: rolling restart
+    assert first[0].stop_cause is not None
+    sim.exit(first[0], 0)
+    assert len(standbys(sim)) == 1 and standbys(sim)[0] is not first[0]
+    check_invariants(sim)
+
+
+def test_a_service_that_completes_retires_its_standbys_and_then_ends():
+    sim = pool(1, standby=1, restart="never", backoff=ZERO)
+    (standby,) = park_all(sim)
+    sim.exit(sim.current("a", 0), 0)
+    assert standby.id in sim.cancelled
+    assert service_phase(sim) is ServicePhase.STOPPING
+    assert not sim.finished
+    sim.exit(standby, 0)
+    assert service_phase(sim) is ServicePhase.TERMINATED
+    assert sim.state.services["a"].end_reason is not None
+    assert sim.state.phase is not SupervisorPhase.RUNNING  # everything ended by itself
