@@ -81,7 +81,7 @@ def build(sup):
         for _ in range(3):  # more deaths than the breaker (max_retries=1) would allow
             victim = wait_until(lambda: parked(sup, "crunch"))[0]
             os.kill(victim, signal.SIGKILL)
-            wait_until(lambda: (p := parked(sup, "crunch")) and p[0] != victim,
+            wait_until(lambda v=victim: (p := parked(sup, "crunch")) and p[0] != v,
                        message="a replacement standby")
         svc = sup.service("crunch")
         assert svc["phase"] == "running" and svc["breaker"] == "closed"
