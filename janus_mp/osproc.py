@@ -172,6 +172,16 @@ def reap_nonblocking(pid: int) -> int | None:
     return status if got == pid else None
 
 
+def has_children() -> bool:
+    """Whether this process has any child, alive or not, without touching /proc (a /proc
+    lookup leaves dentries that the kernel must invalidate when this process is reaped)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def peek_exited_child() -> int | None:
     """The pid of some exited child that is still a zombie (not reaped), or None."""
     try:

@@ -23,6 +23,7 @@ READY = b"r"
 CANCEL = b"c"
 RECYCLE = b"R"  # followed by a short reason: "replace me gracefully"
 PARKED = b"p"  # a standby booted and waits
+EXITING = b"x"  # followed by the exit code: run() is over, the process tears down
 PROMOTE = b"P"  # followed by b"SLOT GENERATION MAX_REQUESTS" (0: none): a standby runs now
 
 
@@ -118,6 +119,15 @@ class WorkerContext:
             self._ready = True
             try:
                 self._conn.send_bytes(READY)
+            except OSError:
+                pass  # supervisor gone: the bridge is already taking the worker down
+
+    def announce_exit(self, code: int) -> None:
+        """Called by janus-mp once ``run`` is over (services need not): the supervisor decides
+        on the exit code at once instead of waiting for the process teardown."""
+        with self._lock:
+            try:
+                self._conn.send_bytes(EXITING + str(code & 0xFF).encode())
             except OSError:
                 pass  # supervisor gone: the bridge is already taking the worker down
 

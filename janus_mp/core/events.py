@@ -38,6 +38,14 @@ class WorkerReady(Event):
 
 
 @dataclass(frozen=True)
+class WorkerExiting(Event):
+    """The worker's service returned ``returncode``; its process is tearing down."""
+
+    worker: int
+    returncode: int
+
+
+@dataclass(frozen=True)
 class WorkerParked(Event):
     """A standby booted (service loaded, metrics initialised) and waits to be promoted."""
 

@@ -40,6 +40,7 @@ from janus_mp.core.pool import (
 from janus_mp.core.replacing import on_ready, on_rss_measured, recycle, rolling_restart, scale
 from janus_mp.core.restarts import (
     on_exit,
+    on_exit_announced,
     on_half_open_due,
     on_restart_due,
     on_spawn_failed,
@@ -140,7 +141,7 @@ def _timer_due(step: Step, event: ev.TimerDue) -> None:
     elif key.kind is TimerKind.RSS_CHECK:
         on_rss_due(step, service)
     elif key.kind is TimerKind.STANDBY:
-        standby.on_retry_due(step, service)
+        standby.on_timer_due(step, service)
 
 
 def _lifetime_due(step: Step, worker: Any) -> None:
@@ -394,6 +395,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Step, Any], None]] = {
     ev.WorkerParked: _worker_event(lambda s, w, e: standby.on_parked(s, w)),
     ev.RecycleAsked: _worker_event(lambda s, w, e: recycle(s, w, e.why)),
     ev.WorkerExited: _worker_event(lambda s, w, e: on_exit(s, w, e.returncode)),
+    ev.WorkerExiting: _worker_event(lambda s, w, e: on_exit_announced(s, w, e.returncode)),
     ev.HeartbeatRead: _worker_event(lambda s, w, e: on_heartbeat(s, w, e.last)),
     ev.TimerDue: _timer_due,
     ev.RssMeasured: _rss_measured,

@@ -61,6 +61,8 @@ class WorkerState:
     stop_cause: KillCause | None = None
     term_at: float | None = None  # when SIGTERM is due, once asked to stop
     parked_at: float | None = None  # a standby that booted and waits to be promoted
+    promoted: bool = False  # a standby that took a slot
+    exit_announced: bool = False  # told its exit code: decided on, now tearing down
     timers: set[TimerKind] = field(default_factory=set)
 
     @property

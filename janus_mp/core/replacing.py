@@ -124,6 +124,8 @@ def on_ready(step: Step, worker: WorkerState) -> None:
     if slot is None or worker.role is WorkerRole.RETIRING:
         return  # a late "ready" from a worker already draining: nothing follows from it
     step.cancel_worker_timer(worker, TimerKind.START_TIMEOUT)
+    if worker.promoted:
+        standby.on_promoted_ready(step, service)
     options = service.options
     if options.watchdog_timeout is not None:
         step.schedule_worker(worker, TimerKind.WATCHDOG, step.now + options.watchdog_timeout)

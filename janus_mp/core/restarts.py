@@ -1,10 +1,11 @@
 """The exit path: one worker exit → classify → lifecycle → backoff / breaker → restart.
 
 :func:`on_exit` reads top-down as a list of clauses, each one decision (as OTP's restart path
-does); the first that applies ends it. Restarts go through a RESTART timer even with a zero
-delay, so every restart has the same path. The circuit breaker is per service: too many
-failures in its window open it (its workers stop); with ``half_open_after`` one trial worker
-starts later, and the pool comes back once that trial stayed up for ``trial_period``.
+does); the first that applies ends it. A restart with a delay waits for a RESTART timer; one
+without happens in the same step (both end in :func:`on_restart_due`). The circuit breaker is
+per service: too many failures in its window open it (its workers stop); with
+``half_open_after`` one trial worker starts later, and the pool comes back once that trial
+stayed up for ``trial_period``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def on_exit(step: Step, worker: WorkerState, returncode: int) -> None:
     service = state.services[worker.service]
     del state.workers[worker.id]
     step.cancel_worker_timers(worker)
+    if worker.exit_announced:  # decided when it announced its exit: now it is only gone
+        service.retiring.remove(worker)
+        return
     decision = classify_exit(returncode, service.exit_policy, worker.stop_cause)
     _record(step, worker, returncode, decision)
     if worker.role is WorkerRole.STANDBY:  # it never served: no backoff, no breaker
@@ -71,6 +75,23 @@ def on_exit(step: Step, worker: WorkerState, returncode: int) -> None:
         schedule_restart(step, service, slot, slot.backoff.last_delay)
     else:
         slot_failed(step, service, slot, decision.reason)
+
+
+def on_exit_announced(step: Step, worker: WorkerState, returncode: int) -> None:
+    """The worker returned from its service with ``returncode`` and is tearing its process
+    down: everything an exit decides is decided now (its replacement need not wait for the
+    teardown), and the process drains as a retiring worker, stopped if its teardown hangs.
+    Deaths by signal are never announced: they take the exit path above."""
+    if worker.exit_announced or worker.stop_cause is not None or \
+            worker.role not in (WorkerRole.CURRENT, WorkerRole.INCOMING):
+        return  # being stopped: the real exit decides, as for any stop
+    service = step.state.services[worker.service]
+    on_exit(step, worker, returncode)
+    worker.exit_announced = True
+    worker.role = WorkerRole.RETIRING
+    step.state.workers[worker.id] = worker
+    service.retiring.append(worker)
+    stop_worker(step, worker, KillCause.STOP_REQUESTED, step.now + service.grace(step.config))
 
 
 def _record(step: Step, worker: WorkerState, returncode: int, decision: ExitDecision) -> None:
@@ -221,8 +242,14 @@ def on_spawn_failed(step: Step, worker: WorkerState, error: str) -> None:
 
 def schedule_restart(step: Step, service: ServiceState, slot: SlotState, delay: float,
                      role: WorkerRole = WorkerRole.CURRENT) -> None:
+    """Restart ``slot`` after ``delay``; with no delay, in this very step: a turn in between
+    would put the work done after a turn (the metrics fold, the orphan sweep) between an exit
+    and its replacement."""
     cancel_restart(step, service, slot)
     slot.restart_role = role
+    if delay <= 0:
+        on_restart_due(step, service, slot)
+        return
     step.schedule(TimerKey(TimerKind.RESTART, service.name, slot.index), step.now + delay)
 
 

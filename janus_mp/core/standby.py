@@ -2,9 +2,10 @@
 
 A service with ``standby = K`` keeps K extra workers that have booted (service code loaded,
 metrics initialised) and then wait, *parked*, without running ``run()``. When a slot needs a
-worker — a restart that is due, a replacement for recycling or a rolling restart, a scale-up —
-a parked standby is promoted with one message and runs at once; a new standby is then forked
-behind it, off the critical path. Without a parked standby the slot forks, as it always does.
+worker — a restart that is due, a replacement for recycling or a rolling restart, a scale-up — a
+parked standby is promoted with one message and runs at once; a new standby is forked once the
+promoted one runs, off the critical path. Without a parked standby the slot forks, as it always
+does.
 
 Invariants: a standby belongs to no slot (``slot == -1``) until it is promoted, is never counted
 as ready capacity, and its death touches no slot's backoff and no breaker. A standby that dies
@@ -26,6 +27,8 @@ from janus_mp.core.workers import arm_start_timeout, draw_max_requests, spawn, s
 #: The first wait before replacing a standby that died while booting, and the most it grows to.
 BOOT_RETRY_FIRST = 1.0
 BOOT_RETRY_MAX = 60.0
+#: The longest a promoted standby's replacement waits for the promoted worker to be ready.
+REFILL_AFTER = 1.0
 
 
 def fill(step: Step, service: ServiceState, slot: SlotState,
@@ -35,8 +38,19 @@ def fill(step: Step, service: ServiceState, slot: SlotState,
     if standby is None:
         return spawn(step, service, slot, role)
     _promote(step, service, slot, standby, role)
-    replenish(step, service)
+    # Its successor is forked once the promoted worker runs (its READY), not now: a fork
+    # costs the supervisor milliseconds of CPU that the promoted worker's first lines would
+    # compete with. REFILL_AFTER bounds the wait for a service slow to say it is ready.
+    if not service.standby_retry_pending:
+        step.schedule(TimerKey(TimerKind.STANDBY, service.name), step.now + REFILL_AFTER)
     return standby
+
+
+def on_promoted_ready(step: Step, service: ServiceState) -> None:
+    """A promoted standby runs its service: now replace it."""
+    if not service.standby_retry_pending:
+        step.cancel(TimerKey(TimerKind.STANDBY, service.name))
+    replenish(step, service)
 
 
 def replenish(step: Step, service: ServiceState) -> None:
@@ -95,7 +109,8 @@ def resize(step: Step, service: ServiceState) -> None:
     replenish(step, service)
 
 
-def on_retry_due(step: Step, service: ServiceState) -> None:
+def on_timer_due(step: Step, service: ServiceState) -> None:
+    """A boot-death retry or a refill after a promotion is due."""
     service.standby_retry_pending = False
     replenish(step, service)
 
@@ -149,6 +164,7 @@ def _promote(step: Step, service: ServiceState, slot: SlotState, worker: WorkerS
     step.cancel_worker_timers(worker)  # keyed by slot -1: cancel before the slot changes
     slot.generation += 1
     worker.slot, worker.generation, worker.role = slot.index, slot.generation, role
+    worker.promoted = True
     worker.spawned_at, worker.ready_at = step.now, None
     slot.backoff.record_start(step.now)
     if role is WorkerRole.INCOMING:

@@ -24,7 +24,7 @@ from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.runtime.worker import WorkerSpec, worker_main
-from janus_mp.service import CANCEL, PARKED, PROMOTE, READY, RECYCLE, JanusService
+from janus_mp.service import CANCEL, EXITING, PARKED, PROMOTE, READY, RECYCLE, JanusService
 
 
 @dataclass(eq=False)
@@ -62,6 +62,8 @@ class WorkerProcess:
             return ev.WorkerReady(self.id)
         if message == PARKED:
             return ev.WorkerParked(self.id)
+        if message.startswith(EXITING) and message[1:].isdigit():
+            return ev.WorkerExiting(self.id, int(message[1:]))
         if message.startswith(RECYCLE):
             return ev.RecycleAsked(self.id, message[1:].decode("utf-8", "replace") or "asked")
         return ev.RecycleAsked(-1, "")  # unknown message: an event about no worker, ignored

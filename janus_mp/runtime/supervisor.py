@@ -20,6 +20,7 @@ events, never between an exit and its replacement.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -98,6 +99,7 @@ class JanusSupervisor:
         self._in_turn = False  # events of one loop turn are settled once, at its end
         self._unsettled = False
         self._after_turn_pids: list[int] = []
+        self._logs: list[tuple[int, str]] = []  # a batch's Log actions, written after it
         self._reap_children = False
         self._strays_wake: float | None = None
         self._closed = False
@@ -131,6 +133,11 @@ class JanusSupervisor:
         if self._state.phase is not SupervisorPhase.IDLE or self._closed:
             raise JanusError("run_until_shutdown() can run once per supervisor")
         self._open()
+        # Everything imported and built so far lives as long as the supervisor: out of the
+        # collector's sight, a collection no longer walks it (in the middle of an exit's
+        # handling), and forked workers do not dirty its pages by collecting it either.
+        gc.collect()
+        gc.freeze()
         try:
             self._feed(ev.Begin())
             self._after_turn()
@@ -298,6 +305,11 @@ class JanusSupervisor:
         finally:
             self._feeding = False
             self._queue.clear()
+            # Log lines go out once the batch is acted on: writing them (a synchronous
+            # handler, a full pipe) never delays a replacement.
+            logs, self._logs = self._logs, []
+            for level, message in logs:
+                log.log(level, message)
 
     def _perform(self, action: Action) -> None:
         match action:
@@ -321,7 +333,7 @@ class JanusSupervisor:
                 if process is not None:
                     self._processes.signal(process, signal.Signals[sig.value])
             case Log(level=level, message=message):
-                log.log(int(level), message)
+                self._logs.append((int(level), message))
             case ReadHeartbeat(worker=worker):
                 process = self._processes.by_id.get(worker)
                 if process is not None:
@@ -385,7 +397,6 @@ class JanusSupervisor:
             self._feed(ev.WorkerReady(worker.id))
         returncode = self._processes.reap(worker)
         self._processes.release(worker)
-        self._orphans.untrack(worker.pid)
         self._feed(ev.WorkerExited(worker.id, returncode))
         self._after_turn_pids.append(worker.pid)
 
@@ -410,6 +421,10 @@ class JanusSupervisor:
         if self._after_turn_pids:
             pids, self._after_turn_pids = self._after_turn_pids, []
             for pid in pids:
+                # The guard hears of it after the replacement is running (waking it would
+                # delay that); until then it knows the pid with its start time, so a reuse
+                # of the pid meanwhile is never mistaken for the worker.
+                self._orphans.untrack(pid)
                 for hook in (self._observability.worker_gone, *self.on_worker_reaped):
                     try:
                         hook(pid)

@@ -66,18 +66,18 @@ class WorkerSpec:
     standby: bool = False  # boot, say PARKED, and run only once promoted into a slot
 
 
-@dataclass
 class _Parking:
-    """Where a standby waits: the bridge thread fills ``promotion`` (or sees a cancel) and
-    wakes the main thread, which sleeps on a local event (no polling, no shared memory)."""
+    """A standby's main thread reads the pipe itself while parked, so that a promotion wakes
+    the very thread that runs the service (one wake-up, no hand-off between threads); the
+    bridge watches only the supervisor meanwhile and takes the pipe over once told."""
 
-    wake: threading.Event
-    promotion: tuple[int, int, int | None] | None = None
+    def __init__(self) -> None:
+        self.rearm_r, self.rearm_w = os.pipe()
 
 
 def worker_main(spec: WorkerSpec) -> None:
     """Process target. Ends by raising SystemExit with the worker's exit code."""
-    parking = _Parking(threading.Event()) if spec.standby else None
+    parking = _Parking() if spec.standby else None
     _detach_from_supervisor(spec, parking)
     ctx: WorkerContext | None = None
     code: int = int(ReservedExit.FAILURE)
@@ -105,8 +105,10 @@ def worker_main(spec: WorkerSpec) -> None:
     finally:
         # Nothing the worker started outlives it, whatever it exits with. A subreaper without
         # children has no descendants at all, so the usual exit skips the /proc scan.
-        if osproc.children_of(os.getpid()):
+        if osproc.has_children():
             osproc.kill_descendants(os.getpid())
+    if ctx is not None:
+        ctx.announce_exit(code)  # the supervisor acts on it while this process tears down
     raise SystemExit(code)
 
 
@@ -153,12 +155,18 @@ def _park(spec: WorkerSpec, parking: _Parking) -> bool:
     stopped (False)."""
     try:
         spec.conn.send_bytes(PARKED)
-    except OSError:
-        return False  # the supervisor is gone: the bridge takes this worker down
-    parking.wake.wait()
-    if parking.promotion is None:
-        return False
-    spec.index, spec.generation, spec.max_requests = parking.promotion
+        while True:
+            message = spec.conn.recv_bytes(64)
+            if message == CANCEL:
+                spec.token.cancel("stop requested by the supervisor")
+                return False
+            if message.startswith(PROMOTE):
+                break
+    except (EOFError, OSError):
+        return False  # the supervisor is gone: the bridge is taking this worker down
+    slot, generation, max_requests = (int(x) for x in message[1:].split())
+    spec.index, spec.generation, spec.max_requests = slot, generation, max_requests or None
+    os.write(parking.rearm_w, b"!")  # the bridge reads the pipe from now on
     _set_title(f"janus-mp: {spec.service_name} worker {spec.index} (gen {spec.generation})")
     return True
 
@@ -201,10 +209,15 @@ def _detach_from_supervisor(spec: WorkerSpec, parking: _Parking | None) -> None:
 
 def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int,
             parking: _Parking | None) -> None:
+    # A parked standby's main thread reads the pipe until it is promoted (see _Parking).
+    watched: list[Any] = [parking.rearm_r, supervisor_fd] if parking else [conn, supervisor_fd]
     while True:
-        ready = mpc.wait([conn, supervisor_fd])
+        ready = mpc.wait(watched)
         if supervisor_fd in ready:
             _orphaned()
+        if parking is not None and parking.rearm_r in ready:
+            watched = [conn, supervisor_fd]
+            continue
         if conn in ready:
             try:
                 message = conn.recv_bytes(64)
@@ -213,13 +226,6 @@ def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int,
                 return
             if message == CANCEL:
                 token.cancel("stop requested by the supervisor")
-                if parking is not None:
-                    parking.wake.set()
-            elif message.startswith(PROMOTE) and parking is not None and \
-                    not parking.wake.is_set():
-                slot, generation, max_requests = (int(x) for x in message[1:].split())
-                parking.promotion = (slot, generation, max_requests or None)
-                parking.wake.set()
 
 
 def _orphaned() -> None:

@@ -5,6 +5,9 @@
     backoff "defaults"  BackoffConfig(max_retries=0): the default exponential backoff with full
                         jitter, the circuit breaker off so a crash loop is not ended by it
 
+    backoff "standby"   "zero" plus SpawnOptions(standby=1): a parked standby is promoted
+                        instead of forking the replacement
+
 Everything else is at its default: SupervisorConfig() (30 s cooperative grace, fork, signal
 handlers, orphan reaping), SpawnOptions(restart=ALWAYS). The working tree's janus_mp is put first
 on PYTHONPATH, so the benchmark measures this checkout.
@@ -24,7 +27,10 @@ from typing import Any
 
 from common import BENCH_DIR, ROOT, Launch, Scenario
 
-BACKOFFS = ("zero", "defaults")
+BACKOFFS = ("zero", "defaults", "standby")
+KEYS = {"zero": "janus-mp", "defaults": "janus-mp/defaults", "standby": "janus-mp/standby"}
+LABELS = {"zero": "janus-mp (backoff 0)", "defaults": "janus-mp (default backoff)",
+          "standby": "janus-mp (standby=1, backoff 0)"}
 
 
 @functools.cache
@@ -43,8 +49,8 @@ class Janus:
     def __init__(self, backoff: str = "zero") -> None:
         assert backoff in BACKOFFS, backoff
         self.backoff = backoff
-        self.key = "janus-mp" if backoff == "zero" else "janus-mp/defaults"
-        self.label = "janus-mp (backoff 0)" if backoff == "zero" else "janus-mp (default backoff)"
+        self.key = KEYS[backoff]
+        self.label = LABELS[backoff]
 
     def _env(self) -> dict[str, str]:
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -91,14 +97,15 @@ def main(argv: list[str]) -> int:
             else:
                 workload.storm(events)
 
-    if backoff == "zero":
-        policy = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0)
-    else:
+    if backoff == "defaults":
         policy = BackoffConfig(max_retries=0)
-    sup = JanusSupervisor(SupervisorConfig())
+    else:
+        policy = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0)
+    sup = JanusSupervisor(SupervisorConfig(max_workers=max(1024, workers)))
     workload.record(events, "begin")
     sup.spawn_service(Workload(), SpawnOptions(workers=workers, restart=RestartPolicy.ALWAYS,
-                                               backoff=policy))
+                                               backoff=policy,
+                                               standby=1 if backoff == "standby" else 0))
     return sup.run_until_shutdown()
 
 

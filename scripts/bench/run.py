@@ -7,7 +7,8 @@ an anchor that is not installed gets a "not installed" row. The machine is share
 every system runs in this one invocation, interleaved where a measurement repeats, and the
 ratios to janus-mp are what the figures mean.
 
-    restart   crash → replacement's first line, p50/p90/p99 (janus-mp twice: backoff 0, defaults)
+    restart   crash → replacement's first line, p50/p90/p99 (janus-mp three times: backoff 0,
+              default backoff, standby=1 with backoff 0)
     shutdown  SIGTERM → supervisor exit with idle cooperative workers
     idle      supervisor CPU and wake-ups over a window with idle workers
     scale     time until N workers are ready; supervisor RSS per worker
@@ -52,7 +53,7 @@ EXTERNAL = {"scrape": ROOT / "scripts" / "bench_scrape.py",
             "http": ROOT / "scripts" / "bench_http.py"}
 SELECTABLE = (*report.MEASUREMENTS, *EXTERNAL)
 #: janus-mp and the floor must always produce numbers; anchors may be missing.
-REQUIRED = ("janus-mp", "janus-mp/defaults", "floor")
+REQUIRED = ("janus-mp", "janus-mp/defaults", "janus-mp/standby", "floor")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = args.only
     become_subreaper()
     exit_on_termination_signals()
-    systems: dict[str, System] = {s.key: s for s in (Janus("zero"), Janus("defaults"), Floor(),
+    systems: dict[str, System] = {s.key: s for s in (Janus("zero"), Janus("defaults"),
+                                                     Janus("standby"), Floor(),
                                                      Gunicorn(), Supervisord(), Circus())}
     results: dict[str, Any] = {"meta": _meta(plan, selected), "systems": {}}
     available = _inventory(systems, results["systems"])
@@ -201,7 +203,8 @@ def _rotated(items: list[System], by: int) -> list[System]:
 
 def run_restart(plan: Plan, systems: dict[str, System], available: set[str],
                 ws: Workspace) -> dict[str, Any]:
-    keys = ("janus-mp", "janus-mp/defaults", "floor", "gunicorn", "supervisord", "circus")
+    keys = ("janus-mp", "janus-mp/standby", "janus-mp/defaults", "floor", "gunicorn",
+            "supervisord", "circus")
     rows, runnable = _rows(keys, available, systems)
     interleaved = [s for s in runnable if s.key != "janus-mp/defaults"]
     rounds: dict[str, list[list[float]]] = {s.key: [] for s in interleaved}
@@ -276,7 +279,8 @@ def run_scale(plan: Plan, systems: dict[str, System], available: set[str],
 
 def run_storm(plan: Plan, systems: dict[str, System], available: set[str],
               ws: Workspace) -> dict[str, Any]:
-    rows, runnable = _rows(("janus-mp/defaults", "gunicorn", "floor"), available, systems)
+    rows, runnable = _rows(("janus-mp/defaults", "janus-mp/standby", "gunicorn", "floor"),
+                           available, systems)
     for system in runnable:
         _progress(f"  storm {system.key}")
         rows[system.key] = guarded(measure.storm, system, plan.storm_workers,

@@ -280,12 +280,11 @@ def test_the_nth_failure_waits_its_cap_at_most_and_the_cap_doubles():
     assert caps == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]  # 0.1·2ⁿ, saturating at max_delay
 
 
-def test_the_jitter_can_be_zero():
+def test_the_jitter_can_be_zero_and_then_the_restart_happens_in_the_exit_step():
     sim = pool(1)
     sim.state.rng = BottomRandom()
     sim.exit(sim.current("a", 0), 1)
-    assert restart_at(sim) == sim.now
-    sim.advance(0)
+    assert restart_at(sim) is None  # no timer: no loop turn between the exit and the fork
     assert len(sim.spawned) == 2
 
 
@@ -394,3 +393,30 @@ def test_the_watchdog_never_reschedules_itself_at_the_same_instant():
     sim.heartbeats[worker.id] = 12.02  # 12.02 + 20 - 12.02 < 20 in floating point
     sim.advance(7.98)  # the watchdog reads the heartbeat: next look at 32.02
     assert advance_bounded(sim, 12.02) <= 2
+
+
+# -- an exit announced by the worker (run() returned; the process tears down) -----------------
+def test_an_announced_exit_is_decided_at_once_and_the_process_drains_as_retiring():
+    sim = pool(1, backoff=BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0))
+    old = sim.current("a", 0)
+    sim.feed(ev.WorkerExiting(old.id, 1))
+    new = sim.current("a", 0)
+    assert new is not old and len(sim.spawned) == 2  # replaced before the old process is gone
+    assert old in sim.state.services["a"].retiring and old.exit_announced
+    assert worker_timer(sim, TimerKind.TERM, old.id) is not None  # a hung teardown is stopped
+    assert terminated(sim) == {"failed": 1}
+    assert sim.state.recent_exits[-1].exit_code == 1
+    sim.exit(old, 1)  # the real exit: nothing more is decided or counted
+    assert terminated(sim) == {"failed": 1} and len(sim.spawned) == 2
+    assert old.id not in sim.state.workers and not sim.state.services["a"].retiring
+    check_invariants(sim)
+
+
+def test_an_exit_announced_while_being_stopped_waits_for_the_real_exit():
+    sim = pool(1, keeper=True)
+    old = sim.current("a", 0)
+    sim.feed(ev.StopService("a"))
+    sim.feed(ev.WorkerExiting(old.id, 0))
+    assert not old.exit_announced and old.id in sim.state.workers
+    sim.exit(old, 0)
+    assert terminated(sim) == {"stopped": 1}

@@ -20,7 +20,7 @@ from janus_mp.core.actions import Action, Spawn
 from janus_mp.core.backoff import BackoffConfig, BreakerState
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.lifecycle import TransitionError
-from janus_mp.core.pool import SupervisorPhase
+from janus_mp.core.pool import SupervisorPhase, WorkerRole
 from janus_mp.errors import JanusError, UnknownServiceError
 from tests.unit.policy_helpers import advance_bounded, check_invariants
 from tests.unit.policy_sim import Sim
@@ -39,8 +39,14 @@ class CountingSim(Sim):
         self.starts = 0
 
     def feed(self, event: ev.Event) -> list[Action]:
-        if isinstance(event, ev.WorkerExited) and event.worker in self.state.workers:
+        worker = self.state.workers.get(getattr(event, "worker", -1))
+        if isinstance(event, ev.WorkerExited) and worker is not None and \
+                not worker.exit_announced:
             self.exits += 1
+        if isinstance(event, ev.WorkerExiting) and worker is not None and \
+                not worker.exit_announced and worker.stop_cause is None and \
+                worker.role in (WorkerRole.CURRENT, WorkerRole.INCOMING):
+            self.exits += 1  # decided (and counted) when announced
         if isinstance(event, ev.WorkerStarted) and event.worker in self.state.workers:
             self.starts += 1
         return super().feed(event)
@@ -113,7 +119,7 @@ class PolicyMachine(RuleBasedStateMachine):
         worker = self._pick(list(self.sim.state.workers.values()), index)
         service = self.sim.state.services[worker.service]
         if worker not in service.retiring and worker not in service.standby and \
-                worker is not service.slots[worker.slot].incoming:
+                worker is not service.slots[worker.slot].incoming:  # (announced: retiring)
             self.rolling.pop(worker.service, None)  # a serving worker died: capacity may drop
         self.sim.exit(worker, code)
 
@@ -124,6 +130,18 @@ class PolicyMachine(RuleBasedStateMachine):
         booting = [w for s in self.sim.state.services.values() for w in s.standby
                    if w.parked_at is None]
         self.sim.feed(ev.WorkerParked(self._pick(booting, index).id))
+
+    @precondition(lambda self: bool(self.sim.state.workers))
+    @rule(index=st.integers(0, 50), code=st.sampled_from((0, 1, 3, 78)))
+    def announces_its_exit(self, index: int, code: int) -> None:
+        """run() returned: the exit is decided now, the process drains as retiring."""
+        worker = self._pick(list(self.sim.state.workers.values()), index)
+        service = self.sim.state.services[worker.service]
+        if worker.role is WorkerRole.CURRENT:
+            self.rolling.pop(worker.service, None)
+        self.sim.feed(ev.WorkerExiting(worker.id, code))
+        if worker.id in self.sim.state.workers and worker.exit_announced:
+            assert worker in service.retiring
 
     @precondition(lambda self: any(s.incoming is not None for s in self._slots()))
     @rule(index=st.integers(0, 50), code=st.sampled_from((1, -9, 0)))

@@ -10,6 +10,7 @@ from janus_mp.core.backoff import BackoffConfig, BreakerState
 from janus_mp.core.config import SpawnOptions
 from janus_mp.core.lifecycle import ServicePhase
 from janus_mp.core.pool import SupervisorPhase, WorkerRole, WorkerState
+from janus_mp.core.standby import REFILL_AFTER
 from janus_mp.core.timers import TimerKind
 from tests.unit.policy_helpers import (
     check_invariants,
@@ -54,33 +55,40 @@ def test_standbys_are_forked_after_the_pool_and_never_count_as_ready():
     check_invariants(sim)
 
 
-def test_a_crash_with_no_delay_promotes_the_parked_standby_then_forks_a_new_one():
+def test_a_crash_with_no_delay_promotes_the_parked_standby_and_forks_a_new_one_once_it_runs():
     sim = pool(2, standby=1, backoff=ZERO)
     (standby,) = park_all(sim)
     victim = sim.current("a", 1)
     before = len(sim.log)
-    sim.exit(victim, 1)
-    sim.advance(0.0)  # the restart timer, due at once
+    sim.exit(victim, 1)  # no delay: promoted in the exit's own step
     after = sim.log[before:]
     promote = of(Promote, after)
     assert promote == [Promote(standby.id, "a", 1, 2, None)]
-    spawns = of(Spawn, after)
-    assert [s.standby for s in spawns] == [True]  # the replacement standby, nothing for slot 1
-    assert after.index(promote[0]) < after.index(spawns[0])  # run first, fork behind it
+    assert not of(Spawn, after)  # no fork for slot 1, and none yet for a new standby
     assert sim.current("a", 1) is standby and standby.role is WorkerRole.CURRENT
     assert slot_phase(sim, 1) is ServicePhase.STARTING
-    sim.ready(standby)
+    before = len(sim.log)
+    sim.ready(standby)  # it runs: only now is its successor forked, off the critical path
     assert slot_phase(sim, 1) is ServicePhase.RUNNING
+    assert [s.standby for s in of(Spawn, sim.log[before:])] == [True]
     metrics = sim.state.metrics.snapshot().services["a"]
     assert metrics.standby_promotions_total == 1 and metrics.restarts_total == 1
     check_invariants(sim)
 
 
+def test_a_promoted_standby_slow_to_be_ready_is_replaced_after_refill_after():
+    sim = pool(1, standby=1, backoff=ZERO, wait_for_ready=True)
+    (standby,) = park_all(sim)
+    sim.exit(sim.current("a", 0), 1)
+    assert sim.current("a", 0) is standby and not standbys(sim)
+    sim.advance(REFILL_AFTER)
+    assert len(standbys(sim)) == 1
+
+
 def test_without_a_parked_standby_the_slot_forks_as_always():
     sim = pool(1, standby=1, backoff=ZERO)  # the standby is still booting
-    sim.exit(sim.current("a", 0), 1)
     before = len(sim.log)
-    sim.advance(0.0)
+    sim.exit(sim.current("a", 0), 1)
     spawns = of(Spawn, sim.log[before:])
     assert [(s.slot, s.standby) for s in spawns] == [(0, False)]
     assert not of(Promote, sim.log[before:])
