@@ -16,7 +16,6 @@ starts), and inherited by forked workers.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import threading
@@ -163,6 +162,8 @@ class ApiModuleAdapter(JanusService):
             server.should_exit = True
 
         when_cancelled(ctx.shutdown, drain)
+        import asyncio  # here: a supervisor of WSGI or plain services never pays for it
+
         loop = asyncio.new_event_loop()
         try:
             task = loop.create_task(server.serve(sockets=list(ctx.listeners)))

@@ -21,7 +21,6 @@ our own stop is a clean exit (0).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import signal
@@ -127,6 +126,8 @@ class ModuleAdapter(JanusService):
             raise
 
     def _run_coroutine(self, ctx: WorkerContext, fn: Callable[[], Any]) -> int | None:
+        import asyncio  # here: only coroutine services pay for it (in their worker)
+
         loop = asyncio.new_event_loop()
         try:
             task = loop.create_task(fn())
