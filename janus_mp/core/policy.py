@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from janus_mp.core import events as ev
-from janus_mp.core import standby
+from janus_mp.core import standby, startup
 from janus_mp.core.actions import Action, ForgetService, OpenService, ReleaseListeners
 from janus_mp.core.backoff import BreakerState
 from janus_mp.core.config import SpawnOptions
@@ -58,7 +58,6 @@ from janus_mp.core.workers import (
     on_started,
     on_term_due,
     on_watchdog_due,
-    spawn,
 )
 from janus_mp.errors import ConfigError, JanusError, UnknownServiceError
 
@@ -126,6 +125,9 @@ def _timer_due(step: Step, event: ev.TimerDue) -> None:
         {TimerKind.START_TIMEOUT: on_start_timeout, TimerKind.WATCHDOG: on_watchdog_due,
          TimerKind.TERM: on_term_due, TimerKind.KILL: on_kill_due,
          TimerKind.LIFETIME: _lifetime_due}[key.kind](step, worker)
+        return
+    if key.kind is TimerKind.FILL:
+        startup.on_fill_due(step)
         return
     service = state.services.get(key.service)
     if service is None:
@@ -241,10 +243,11 @@ def _start_service(step: Step, name: str) -> None:
     step.emit(OpenService(name))
     service = ServiceState(name, options, options.backoff_or(state.config.backoff), step.now)
     state.services[name] = service
+    slots = []
     for index in range(service.desired):
         slot = service.slots[index] = SlotState(index, ServiceLifecycle(name, step.now))
-        spawn(step, service, slot)
-    standby.replenish(step, service)  # after the pool: its workers are forked first
+        slots.append(slot)
+    startup.fill_fresh(step, service, slots)  # then its standbys
     arm_rss_check(step, service)
 
 

@@ -116,6 +116,7 @@ class ServiceState:
         self.standby: list[WorkerState] = []  # parked or booting, oldest first
         self.standby_boot_failures = 0  # standbys in a row that died before parking
         self.standby_retry_pending = False  # a STANDBY timer will start the next one
+        self.queued_fills = 0  # fresh slots waiting for their batch (core.startup)
 
     # -- derived ---------------------------------------------------------------------------
     def live_workers(self) -> list[WorkerState]:
@@ -206,6 +207,8 @@ class SupervisorState:
         self.root_cancelled = False
         self.metrics = SupervisorMetrics()
         self.recent_exits: deque[ExitRecord] = deque(maxlen=50)
+        #: Fresh slots waiting to be filled, a batch per loop turn (core.startup).
+        self.fill_queue: deque[tuple[ServiceState, int]] = deque()
 
     def start_order(self) -> list[str]:
         return sorted(self.options, key=lambda n: self.options[n].start_order)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from janus_mp.core import standby
+from janus_mp.core import standby, startup
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState
 from janus_mp.core.exits import KillCause
@@ -80,6 +80,7 @@ def scale(step: Step, service: ServiceState, workers: int) -> None:
     for index in sorted(i for i, s in service.slots.items() if not s.removed):
         if index >= workers:
             remove_slot(step, service, service.slots[index])
+    fresh = []
     for index in range(workers):
         slot = service.slots.get(index)
         if slot is not None and not slot.removed:
@@ -88,9 +89,10 @@ def scale(step: Step, service: ServiceState, workers: int) -> None:
             continue  # still draining from an earlier scale-down; its exit revives it
         slot = service.slots[index] = SlotState(index, ServiceLifecycle(service.name, step.now))
         if service.breaker.allows_restarts:
-            standby.fill(step, service, slot)
+            fresh.append(slot)
         else:
             step.move(slot.lifecycle, ServicePhase.CIRCUIT_OPEN)
+    startup.fill_fresh(step, service, fresh)
     step.log(LogLevel.INFO, f"{service.name}: scaled to {workers} workers")
 
 

@@ -25,7 +25,8 @@ class TimerKind(StrEnum):
     HALF_OPEN = "half_open"          # an open breaker tries one worker        (service)
     TRIAL = "trial"                  # the half-open trial held: close it      (service)
     RSS_CHECK = "rss_check"          # measure the service's workers' RSS      (service)
-    STANDBY = "standby"              # start a standby again after boot deaths (service)
+    STANDBY = "standby"              # a standby's refill or boot-death retry    (service)
+    FILL = "fill"                    # the next batch of fresh slots            (-)
     USER = "user"                    # call_later: runtime-side callbacks      (number)
 
 

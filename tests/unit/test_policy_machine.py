@@ -16,6 +16,7 @@ from hypothesis.stateful import (
 )
 
 from janus_mp.core import events as ev
+from janus_mp.core import startup
 from janus_mp.core.actions import Action, Spawn
 from janus_mp.core.backoff import BackoffConfig, BreakerState
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
@@ -57,6 +58,8 @@ class PolicyMachine(RuleBasedStateMachine):
 
     @initialize(seed=st.integers(0, 2**16), half_open=st.booleans())
     def start(self, seed: int, half_open: bool) -> None:
+        # Batches of two: pools of 2-8 are filled over several turns, as 1,000 would be.
+        self.batch, startup.FILL_BATCH = startup.FILL_BATCH, 2
         self.sim = CountingSim(SupervisorConfig(shutdown_timeout=10.0, kill_timeout=2.0,
                                                 max_workers=8), seed)
         self.sim.register("a", SpawnOptions(
@@ -219,6 +222,9 @@ class PolicyMachine(RuleBasedStateMachine):
             self.command(ev.SignalReceived(how))
         else:
             self.command(ev.Shutdown(fast=how == "fast"))
+
+    def teardown(self) -> None:
+        startup.FILL_BATCH = getattr(self, "batch", startup.FILL_BATCH)
 
     # -- invariants ------------------------------------------------------------------------
     @invariant()

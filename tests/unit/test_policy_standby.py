@@ -7,10 +7,11 @@ from __future__ import annotations
 from janus_mp.core import events as ev
 from janus_mp.core.actions import Action, CancelWorker, Promote, Spawn
 from janus_mp.core.backoff import BackoffConfig, BreakerState
-from janus_mp.core.config import SpawnOptions
+from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.lifecycle import ServicePhase
 from janus_mp.core.pool import SupervisorPhase, WorkerRole, WorkerState
 from janus_mp.core.standby import REFILL_AFTER
+from janus_mp.core.startup import FILL_BATCH
 from janus_mp.core.timers import TimerKind
 from tests.unit.policy_helpers import (
     check_invariants,
@@ -233,3 +234,42 @@ def test_a_service_that_completes_retires_its_standbys_and_then_ends():
     assert service_phase(sim) is ServicePhase.TERMINATED
     assert sim.state.services["a"].end_reason is not None
     assert sim.state.phase is not SupervisorPhase.RUNNING  # everything ended by itself
+
+
+# -- fresh slots are filled a batch per loop turn (core.startup) -------------------------------
+def test_a_large_pool_is_forked_a_batch_per_turn_then_its_standbys():
+    sim = Sim(SupervisorConfig(max_workers=100))
+    sim.register("a", SpawnOptions(name="a", workers=40, standby=2))
+    sim.begin()
+    assert len(sim.spawned) == FILL_BATCH  # the first batch in the Begin step
+    assert timer(sim, TimerKind.FILL, service="") == sim.now  # the next one: next turn
+    sim.advance(0.0)
+    assert len(sim.spawned) == 42 and [s.standby for s in sim.spawned[-2:]] == [True, True]
+    assert not any(s.standby for s in sim.spawned[:40])
+    assert sorted(s.slot for s in sim.spawned[:40]) == list(range(40))
+    check_invariants(sim)
+
+
+def test_a_sigterm_between_batches_ends_the_slots_still_queued():
+    sim = Sim(SupervisorConfig(max_workers=100))
+    sim.register("a", SpawnOptions(name="a", workers=40))
+    sim.begin()
+    sim.feed(ev.SignalReceived("SIGTERM"))  # arrives before the second batch's turn
+    sim.advance(0.0)
+    assert len(sim.spawned) == FILL_BATCH  # nothing more was forked
+    phases = {s.lifecycle.phase for s in sim.state.services["a"].slots.values()
+              if s.current is None}
+    assert phases == {ServicePhase.TERMINATED}
+    sim.exit_cancelled()
+    assert sim.finished
+
+
+def test_scaling_up_by_many_is_batched_too():
+    sim = pool(2, config=SupervisorConfig(max_workers=100))
+    sim.feed(ev.Scale("a", workers=50))
+    assert len(sim.spawned) == 2 + FILL_BATCH
+    sim.advance(0.0)
+    assert len(sim.spawned) == 50
+    sim.ready_all()
+    assert sim.state.services["a"].ready_count() == 50
+    check_invariants(sim)
