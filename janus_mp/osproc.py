@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import select
 import signal
 from collections.abc import Iterable
 
@@ -170,6 +171,18 @@ def reap_nonblocking(pid: int) -> int | None:
     except ChildProcessError:
         return None
     return status if got == pid else None
+
+
+def wait_for_exit(pid: int, timeout: float) -> int | None:
+    """Reap our child ``pid``, waiting up to ``timeout`` seconds (its pidfd, else polling)."""
+    fd = pidfd_open(pid)
+    try:
+        if fd is not None:
+            select.select([fd], [], [], timeout)
+        return reap_nonblocking(pid)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def has_children() -> bool:

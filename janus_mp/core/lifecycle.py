@@ -206,6 +206,9 @@ class ServiceLifecycleSnapshot:
 class ServiceLifecycle:
     """One service's (or one worker slot's) phase, with the original's bookkeeping."""
 
+    __slots__ = ("service_name", "created_at", "phase", "phase_entered_at", "start_count",
+                 "total_failures", "last_error", "termination_reason", "_running_total")
+
     def __init__(self, service_name: str, now: float) -> None:
         self.service_name = service_name
         self.created_at = now

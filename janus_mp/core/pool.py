@@ -48,7 +48,7 @@ class WorkerRole(StrEnum):
     STANDBY = "standby"    # booted and parked, in no slot until promoted (core.standby)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: a thousand of these live in the supervisor
 class WorkerState:
     id: int
     service: str
@@ -74,7 +74,7 @@ class WorkerState:
         return f"{self.service}[{where}] (pid {self.pid})"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SlotState:
     index: int
     lifecycle: ServiceLifecycle

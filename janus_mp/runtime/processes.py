@@ -23,16 +23,17 @@ from janus_mp import osproc
 from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
+from janus_mp.runtime.arena import Arena
 from janus_mp.runtime.worker import WorkerSpec, worker_main
 from janus_mp.service import CANCEL, EXITING, PARKED, PROMOTE, READY, RECYCLE, JanusService
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class WorkerProcess:
     id: int
     service: str
     slot: int
-    process: Any
+    process: Any  # the multiprocess Process: kept only for a forkserver worker (its sentinel)
     pid: int
     pidfd: int | None
     conn: Any
@@ -91,13 +92,14 @@ class Processes:
         self.start_method = start_method
         self.by_id: dict[int, WorkerProcess] = {}
         self._fds: set[int] = set()  # every worker pipe and pidfd: forked workers close them
+        self._heartbeats = Arena("d", context)
 
     def spawn(self, action: Spawn, payload: JanusService | bytes, token: CancellationToken, *,
               now: float, wait_for_ready: bool, metrics: Any, listeners: tuple[Any, ...],
               other_fds: list[int], watchdog_timeout: float | None) -> WorkerProcess:
         """Fork (or spawn) one worker; raises OSError when the system refuses a process."""
         parent_conn, child_conn = self.context.Pipe(duplex=True)
-        heartbeat = self.context.RawValue("d", now)
+        heartbeat = self._heartbeats.take(now)
         fork = self.start_method == "fork"
         direct_child = self.start_method != "forkserver"
         spec = WorkerSpec(
@@ -119,6 +121,7 @@ class Processes:
         except BaseException:
             parent_conn.close()
             child_conn.close()
+            self._heartbeats.give_back(heartbeat)
             raise
         child_conn.close()
         _forget_in_multiprocess(process)
@@ -127,6 +130,10 @@ class Processes:
             with contextlib.suppress(OSError):  # both sides set it: a kill right after
                 os.setpgid(pid, pid)            # start cannot miss the group
         pidfd = osproc.pidfd_open(pid) if direct_child else None
+        if pidfd is not None:
+            # Our child, reaped through its pidfd: the Process object (its arguments, its
+            # Popen, a sentinel pipe) is dead weight for as long as the worker lives.
+            process = None
         worker = WorkerProcess(id=action.worker, service=action.service, slot=action.slot,
                                process=process, pid=pid, pidfd=pidfd, conn=parent_conn,
                                token=token, heartbeat=heartbeat, direct_child=direct_child)
@@ -149,7 +156,7 @@ class Processes:
         """The exit code of a worker whose exit source is readable (never blocks)."""
         # The zombie pins its pid as a group id: kill what is left of its group first.
         osproc.signal_group(worker.pid, signal.SIGKILL)
-        code = worker.process.exitcode
+        code = None if worker.process is None else worker.process.exitcode
         if code is None and worker.direct_child:
             status = osproc.reap_nonblocking(worker.pid)
             if status is not None:
@@ -160,12 +167,14 @@ class Processes:
         """Forget a reaped worker: its fds close, its node leaves the cancellation tree."""
         self.by_id.pop(worker.id, None)
         self._fds.difference_update(worker.fds)
-        with contextlib.suppress(Exception):
-            worker.process.close()
+        if worker.process is not None:
+            with contextlib.suppress(Exception):
+                worker.process.close()
         if worker.pidfd is not None:
             osproc.close_fds([worker.pidfd])
         worker.conn.close()
         worker.token.detach()
+        self._heartbeats.give_back(worker.heartbeat)
 
     def measure_rss(self, workers: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
         """Resident set sizes of these workers (those still here), in bytes."""
@@ -188,7 +197,10 @@ class Processes:
             self.signal(worker, signal.SIGKILL)
         for worker in list(self.by_id.values()):
             with contextlib.suppress(Exception):
-                worker.process.join(5.0)
+                if worker.process is not None:
+                    worker.process.join(5.0)
+                else:
+                    osproc.wait_for_exit(worker.pid, 5.0)
             self.release(worker)
 
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import multiprocess
 
+from janus_mp.runtime.arena import Arena
+
 #: How stale a waiter's view may get of a set() made in a process that does not relay to it.
 UNRELAYED_POLL = 0.05
 
@@ -52,16 +54,36 @@ def _renew_lock_after_fork() -> None:
 os.register_at_fork(after_in_child=_renew_lock_after_fork)
 
 
+class _Released:
+    """What a released event reads from: set, and shared with nobody."""
+
+    value = 1
+
+
 class SharedEvent:
-    __slots__ = ("_state", "_local", "_local_pid", "_relayed_pid")
+    __slots__ = ("_state", "_arena", "_local", "_local_pid", "_relayed_pid")
     _local: threading.Event | None  # this process's sleepers wait here...
     _local_pid: int  # ...if this is our pid (a forked copy must make its own)
     _relayed_pid: int  # the process that promised to relay remote sets, see relay_here()
 
-    def __init__(self, context: Any = None) -> None:
-        ctx = context if context is not None else multiprocess.get_context()
-        self._state = ctx.RawValue(ctypes.c_uint8, 0)
+    def __init__(self, context: Any = None, *, arena: Arena | None = None) -> None:
+        """The byte comes from ``arena`` (the supervisor's, see :mod:`runtime.arena`) or is a
+        shared value of its own."""
+        self._arena = arena
+        if arena is not None:
+            self._state: Any = arena.take(0)
+        else:
+            ctx = context if context is not None else multiprocess.get_context()
+            self._state = ctx.RawValue(ctypes.c_uint8, 0)
         self._forget_local()
+
+    def release(self) -> None:
+        """Nothing will set or read this event across processes any more (its node was
+        detached): its byte goes back to the arena, and it reads as set from now on."""
+        arena, self._arena = self._arena, None
+        if arena is not None:
+            state, self._state = self._state, _Released()
+            arena.give_back(state)
 
     def set(self) -> None:
         self._state.value = 1
@@ -117,22 +139,34 @@ class SharedEvent:
 
     def __setstate__(self, state: Any) -> None:
         self._state = state
+        self._arena = None  # the arena is the supervisor's to hand out
         self._forget_local()
 
 
 class SharedEventFactory:
-    """Picklable factory of :class:`SharedEvent` for one start method (tokens carry it along)."""
+    """Picklable factory of :class:`SharedEvent` for one start method (tokens carry it along).
+    In the process that made it, bytes come from its arena; a copy in another process (a
+    worker making nodes of its own) makes shared values of its own."""
 
-    __slots__ = ("start_method",)
+    __slots__ = ("start_method", "_arena", "_owner")
 
     def __init__(self, start_method: str | None = None) -> None:
         self.start_method = start_method
+        self._arena: Arena | None = None
+        self._owner = os.getpid()
 
     def __call__(self) -> SharedEvent:
-        return SharedEvent(multiprocess.get_context(self.start_method))
+        context = multiprocess.get_context(self.start_method)
+        if os.getpid() != self._owner:
+            return SharedEvent(context)
+        if self._arena is None:
+            self._arena = Arena("B", context)
+        return SharedEvent(arena=self._arena)
 
     def __getstate__(self) -> str | None:
         return self.start_method
 
     def __setstate__(self, state: str | None) -> None:
         self.start_method = state
+        self._arena = None
+        self._owner = -1  # never the owner: see the class docstring

@@ -39,7 +39,7 @@ def lifecycle_in(phase: ServicePhase) -> ServiceLifecycle:
 
 
 def state_of(lc: ServiceLifecycle) -> dict[str, object]:
-    return dict(vars(lc))
+    return {name: getattr(lc, name) for name in ServiceLifecycle.__slots__}
 
 
 @pytest.mark.parametrize("src, dst", list(product(P, P)))
