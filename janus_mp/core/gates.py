@@ -123,8 +123,8 @@ def check_registration(state: SupervisorState, name: str, options: SpawnOptions)
     if name in state.tree.groups:
         raise ConfigError("name", f"a group is named {name!r} too")
     if options.depends_on:
-        graph = {n: list(o.depends_on) for n, o in state.options.items()}
-        graph[name] = list(options.depends_on)
+        graph = {name: list(options.depends_on)}  # first: the cycle is spelled from it
+        graph |= {n: list(o.depends_on) for n, o in state.options.items() if n != name}
         cycle = find_cycle(graph)
         if cycle:
             raise ConfigError("depends_on", f"cycle {' -> '.join(cycle)}")

@@ -22,8 +22,6 @@ parks in ``backing_off``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.exits import ExitDecision
 from janus_mp.core.gates import is_up, start_service
@@ -87,33 +85,6 @@ def advance_groups(step: Step) -> None:
                 is_up(state.services.get(s)) for s in tree.services_under(group.name)):
             group.starting = False
             step.log(LogLevel.INFO, f"group {group.name}: every member is up")
-
-
-@dataclass(frozen=True)
-class GroupSnapshot:
-    name: str
-    strategy: str
-    phase: str
-    members: tuple[str, ...]
-    restarts: int
-    max_restarts: int
-    within: float
-    parent: str | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "strategy": self.strategy, "phase": self.phase,
-                "members": list(self.members), "restarts": self.restarts,
-                "max_restarts": self.max_restarts, "within": self.within,
-                "parent": self.parent}
-
-
-def group_snapshots(tree: Tree) -> tuple[GroupSnapshot, ...]:
-    return tuple(
-        GroupSnapshot(name=g.name, strategy=g.spec.strategy.value, phase=g.phase.value,
-                      members=g.spec.members, restarts=g.restarts,
-                      max_restarts=g.spec.max_restarts, within=g.spec.within,
-                      parent=tree.group_of.get(g.name))
-        for g in tree.groups.values())
 
 
 # -- the decisions ---------------------------------------------------------------------------
