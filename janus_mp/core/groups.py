@@ -106,8 +106,8 @@ def _member_failed(step: Step, group: GroupState, member: str, why: str) -> None
     for restarted in affected:  # an outer plan supersedes the plans inside it
         for inner in tree.groups_under(restarted):
             inner.affected = []
-    step.log(LogLevel.WARNING, f"group {group.name} ({strategy.value}): {member} failed "
-                               f"({why}): restarting {', '.join(group.affected)}")
+    step.log(LogLevel.WARNING, f"group {group.name} ({strategy.value}): {member} failed: "
+                               f"{why}: restarting {', '.join(group.affected)}")
 
 
 def _terminate(step: Step, group: GroupState) -> None:
@@ -152,6 +152,7 @@ def _advance_restart(step: Step, group: GroupState) -> None:
         if name not in state.options or name in state.removed or \
                 (old is not None and old.stopped_by_request):
             continue  # stopped by hand or removed: a group restart does not bring it back
+        state.metrics.record_restart(name)
         start_service(step, name)
 
 
