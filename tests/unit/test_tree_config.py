@@ -85,3 +85,15 @@ def test_bad_dependencies_are_refused_in_one_line(text, line):
     with pytest.raises(ConfigError) as caught:
         _parse(text)
     assert str(caught.value) == line
+
+
+def test_a_reload_that_changes_the_groups_is_refused_before_anything_is_applied(tmp_path):
+    from janus_mp.app.build import RunFlags, reloader
+
+    path = tmp_path / "tree.toml"
+    path.write_text(SERVICES + '[groups.g]\nmembers = ["db", "api"]\n')
+    original = parse_config(tomllib.loads(path.read_text())).groups
+    reload = reloader(RunFlags(config_path=str(path)), None, {"db", "api", "web"}, original)
+    path.write_text(SERVICES + '[groups.g]\nmembers = ["db", "api"]\nstrategy = "one_for_all"\n')
+    with pytest.raises(ConfigError, match="groups: cannot change while the supervisor runs"):
+        reload(None)  # type: ignore[arg-type]  # refused before the supervisor is touched
