@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from janus_mp.app import control
 from tests.integration.test_cli import Cli
 from tests.support import wait_until
 
@@ -58,12 +59,17 @@ def cli(tmp_path: Path):  # type: ignore[no-untyped-def]
     c.close()
 
 
+def _status(cli: Cli) -> dict:  # type: ignore[type-arg]
+    """What `status --json` prints, asked in-process (a CLI run per poll costs a second)."""
+    return control.call(cli.socket, "status", timeout=10)  # type: ignore[no-any-return]
+
+
 def _pids(cli: Cli) -> dict[str, list[int]]:
-    return {s["name"]: s["pids"] for s in cli.status()["services"]}
+    return {s["name"]: s["pids"] for s in _status(cli)["services"]}
 
 
-def _all_ready(cli: Cli, names: str) -> dict[str, list[int]] | None:
-    status = cli.status()
+def _all_ready(cli: Cli, names: str | list[str]) -> dict[str, list[int]] | None:
+    status = _status(cli)
     services = {s["name"]: s for s in status["services"]}
     if all(services[n]["phase"] == "running" and services[n]["ready"] == 1 and
            len(services[n]["pids"]) == 1 for n in names) and \
@@ -88,7 +94,7 @@ within = 60
                        and now, timeout=20, message="b and c restarted")
     assert after["a"] == before["a"]
     assert after["b"] != before["b"] and after["c"] != before["c"]
-    status = cli.status()
+    status = _status(cli)
     assert [g["restarts"] for g in status["groups"]] == [1]
     assert {s["name"]: s["restarts"] for s in status["services"]}["a"] == 0
     text = cli.ctl("status").stdout
@@ -118,7 +124,7 @@ def test_a_dependent_starts_only_after_its_dependency_reported_ready(cli, tmp_pa
                       'depends_on = ["db"]\n')
     cli.start("-c", str(config))
     wait_until(lambda: _pids(cli)["db"], timeout=20, message="db's worker")
-    api = next(s for s in cli.status()["services"] if s["name"] == "api")
+    api = next(s for s in _status(cli)["services"] if s["name"] == "api")
     assert api["pids"] == [] and api["phase"] == "starting"
     assert api["waiting"] == "waiting for db (starting)"
     assert [w["phase"] for w in api["workers"]] == ["starting"]
