@@ -7,8 +7,9 @@ group that would break that). Decisions live in :mod:`janus_mp.core.groups` and
 :mod:`janus_mp.core.gates`; this module is bookkeeping only.
 
 Invariants: ``GroupState.affected`` is non-empty only while its members are being stopped for
-a restart (the stop half of a plan); ``Tree.waiting`` names exactly the services whose slots are
-held in ``starting`` without a worker, with the reason shown in status and ``/readyz``.
+a restart (the stop half of a plan); ``Tree.waiting`` names the running services held at their
+start gate (slots in ``starting`` without a worker), with the reason shown in status and
+``/readyz``.
 """
 
 from __future__ import annotations
