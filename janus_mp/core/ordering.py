@@ -21,6 +21,8 @@ Edges = dict[str, list[tuple[str, str]]]
 def check_tree(groups: Sequence[ServiceGroup], depends: Mapping[str, Sequence[str]]) -> None:
     """Refuse a tree or dependency graph that cannot start; keys as in the config file
     (``groups.NAME.members``, ``services.NAME.depends_on``)."""
+    if not groups and not any(depends.values()):
+        return  # nothing orders anything: the common case, checked at every parse
     by_name: dict[str, ServiceGroup] = {}
     group_of: dict[str, str] = {}
     for group in groups:
