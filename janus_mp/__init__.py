@@ -29,6 +29,7 @@ from janus_mp.core.lifecycle import (
     TransitionError,
 )
 from janus_mp.core.snapshots import ServiceSnapshot, SupervisorSnapshot
+from janus_mp.core.tree import GroupStrategy, ServiceGroup
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService, WorkerContext
@@ -37,10 +38,12 @@ from janus_mp.version import __version__
 __all__ = [
     "ApiModuleAdapter", "CommandAdapter", "ModuleAdapter",
     "BackoffAction", "BackoffConfig", "BackoffState", "BreakerState", "CancellationToken",
-    "CircuitBreaker", "CircuitOpen", "ConfigError", "ExitKind", "ExitPolicy", "JanusError",
+    "CircuitBreaker", "CircuitOpen", "ConfigError", "ExitKind", "ExitPolicy", "GroupStrategy",
+    "JanusError",
     "JanusService", "JanusSupervisor", "KillCause", "MetricsSnapshot", "ReservedExit",
     "RestartPolicy", "RetryAfter", "ServiceLifecycle", "ServiceLifecycleSnapshot",
-    "ServiceLoadError", "ServicePhase", "ServiceSnapshot", "SpawnOptions", "SupervisorConfig",
+    "ServiceGroup", "ServiceLoadError", "ServicePhase", "ServiceSnapshot", "SpawnOptions",
+    "SupervisorConfig",
     "SupervisorMetrics", "SupervisorSnapshot", "TerminationKind", "TerminationReason",
     "TransitionError", "UnknownServiceError", "WorkerContext", "__version__",
 ]

@@ -27,6 +27,8 @@ from janus_mp.app.deploy import Deployment, Reloader
 from janus_mp.app.logs import SupervisorLog
 from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
+from janus_mp.core.ordering import creation_order
+from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.runtime.specs import check_heartbeat, make_spec
 from janus_mp.runtime.supervisor import JanusSupervisor
@@ -78,6 +80,8 @@ class Plan:
     what: str
     #: A TARGET that named a configured JanusSupervisor: run as it is.
     prebuilt: JanusSupervisor | None = None
+    #: The config file's supervision-tree groups (checked against its services).
+    groups: tuple[ServiceGroup, ...] = ()
 
 
 def plan(flags: RunFlags, log: SupervisorLog | None = None) -> Plan:
@@ -103,7 +107,8 @@ def plan(flags: RunFlags, log: SupervisorLog | None = None) -> Plan:
         what = flags.target or ""
     elif flags.kind is not None:
         what = f"--{flags.kind} {flags.target}"
-    return Plan(config, tuple(services), what)
+    groups = config_file.groups if config_file is not None else ()
+    return Plan(config, tuple(services), what, groups=groups)
 
 
 def build_supervisor(planned: Plan) -> JanusSupervisor:
@@ -116,6 +121,11 @@ def build_supervisor(planned: Plan) -> JanusSupervisor:
             sup.spawn_service(entry.service, entry.options)
         except ConfigError as exc:
             raise _refusal(entry, exc) from None
+    for group in creation_order(planned.groups):
+        try:
+            sup.spawn_group(group)
+        except ConfigError as exc:
+            raise exc.under(f"groups.{group.name}") from None
     return sup
 
 
@@ -132,7 +142,7 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     reload = None
     if flags.config_path is not None:
         managed = {entry.options.name for entry in planned.services if entry.origin}
-        reload = reloader(flags, log, {name for name in managed if name})
+        reload = reloader(flags, log, {name for name in managed if name}, planned.groups)
     return Deployment(sup, socket_path=socket_path, reloader=reload, reopen_logs=reopen,
                       log_writer=writer, title=f"janus-mp: supervisor {planned.what}")
 
@@ -153,15 +163,20 @@ def check(config_path: str, *, imports: bool = True) -> list[str]:
     return [entry.name for entry in config_file.services]
 
 
-def reloader(flags: RunFlags, log: SupervisorLog | None, managed: set[str]) -> Reloader:
+def reloader(flags: RunFlags, log: SupervisorLog | None, managed: set[str],
+             groups: tuple[ServiceGroup, ...] = ()) -> Reloader:
     """HUP / `janus-mp reload`: read the file again, build and validate all of it against the
-    running supervisor, and only then apply it (any error changes nothing)."""
+    running supervisor, and only then apply it (any error changes nothing). Groups are fixed
+    while the supervisor runs: a file whose [groups] changed is refused."""
     assert flags.config_path is not None
     path = flags.config_path
     state = {"managed": set(managed)}
 
     def reload(sup: JanusSupervisor) -> str:
         config_file = load_config(path)
+        if sorted(config_file.groups, key=lambda g: g.name) != sorted(groups,
+                                                                    key=lambda g: g.name):
+            raise ConfigError("groups", "cannot change while the supervisor runs; restart it")
         try:
             services = plan_services(config_file, flags)
         finally:

@@ -20,6 +20,13 @@ did-you-mean. Nothing here starts anything.
     bind = "127.0.0.1:8000"
     workers = 4
     max_requests = 1000
+    depends_on = ["crunch"]     # starts once every crunch worker is ready; stops before it
+
+    [groups.backend]            # a supervision tree: members are services or groups
+    members = ["crunch", "web"]
+    strategy = "rest_for_one"   # one_for_one (default), one_for_all, rest_for_one
+    max_restarts = 3
+    within = 5
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.core.exits import RestartPolicy
+from janus_mp.core.ordering import check_tree
+from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError
 
 
@@ -67,6 +76,7 @@ class ConfigFile:
     path: str
     supervisor: SupervisorConfig
     services: tuple[ServiceEntry, ...]
+    groups: tuple[ServiceGroup, ...] = ()
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ConfigFile:
@@ -84,14 +94,32 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 def parse_config(data: Mapping[str, Any], path: str = "<config>",
                  overrides: Mapping[str, Any] | None = None) -> ConfigFile:
-    _check_keys(data, {"supervisor", "services"}, "")
+    _check_keys(data, {"supervisor", "services", "groups"}, "")
     supervisor_table = dict(_table(data.get("supervisor", {}), "supervisor"))
     supervisor_table.update(overrides or {})
     supervisor = _build_supervisor(supervisor_table)
     services_table = _table(data.get("services", {}), "services")
     services = tuple(_build_service(name, _table(table, _key("services", name)))
                      for name, table in services_table.items())
-    return ConfigFile(path=path, supervisor=supervisor, services=services)
+    groups_table = _table(data.get("groups", {}), "groups")
+    groups = tuple(_build_group(name, _table(table, _key("groups", name)))
+                   for name, table in groups_table.items())
+    check_tree(groups, {s.name: s.options.depends_on for s in services})
+    return ConfigFile(path=path, supervisor=supervisor, services=services, groups=groups)
+
+
+def _build_group(name: str, table: Mapping[str, Any]) -> ServiceGroup:
+    prefix = _key("groups", name)
+    _check_keys(table, {f.name for f in fields(ServiceGroup)} - {"name"}, prefix)
+    if "members" not in table:
+        raise ConfigError(f"{prefix}.members", "is required (a list of service or group names)")
+    if not isinstance(table["members"], list):
+        raise ConfigError(f"{prefix}.members", "must be a list of service or group names")
+    try:
+        return ServiceGroup(name=name, **table)
+    except ConfigError as exc:
+        raise exc.under(prefix) if exc.key != "name" else ConfigError(
+            prefix, "group names are letters, digits, '-', '_' or '.'") from None
 
 
 def _build_supervisor(table: Mapping[str, Any]) -> SupervisorConfig:

@@ -20,9 +20,10 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
     for svc in data["services"]:
         reason = svc.get("termination_reason") or {}
         listening = " ".join(svc.get("listening") or ())
+        last = reason.get("text", "") if reason else (svc.get("last_error") or "")
         out.append([svc["name"], "", svc["phase"], f"{svc['ready']}/{svc['desired']}",
                     str(svc["restarts"]), svc["breaker"], listening, "", "",
-                    reason.get("text", "") if reason else (svc.get("last_error") or "")])
+                    svc.get("waiting") or last])
         for w in svc["workers"]:
             procs = w.get("processes") or []
             cpu = sum(p["cpu_percent"] or 0 for p in procs) if procs else None
@@ -50,6 +51,9 @@ def render_text(data: dict[str, Any]) -> str:
     lines = [f"supervisor pid {data['pid']}  {data['state']}  up {data['uptime_secs']:.0f}s"]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
               .rstrip() for row in table]
+    lines += [f"group {g['name']}  {g['strategy']}  {g['phase']}  restarts {g['restarts']} "
+              f"(max {g['max_restarts']} in {g['within']:g}s)  members {', '.join(g['members'])}"
+              for g in data.get("groups", ())]
     return "\n".join(lines)
 
 

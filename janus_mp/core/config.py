@@ -134,6 +134,9 @@ class SpawnOptions:
     #: Extra workers kept booted and parked, promoted into a slot instead of forking one
     #: when a worker must be replaced at once (see janus_mp.core.standby).
     standby: int = 0
+    #: Services this one starts after: its workers start (and restart) only while every one
+    #: of these has all its workers ready; it stops before them.
+    depends_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
@@ -162,6 +165,7 @@ class SpawnOptions:
             object.__setattr__(self, "max_rss", parse_size("max_rss", self.max_rss))
         _number("rss_check_interval", self.rss_check_interval, strict=True)
         _integer("standby", self.standby)
+        object.__setattr__(self, "depends_on", _names("depends_on", self.depends_on, self.name))
 
     def exit_policy(self) -> ExitPolicy:
         return ExitPolicy(
@@ -184,6 +188,18 @@ def _codes(key: str, value: Iterable[int]) -> frozenset[int]:
         if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 255:
             raise ConfigError(key, f"exit code {code!r} must be an integer from 0 to 255")
     return codes
+
+
+def _names(key: str, value: Iterable[str], own: str | None) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(key, "must be a list of service names")
+    names = tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not valid_service_name(name):
+            raise ConfigError(key, f"{name!r} is not a service name")
+        if name == own:
+            raise ConfigError(key, f"a service cannot depend on itself ({name!r})")
+    return tuple(dict.fromkeys(names))
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)

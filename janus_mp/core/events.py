@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from janus_mp.core.config import SpawnOptions
 from janus_mp.core.timers import TimerKey
+from janus_mp.core.tree import ServiceGroup
 
 
 class Event:
@@ -98,6 +99,13 @@ class Begin(Event):
 class Register(Event):
     name: str
     options: SpawnOptions
+
+
+@dataclass(frozen=True)
+class RegisterGroup(Event):
+    """A supervision-tree group over registered services and groups (before Begin)."""
+
+    group: ServiceGroup
 
 
 @dataclass(frozen=True)

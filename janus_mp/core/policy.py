@@ -21,22 +21,17 @@ from typing import Any
 
 from janus_mp.core import events as ev
 from janus_mp.core import standby, startup
-from janus_mp.core.actions import Action, ForgetService, OpenService, ReleaseListeners
+from janus_mp.core.actions import Action, ForgetService, ReleaseListeners
 from janus_mp.core.backoff import BreakerState
 from janus_mp.core.config import SpawnOptions
+from janus_mp.core.gates import check_registration, release_waiting, start_service
+from janus_mp.core.groups import add_group, advance_groups
 from janus_mp.core.lifecycle import (
-    ServiceLifecycle,
     ServicePhase,
     TerminationKind,
     TerminationReason,
 )
-from janus_mp.core.pool import (
-    ServiceState,
-    SlotState,
-    SupervisorPhase,
-    SupervisorState,
-    WorkerRole,
-)
+from janus_mp.core.pool import ServiceState, SupervisorPhase, SupervisorState, WorkerRole
 from janus_mp.core.replacing import on_ready, on_rss_measured, recycle, rolling_restart, scale
 from janus_mp.core.restarts import (
     on_exit,
@@ -97,6 +92,7 @@ def validate_registration(state: SupervisorState, name: str, options: SpawnOptio
         raise ConfigError("name", f"a service named {name!r} is already registered")
     if name in state.removed:
         raise JanusError(f"service {name!r} is still stopping; try again when it has stopped")
+    check_registration(state, name, options)
 
 
 def finished(state: SupervisorState) -> bool:
@@ -212,6 +208,10 @@ def _remove(step: Step, event: ev.Remove) -> None:
     state = step.state
     if event.name not in state.options:
         raise UnknownServiceError(event.name, list(state.options))
+    group = state.tree.group_of.get(event.name)
+    if group is not None:
+        raise JanusError(f"service {event.name!r} is a member of group {group!r}; groups are "
+                         "fixed while the supervisor runs")
     del state.options[event.name]
     step.emit(ReleaseListeners(event.name))  # draining workers keep their own copies
     service = state.services.get(event.name)
@@ -238,17 +238,11 @@ def _start(step: Step, event: ev.StartService) -> None:
 
 
 def _start_service(step: Step, name: str) -> None:
-    state = step.state
-    options = state.options[name]
-    step.emit(OpenService(name))
-    service = ServiceState(name, options, options.backoff_or(state.config.backoff), step.now)
-    state.services[name] = service
-    slots = []
-    for index in range(service.desired):
-        slot = service.slots[index] = SlotState(index, ServiceLifecycle(name, step.now))
-        slots.append(slot)
-    startup.fill_fresh(step, service, slots)  # then its standbys
-    arm_rss_check(step, service)
+    start_service(step, name)  # held at its start gate while what it starts after is down
+
+
+def _register_group(step: Step, event: ev.RegisterGroup) -> None:
+    add_group(step.state, event.group)
 
 
 def _stop(step: Step, event: ev.StopService) -> None:
@@ -330,6 +324,8 @@ def _settle(step: Step) -> None:
             del state.services[service.name]  # removed by a reload, now fully stopped
             state.removed.discard(service.name)
             step.emit(ForgetService(service.name))
+    advance_groups(step)  # restart plans move on; then held slots whose gate opened start
+    release_waiting(step)
 
 
 def _sync_service_phase(step: Step, service: ServiceState) -> None:
@@ -404,6 +400,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Step, Any], None]] = {
     ev.RssMeasured: _rss_measured,
     ev.Begin: _begin,
     ev.Register: _register,
+    ev.RegisterGroup: _register_group,
     ev.Update: _update,
     ev.Remove: _remove,
     ev.StartService: _start,

@@ -24,6 +24,7 @@ from janus_mp.core.counters import SupervisorMetrics
 from janus_mp.core.exits import ExitPolicy, KillCause
 from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase, TerminationReason
 from janus_mp.core.timers import TimerKind
+from janus_mp.core.tree import Tree
 
 
 class RandomSource(Protocol):
@@ -209,6 +210,7 @@ class SupervisorState:
         self.recent_exits: deque[ExitRecord] = deque(maxlen=50)
         #: Fresh slots waiting to be filled, a batch per loop turn (core.startup).
         self.fill_queue: deque[tuple[ServiceState, int]] = deque()
+        self.tree = Tree()  # groups (supervision trees) and services waiting to start
 
     def start_order(self) -> list[str]:
         return sorted(self.options, key=lambda n: self.options[n].start_order)

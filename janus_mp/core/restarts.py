@@ -14,6 +14,8 @@ from janus_mp.core import standby
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState, CircuitOpen, RetryAfter, decide_restart
 from janus_mp.core.exits import ExitDecision, ExitKind, KillCause, classify_exit
+from janus_mp.core.gates import hold_restart
+from janus_mp.core.groups import member_failed
 from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase, TerminationReason
 from janus_mp.core.pool import (
     ExitRecord,
@@ -69,6 +71,8 @@ def on_exit(step: Step, worker: WorkerState, returncode: int) -> None:
         _incoming_takes_over(step, service, slot, decision)
     elif not decision.restart:
         _end_slot(step, service, slot, decision)
+    elif member_failed(step, service, slot, decision):
+        pass  # its group restarts it (and others, by its strategy), or escalates
     elif decision.fixed_delay or not decision.failure:
         step.move(slot.lifecycle, ServicePhase.BACKING_OFF)
         slot.backoff.last_delay = service.backoff_config.clean_restart_delay
@@ -264,6 +268,8 @@ def on_restart_due(step: Step, service: ServiceState, slot: SlotState) -> None:
         return
     if role is WorkerRole.INCOMING and slot.incoming is not None:
         return  # a newer replacement is already starting
+    if role is WorkerRole.CURRENT and hold_restart(step, service, slot):
+        return  # what it starts after is down: it waits in "starting" (see core.gates)
     if slot.lifecycle.phase is ServicePhase.BACKING_OFF:
         step.move(slot.lifecycle, ServicePhase.STARTING)
     if role is WorkerRole.CURRENT:

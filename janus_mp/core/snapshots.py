@@ -8,6 +8,7 @@ from typing import Any
 
 from janus_mp.core.lifecycle import ServiceLifecycleSnapshot
 from janus_mp.core.pool import ServiceState, SlotState, SupervisorState, WorkerRole
+from janus_mp.core.tree import Tree
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,42 @@ class ServiceSnapshot:
     standby_wanted: int = 0
     standby_parked: tuple[int, ...] = ()
     standby_booting: tuple[int, ...] = ()
+    #: Why its slots wait in ``starting`` without a worker (depends_on, group order).
+    waiting: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "critical": self.critical, **self.service.to_dict(),
-                "listening": list(self.listening),
+                "listening": list(self.listening), "waiting": self.waiting,
                 "standby": {"wanted": self.standby_wanted, "parked": list(self.standby_parked),
                             "booting": list(self.standby_booting)},
                 "workers": [w.to_dict() for w in self.workers]}
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    name: str
+    strategy: str
+    phase: str
+    members: tuple[str, ...]
+    restarts: int
+    max_restarts: int
+    within: float
+    parent: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "strategy": self.strategy, "phase": self.phase,
+                "members": list(self.members), "restarts": self.restarts,
+                "max_restarts": self.max_restarts, "within": self.within,
+                "parent": self.parent}
+
+
+def group_snapshots(tree: Tree) -> tuple[GroupSnapshot, ...]:
+    return tuple(
+        GroupSnapshot(name=g.name, strategy=g.spec.strategy.value, phase=g.phase.value,
+                      members=g.spec.members, restarts=g.restarts,
+                      max_restarts=g.spec.max_restarts, within=g.spec.within,
+                      parent=tree.group_of.get(g.name))
+        for g in tree.groups.values())
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,7 @@ class SupervisorSnapshot:
     uptime_secs: float
     exit_status: int
     services: tuple[ServiceSnapshot, ...]
+    groups: tuple[GroupSnapshot, ...] = ()
 
     def service(self, name: str) -> ServiceSnapshot:
         for svc in self.services:
@@ -51,11 +82,19 @@ class SupervisorSnapshot:
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "pid": self.pid, "uptime_secs": self.uptime_secs,
                 "exit_status": self.exit_status,
-                "services": [s.to_dict() for s in self.services]}
+                "services": [s.to_dict() for s in self.services],
+                "groups": [g.to_dict() for g in self.groups]}
+
+    def group(self, name: str) -> GroupSnapshot:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
 
 
 def service_snapshot(service: ServiceState, now: float,
-                     listening: tuple[str, ...] = ()) -> ServiceSnapshot:
+                     listening: tuple[str, ...] = (), waiting: str | None = None
+                     ) -> ServiceSnapshot:
     breaker = service.breaker.state.value
     workers = tuple(
         slot.lifecycle.snapshot(
@@ -92,7 +131,7 @@ def service_snapshot(service: ServiceState, now: float,
     return ServiceSnapshot(name=service.name, service=summary, workers=workers,
                            critical=service.options.critical, listening=listening,
                            standby_wanted=service.options.standby, standby_parked=parked,
-                           standby_booting=booting)
+                           standby_booting=booting, waiting=waiting)
 
 
 def supervisor_snapshot(state: SupervisorState, now: float, pid: int,
@@ -102,8 +141,10 @@ def supervisor_snapshot(state: SupervisorState, now: float, pid: int,
         pid=pid,
         uptime_secs=(now - state.started_at) if state.started_at else 0.0,
         exit_status=state.exit_status,
-        services=tuple(service_snapshot(s, now, listening.get(s.name, ()))
+        services=tuple(service_snapshot(s, now, listening.get(s.name, ()),
+                                        state.tree.waiting.get(s.name))
                        for s in state.services.values()),
+        groups=group_snapshots(state.tree),
     )
 
 

@@ -1,9 +1,10 @@
 """Stopping: a service on request, and the whole supervisor stage by stage.
 
-Shutdown stops services in reverse ``start_order``, one stage after the previous one drained;
-every stage's SIGTERM deadline counts from the moment shutdown began (global deadlines), so a
-slow first stage does not buy the later ones more time. The root of the cancellation tree is
-cancelled with the last stage.
+Shutdown stops services in reverse ``start_order`` (and, within one, dependents and later group
+members before what they start after: ``gates.shutdown_stages``), one stage after the previous
+one drained; every stage's SIGTERM deadline counts from the moment shutdown began (global
+deadlines), so a slow first stage does not buy the later ones more time. The root of the
+cancellation tree is cancelled with the last stage.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from janus_mp.core import standby
 from janus_mp.core.actions import CancelRoot, CancelService, LogLevel, ShutdownStarted
 from janus_mp.core.exits import KillCause
+from janus_mp.core.gates import shutdown_stages
 from janus_mp.core.lifecycle import ServicePhase, TerminationReason
 from janus_mp.core.pool import ServiceState, SupervisorPhase
 from janus_mp.core.replacing import cancel_restart
@@ -58,11 +60,7 @@ def begin_shutdown(step: Step, status: int, *, fast: bool = False) -> None:
     state.shutdown_started = step.now
     step.emit(ShutdownStarted(fast))
     step.log(LogLevel.INFO, f"{step.config.name}: shutting down" + (" (fast)" if fast else ""))
-    orders = sorted({s.options.start_order for s in state.services.values()}, reverse=True)
-    state.shutdown_stages = [
-        [n for n, s in state.services.items() if s.options.start_order == order]
-        for order in orders
-    ]
+    state.shutdown_stages = shutdown_stages(state)
     for service in state.services.values():
         standby.retire_all(step, service, "shutdown")  # first: they serve nobody
         for slot in service.slots.values():

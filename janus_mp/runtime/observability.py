@@ -88,7 +88,8 @@ class Observability:
         snapshot = self._snapshot(2.0)
         not_ready = {
             s.name: {"phase": s.service.phase.value, "ready": s.service.ready,
-                     "desired": s.service.desired}
+                     "desired": s.service.desired,
+                     **({"waiting": s.waiting} if s.waiting else {})}
             for s in snapshot.services
             if s.service.phase.is_alive and not (s.service.phase is ServicePhase.RUNNING
                                                  and s.service.ready >= s.service.desired)

@@ -58,6 +58,7 @@ from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
 from janus_mp.core.pool import SupervisorPhase, SupervisorState
 from janus_mp.core.snapshots import SupervisorSnapshot, supervisor_snapshot
 from janus_mp.core.timers import TimerKey
+from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
 from janus_mp.runtime.listeners import ListenerSet
@@ -127,6 +128,12 @@ class JanusSupervisor:
         """Register a service (and start it at once if the loop runs). Returns its name."""
         spec = self._spec(service, options or SpawnOptions())
         return self._loop.call(lambda: self._register(spec))
+
+    def spawn_group(self, group: ServiceGroup) -> str:
+        """Add a supervision-tree group over services (and groups) spawned already; before
+        :meth:`run_until_shutdown`. Returns its name."""
+        self._command(ev.RegisterGroup(group))
+        return group.name
 
     def run_until_shutdown(self) -> int:
         """Start every service and supervise until shutdown; return the exit status."""

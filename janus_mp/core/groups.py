@@ -1,0 +1,176 @@
+"""Group decisions: a member's failure → the group's strategy → a restart plan, or escalation.
+
+OTP's supervisor, with services as children:
+
+- A member *fails* when one of its workers exits in a way its restart policy would restart
+  (the exits a stop, a shutdown or a replacement cause are not failures of the group).
+- ``one_for_one``: the service restarts on its own, with its own backoff and breaker, as a
+  service in no group does; the restart counts toward the group's intensity.
+  ``one_for_all`` / ``rest_for_one``: the failed member and every other member (or the ones
+  listed after it) are stopped, last first, each once the next has drained, and then started
+  again in list order, each once the previous one is up. No backoff between: the intensity is
+  the brake, as in OTP.
+- Intensity: more than ``max_restarts`` restarts within ``within`` seconds terminate the group,
+  which counts as a failure of the group in its parent (whose strategy then applies, the child
+  group being the failed member); a top-level group takes the supervisor down with status 1,
+  as a critical service's breaker does.
+
+A plan of an outer group supersedes the plans of the groups inside the members it restarts;
+a member being restarted by a plan that has not stopped it yet only waits (its failed slot
+parks in ``backing_off``).
+"""
+
+from __future__ import annotations
+
+from janus_mp.core.actions import LogLevel
+from janus_mp.core.exits import ExitDecision
+from janus_mp.core.gates import is_up, start_service
+from janus_mp.core.lifecycle import ServicePhase, TerminationReason
+from janus_mp.core.ordering import find_cycle, order_edges
+from janus_mp.core.pool import ServiceState, SlotState, SupervisorPhase, SupervisorState
+from janus_mp.core.step import Step
+from janus_mp.core.stopping import begin_shutdown, stop_service
+from janus_mp.core.tree import GroupState, GroupStrategy, ServiceGroup, Tree
+from janus_mp.errors import ConfigError, JanusError
+
+
+def add_group(state: SupervisorState, spec: ServiceGroup) -> None:
+    """``spawn_group``: members must be registered services or groups added already."""
+    if state.phase is not SupervisorPhase.IDLE:
+        raise JanusError("groups are added before run_until_shutdown()")
+    depends = {n: [d for d in o.depends_on if d in state.options]
+               for n, o in state.options.items()}
+    specs = {g.name: g.spec for g in state.tree.groups.values()} | {spec.name: spec}
+    edges = order_edges(specs, depends)
+    cycle = find_cycle({s: [p for p, _ in after] for s, after in edges.items()})
+    if cycle:
+        raise ConfigError("members", f"start order cycle {' -> '.join(cycle)} (depends_on "
+                                     "against the member order)")
+    state.tree.add(spec, state.options)
+
+
+def member_failed(step: Step, service: ServiceState, slot: SlotState,
+                  decision: ExitDecision) -> bool:
+    """A worker of ``service`` exited and would restart: True when its group takes over
+    (restarting by strategy, or escalating); False: the service restarts it as usual."""
+    tree = step.state.tree
+    group_name = tree.group_of.get(service.name)
+    if group_name is None:
+        return False
+    group = tree.groups[group_name]
+    if _restart_covers(tree, service.name):
+        _park(step, slot, decision)
+        return True
+    if group.spec.strategy is GroupStrategy.ONE_FOR_ONE and group.count_restart(step.now):
+        return False
+    _park(step, slot, decision)
+    if group.spec.strategy is GroupStrategy.ONE_FOR_ONE:
+        _terminate(step, group)
+    else:
+        _member_failed(step, group, service.name, str(decision.reason))
+    return True
+
+
+def advance_groups(step: Step) -> None:
+    """Settling: move every restart plan on, and see which starting groups are all up."""
+    state = step.state
+    tree = state.tree
+    if not tree.groups or state.phase is not SupervisorPhase.RUNNING:
+        return
+    for group in list(tree.groups.values()):
+        if group.affected:
+            _advance_restart(step, group)
+    for group in tree.groups.values():
+        if group.starting and not group.affected and all(
+                is_up(state.services.get(s)) for s in tree.services_under(group.name)):
+            group.starting = False
+            step.log(LogLevel.INFO, f"group {group.name}: every member is up")
+
+
+# -- the decisions ---------------------------------------------------------------------------
+def _member_failed(step: Step, group: GroupState, member: str, why: str) -> None:
+    if not group.count_restart(step.now):
+        _terminate(step, group)
+        return
+    members = group.spec.members
+    strategy = group.spec.strategy
+    if strategy is GroupStrategy.ONE_FOR_ALL:
+        affected = list(members)
+    elif strategy is GroupStrategy.REST_FOR_ONE:
+        affected = list(members[members.index(member):])
+    else:  # one_for_one: a child group escalated; it alone restarts
+        affected = [member]
+    merged = set(group.affected) | set(affected)
+    group.affected = [m for m in members if m in merged]
+    tree = step.state.tree
+    for restarted in affected:  # an outer plan supersedes the plans inside it
+        for inner in tree.groups_under(restarted):
+            inner.affected = []
+    step.log(LogLevel.WARNING, f"group {group.name} ({strategy.value}): {member} failed: "
+                               f"{why}: restarting {', '.join(group.affected)}")
+
+
+def _terminate(step: Step, group: GroupState) -> None:
+    """Intensity exceeded: the group ends, and its parent sees a failed member."""
+    tree = step.state.tree
+    spec = group.spec
+    step.log(LogLevel.ERROR, f"group {group.name}: more than {spec.max_restarts} restarts "
+                             f"within {spec.within:g}s: terminating it")
+    parent = tree.group_of.get(group.name)
+    if parent is not None:
+        _member_failed(step, tree.groups[parent], group.name, "restart intensity exceeded")
+        return
+    group.terminated = True
+    group.affected = []
+    step.log(LogLevel.ERROR, f"group {group.name} is a top-level group: shutting the "
+                             "supervisor down")
+    begin_shutdown(step, 1)
+
+
+def _advance_restart(step: Step, group: GroupState) -> None:
+    """Stop the affected services last first, one after the other; then start them all
+    (the gate starts them in order)."""
+    state = step.state
+    tree = state.tree
+    services = [s for m in group.affected for s in tree.services_under(m)]
+    for name in reversed(services):
+        service = state.services.get(name)
+        if service is None or _stopped(service):
+            continue
+        if not service.stopping:
+            stop_service(step, service, TerminationReason.stopped())
+        if service.has_live_workers():
+            return  # draining: the next one stops once this one is gone
+    affected, group.affected = group.affected, []
+    for member in affected:
+        for inner in tree.groups_under(member):
+            inner.fresh_start()
+    group.starting = True
+    step.log(LogLevel.INFO, f"group {group.name}: starting {', '.join(affected)} again")
+    for name in services:
+        old = state.services.get(name)
+        if name not in state.options or name in state.removed or \
+                (old is not None and old.stopped_by_request):
+            continue  # stopped by hand or removed: a group restart does not bring it back
+        state.metrics.record_restart(name)
+        start_service(step, name)
+
+
+def _restart_covers(tree: Tree, service: str) -> bool:
+    """A plan of one of its groups will stop (and restart) this service anyway."""
+    return any(group.affected and service in
+               [s for m in group.affected for s in tree.services_under(m)]
+               for group in tree.ancestors(service))
+
+
+def _park(step: Step, slot: SlotState, decision: ExitDecision) -> None:
+    """The slot's worker is gone and its group decides what happens: it waits, backing off."""
+    if decision.failure:
+        slot.lifecycle.record_failure(str(decision.reason))
+    if slot.lifecycle.phase in (ServicePhase.STARTING, ServicePhase.RUNNING):
+        step.move(slot.lifecycle, ServicePhase.BACKING_OFF)
+
+
+def _stopped(service: ServiceState) -> bool:
+    return service.lifecycle.phase is ServicePhase.TERMINATED or (
+        service.stopping and not service.has_live_workers())
