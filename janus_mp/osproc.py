@@ -206,6 +206,14 @@ def peek_exited_child() -> int | None:
     return int(info.si_pid)
 
 
+def open_file_limit() -> int:
+    """One more than the highest fd number this process may use."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 def close_fds(fds: Iterable[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):

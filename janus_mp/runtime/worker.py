@@ -55,6 +55,7 @@ class WorkerSpec:
     heartbeat: Any  # a RawValue('d') of time.monotonic()
     service: JanusService | bytes  # bytes: dill-pickled for spawn/forkserver
     close_fds: tuple[int, ...] = ()
+    close_from: int | None = None  # ...and every fd from here up (one close_range)
     wait_for_ready: bool = False
     direct_child: bool = True  # False under forkserver: our parent is the fork server
     metrics: Any = None  # janus_mp.metrics.store.MultiprocessMetrics, or None
@@ -190,6 +191,8 @@ def _detach_from_supervisor(spec: WorkerSpec, parking: _Parking | None) -> None:
         # ever attached to a worker; the supervisor talks to it through its own channel.)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     osproc.close_fds(spec.close_fds)
+    if spec.close_from is not None:
+        os.closerange(spec.close_from, osproc.open_file_limit())
     osproc.set_child_subreaper()
     if spec.title:
         _set_title(spec.title)

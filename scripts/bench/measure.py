@@ -216,18 +216,52 @@ def _idle_counters(sup: Supervised) -> dict[str, Any]:
 # ── scale ────────────────────────────────────────────────────────────────────────────────────
 
 def scale_run(system: System, workers: int, ws: Workspace) -> dict[str, Any]:
+    available = mem_available()
     with run_system(system, "idle", workers, ws, f"scale{workers}") as (sup, events):
         wait_until(_reached(sup, events, "ready", workers), boot_timeout(workers),
                    f"{workers} {system.key} workers to be ready")
         begin = events.stamps("begin")[0]
         ready = sorted((ns - begin) / 1e9 for ns in events.stamps("ready"))
         rss = rss_bytes(sup.pid)
+        # The machine's memory the whole tree took (noisy on a shared machine: an estimate for
+        # deciding whether a larger run fits, not a figure to report).
+        used_per_worker = max(0, available - mem_available()) / workers
         sent = time.monotonic_ns()
         sup.terminate(group=False)  # the supervisor alone: its shutdown does the rest
         exited = sup.wait_exit(EXIT_TIMEOUT)
         return {"workers": workers, "ready_s": ready[-1], "rss_bytes": rss,
+                "machine_bytes_per_worker": used_per_worker,
                 "stop_s": None if exited is None else (exited - sent) / 1e9,
                 "ready_offsets_s": [round(x, 6) for x in ready]}
+
+
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def big_scale_refusal(workers: int, per_worker_bytes: float) -> str | None:
+    """Why this machine cannot run ``workers`` workers now, or None when it can: memory (with a
+    quarter to spare), open files (janus-mp holds two fds per worker), processes."""
+    import resource
+
+    need = workers * per_worker_bytes * 1.25
+    have = mem_available()
+    if need > have:
+        return (f"skipped: needs ~{need / 2**30:.1f} GiB (measured {per_worker_bytes / 2**20:.1f}"
+                f" MiB/worker at 1,000), MemAvailable {have / 2**30:.1f} GiB")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and 2 * workers + 256 > hard:
+        return f"skipped: {2 * workers + 256} open files needed, RLIMIT_NOFILE hard {hard}"
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid_max = int(f.read())
+    if workers + 1024 > min(pid_max, nproc if nproc != resource.RLIM_INFINITY else pid_max):
+        return f"skipped: {workers} processes exceed pid_max {pid_max} / RLIMIT_NPROC {nproc}"
+    return None
 
 
 def scale(system: System, workers: int, ws: Workspace) -> dict[str, Any]:

@@ -161,11 +161,14 @@ def _scale(m: dict[str, Any], systems: dict[str, Any]) -> str:
                 _fmt(row["rss_bytes"] / 2**20, 1), _fmt(row.get("stop_s"), 2)]
 
     rows = _rows(m, systems, cells)
-    return _table(f"4. scale: {m['workers']:,} workers", ["system", "all ready s", "× janus-mp",
-                                                        "RSS/worker KiB", "× janus-mp",
-                                                        "RSS MiB", "then stop s"], rows,
-                  "ready: supervisor's first spawn → last worker's ready; RSS/worker: "
-                  f"(RSS at {m['workers']:,} − RSS at 1) / {m['workers'] - 1:,}")
+    table = _table(f"4. scale: {m['workers']:,} workers", ["system", "all ready s", "× janus-mp",
+                                                         "RSS/worker KiB", "× janus-mp",
+                                                         "RSS MiB", "then stop s"], rows,
+                   "ready: supervisor's first spawn → last worker's ready; RSS/worker: "
+                   f"(RSS at {m['workers']:,} − RSS at 1) / {m['workers'] - 1:,}")
+    if "big" in m:
+        table += "\n\n" + _scale(m["big"], systems)
+    return table
 
 
 def _storm(m: dict[str, Any], systems: dict[str, Any]) -> str:

@@ -68,6 +68,7 @@ class Plan:
     idle_workers: int
     idle_window_s: float
     scale_workers: int
+    scale_big: int  # a second scale row, run where the machine allows it (0: never)
     storm_workers: int
     storm_window_s: float
     external_timeout_s: float
@@ -75,11 +76,12 @@ class Plan:
 
 FULL = Plan(quick=False, restart_rounds=3, restart_per_round=50, restart_budget_s=15.0,
             defaults_budget_s=30.0, shutdown_sizes=(50, 200), shutdown_repeats=2,
-            idle_workers=200, idle_window_s=30.0, scale_workers=1000, storm_workers=4,
+            idle_workers=200, idle_window_s=30.0, scale_workers=1000, scale_big=10000,
+            storm_workers=4,
             storm_window_s=8.0, external_timeout_s=300.0)
 QUICK = Plan(quick=True, restart_rounds=1, restart_per_round=5, restart_budget_s=2.0,
              defaults_budget_s=1.5, shutdown_sizes=(20,), shutdown_repeats=1,
-             idle_workers=20, idle_window_s=3.0, scale_workers=100, storm_workers=4,
+             idle_workers=20, idle_window_s=3.0, scale_workers=100, scale_big=0, storm_workers=4,
              storm_window_s=1.0, external_timeout_s=60.0)
 
 
@@ -274,7 +276,27 @@ def run_scale(plan: Plan, systems: dict[str, System], available: set[str],
     for system in runnable:
         _progress(f"  scale {system.key} {plan.scale_workers} workers")
         rows[system.key] = guarded(measure.scale, system, plan.scale_workers, ws)
-    return {"reference": "janus-mp", "workers": plan.scale_workers, "rows": rows}
+    out: dict[str, Any] = {"reference": "janus-mp", "workers": plan.scale_workers, "rows": rows}
+    if plan.scale_big:
+        out["big"] = _scale_big(plan.scale_big, runnable, rows, ws)
+    return out
+
+
+def _scale_big(workers: int, runnable: list[System], small: dict[str, Any],
+               ws: Workspace) -> dict[str, Any]:
+    """The same measurement at ``workers``, for each system the machine can hold right now
+    (judged from what each took per worker in the smaller run): a row says why not otherwise."""
+    rows: dict[str, Any] = {}
+    for system in runnable:
+        per_worker = small.get(system.key, {}).get("machine_bytes_per_worker")
+        refusal = "skipped: the smaller run failed" if per_worker is None else \
+            measure.big_scale_refusal(workers, per_worker)
+        if refusal is not None:
+            rows[system.key] = {"status": refusal}
+            continue
+        _progress(f"  scale {system.key} {workers} workers")
+        rows[system.key] = guarded(measure.scale, system, workers, ws)
+    return {"reference": "janus-mp", "workers": workers, "rows": rows}
 
 
 def run_storm(plan: Plan, systems: dict[str, System], available: set[str],
