@@ -35,6 +35,8 @@ class Observability:
         self.store: MultiprocessMetrics | None = None
         self.registry: Any = None
         self._http: MetricsServer | None = None
+        #: The metrics endpoint's listening fd handed over by the previous supervisor.
+        self.inherited_fd: int | None = None
 
     def open(self) -> None:
         from prometheus_client import CollectorRegistry
@@ -53,7 +55,8 @@ class Observability:
         if config.metrics_port is not None:
             server = MetricsServer(config.metrics_host, config.metrics_port, registry=registry,
                                    health=self._healthy, readiness=self._readiness,
-                                   private_fds=self._private_fds)
+                                   private_fds=self._private_fds,
+                                   inherited_fd=self.inherited_fd)
             try:
                 server.start()
             except JanusError:
@@ -68,6 +71,10 @@ class Observability:
             self._http = None
         if self.store is not None:
             self.store.close()
+
+    @property
+    def listening_fd(self) -> int | None:
+        return self._http.fileno if self._http is not None else None
 
     @property
     def port(self) -> int | None:

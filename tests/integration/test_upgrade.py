@@ -1,0 +1,148 @@
+"""Zero-downtime deploys with real processes: `janus-mp upgrade` under load, a broken new
+version, `reload` picking up code under spawn, and `run --reload`."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.http_client import Load, get
+from tests.integration.test_cli import Cli
+from tests.support import alive, stop_process, tagged_pids, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+APP = '''
+def app(environ, start_response):
+    body = {text!r}
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+BROKEN = 'raise RuntimeError("new version cannot start: missing setting")\n'
+
+
+def write_app(tmp: Path, text: bytes) -> None:
+    (tmp / "webapp.py").write_text(APP.format(text=text))
+
+
+@pytest.fixture
+def cli(tmp_path):
+    c = Cli(tmp_path)
+    c.env["PYTHONDONTWRITEBYTECODE"] = "1"  # a rewritten file must never meet a stale .pyc
+    yield c
+    if c.proc is not None and c.proc.poll() is None:
+        stop_process(c.proc)
+    elif tagged_pids(c.tag):  # upgraded: the supervisor now running is the new one
+        c.ctl("shutdown")
+    # spawn's resource tracker exits once the supervisor has: wait for it, with a deadline
+    wait_until(lambda: not tagged_pids(c.tag), timeout=20, message="every process to exit")
+    c.close()
+
+
+def serving(cli: Cli) -> str:
+    return wait_until(lambda: cli.status()["services"][0]["listening"][0], timeout=10)
+
+
+def test_upgrade_under_load_drops_no_request(cli, tmp_path):
+    write_app(tmp_path, b"version one")
+    pid_file = tmp_path / "janus.pid"
+    cli.start("--wsgi", "webapp:app", "-b", "127.0.0.1:0", "-w", "2", "--shutdown-timeout", "5",
+              "--pid-file", str(pid_file), "--metrics-bind", "127.0.0.1:0")
+    old = cli.proc
+    wait_until(lambda: cli.status()["services"][0]["ready"] == 2)
+    address = serving(cli)
+    with Load(address, clients=2) as load:
+        wait_until(lambda: load.bodies[b"version one"] >= 20, message="old responses")
+        write_app(tmp_path, b"version two, new")
+        started = time.monotonic()
+        result = cli.janus("upgrade", "--socket", cli.socket, timeout=60)
+        assert result.returncode == 0, result.stderr + cli.log.read_text()
+        new_pid = int(re.search(r"supervisor pid (\d+) serves", result.stdout).group(1))
+        assert old.wait(20) == 0  # drained and exited cleanly
+        handover = time.monotonic() - started
+        after_exit = load.ok
+        wait_until(lambda: load.ok >= after_exit + 20, message="responses after the handover")
+    print(f"\nupgrade under load: {load.ok + len(load.failures)} requests, "
+          f"{len(load.failures)} failed, handover {handover:.2f}s "
+          f"(old {dict((k.decode(), v) for k, v in load.bodies.items())})")
+    assert load.failures == []
+    assert load.last_body == b"version two, new"
+    assert load.bodies[b"version two, new"] >= 20
+    assert not alive(old.pid)
+    status = cli.status()
+    assert status["pid"] == new_pid != old.pid
+    assert status["services"][0]["ready"] == 2
+    assert status["services"][0]["listening"] == [address]
+    assert pid_file.read_text() == f"{new_pid}\n"
+    assert set(tagged_pids(cli.tag)) >= {new_pid}
+    log = cli.log.read_text()
+    assert f"upgrade: supervisor pid {new_pid} is ready after" in log
+    cli.ctl("shutdown")
+    wait_until(lambda: not tagged_pids(cli.tag), timeout=20, message="everything to exit")
+    assert not Path(cli.socket).exists() and not pid_file.exists()
+
+
+def test_a_broken_new_version_leaves_the_old_one_serving(cli, tmp_path):
+    write_app(tmp_path, b"version one")
+    cli.start("--wsgi", "webapp:app", "-b", "127.0.0.1:0", "-w", "1")
+    address = serving(cli)
+    before = set(tagged_pids(cli.tag))
+    (tmp_path / "webapp.py").write_text(BROKEN)
+    result = cli.janus("upgrade", "--socket", cli.socket, timeout=60)
+    assert result.returncode == 2
+    failed = re.search(r"upgrade failed: the new supervisor \(pid (\d+)\) exited with status 2 "
+                       r"before it was ready", result.stderr)
+    assert failed, result.stderr
+    log = cli.log.read_text()
+    assert "new version cannot start: missing setting" in log
+    assert f"still serving as pid {cli.proc.pid}, unchanged" in log
+    assert not alive(int(failed.group(1)))
+    assert cli.status()["pid"] == cli.proc.pid
+    assert get(address)[2] == b"version one"
+    assert set(tagged_pids(cli.tag)) == before  # the new one left nothing behind
+
+
+CONFIG = '''
+[supervisor]
+start_method = "spawn"
+shutdown_timeout = 5
+
+[services.web]
+wsgi = "webapp:app"
+bind = ["127.0.0.1:0"]
+workers = 1
+'''
+
+
+def test_reload_under_spawn_picks_up_a_changed_module(cli, tmp_path):
+    write_app(tmp_path, b"version one")
+    (tmp_path / "janus.toml").write_text(CONFIG)
+    cli.start("-c", "janus.toml")
+    address = serving(cli)
+    wait_until(lambda: get(address)[2] == b"version one", timeout=20)
+    result = cli.ctl("reload")
+    assert result.returncode == 0 and "code changed" not in result.stdout, result.stdout
+    write_app(tmp_path, b"version two, new")
+    result = cli.ctl("reload")
+    assert result.returncode == 0, result.stderr
+    assert "code changed, rolling restart of web" in result.stdout
+    wait_until(lambda: get(address)[2] == b"version two, new", timeout=20,
+               message="the new code to serve")
+
+
+def test_run_reload_restarts_on_a_file_change(cli, tmp_path):
+    write_app(tmp_path, b"version one")
+    cli.start("--reload", "--start-method", "spawn", "--wsgi", "webapp:app",
+              "-b", "127.0.0.1:0", "--shutdown-timeout", "5")
+    address = serving(cli)
+    wait_until(lambda: "watching Python files" in cli.log.read_text(), timeout=10)
+    wait_until(lambda: get(address)[2] == b"version one", timeout=20)
+    write_app(tmp_path, b"version two, new")
+    wait_until(lambda: get(address)[2] == b"version two, new", timeout=20,
+               message="the new code to serve")
+    assert "files changed (webapp.py): rolling restart" in cli.log.read_text()
+
