@@ -119,7 +119,7 @@ def build_supervisor(planned: Plan, handover: Handover | None = None) -> JanusSu
         return planned.prebuilt
     sup = JanusSupervisor(planned.config)
     if handover is not None:
-        sup.handover.adopt(handover.listeners, handover.metrics_fd)
+        sup.handover.adopt(handover.listeners, handover.metrics_fd, handover.old_pid)
     for entry in planned.services:
         try:
             sup.spawn_service(entry.service, entry.options)

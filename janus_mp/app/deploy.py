@@ -91,6 +91,8 @@ class Deployment:
         try:
             return self.sup.run_until_shutdown()
         finally:
+            if self.upgrader is not None:
+                self.upgrader.abort()
             if self._watcher is not None:
                 self._watcher.stop()
             if self._control is not None:

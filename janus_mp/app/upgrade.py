@@ -22,7 +22,8 @@ connection to whichever process waits in accept, so none is refused or lost. Not
 ``shutdown()`` on a shared socket (that would stop it for both).
 
 The metrics archive is not carried over: the new supervisor starts from zero (counters reset,
-which Prometheus' rate() and increase() handle as a restart).
+which Prometheus' rate() and increase() handle as a restart). A configured metrics_dir is
+shared while both run; each keeps the other's workers' files.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Upgrader:
         self._notify = notify
         self._lock = threading.Lock()
         self.handed_over = False
+        self._starting: subprocess.Popen[bytes] | None = None  # the new one, until it serves
 
     def upgrade(self) -> str:
         """Run one upgrade to its end; the summary line, or JanusError saying why this
@@ -158,6 +160,7 @@ class Upgrader:
             raise self._failed(f"could not start {self.argv[0]}: {exc.strerror or exc}") \
                 from None
         self.sup.handover.keep_child(proc.pid)  # not an orphan: never swept or reaped here
+        self._starting = proc
         private.discard(ready_w)
         os.close(ready_w)  # the new one holds the only write end: EOF means it is gone
         log.info("upgrade: started supervisor pid %d, waiting up to %gs for it to be ready",
@@ -168,13 +171,18 @@ class Upgrader:
             private.discard(ready_r)
             os.close(ready_r)
         took = time.monotonic() - started
-        if not said.startswith("ready"):
-            why = (f"not ready within {self.sup.config.upgrade_timeout:g}s" if said == "timeout"
-                   else "exited before it was ready")
+        if not said.startswith("ready") or self.sup.state != "running":
+            if said == "timeout":
+                why = f"was not ready within {self.sup.config.upgrade_timeout:g}s"
+            elif said:
+                why = f"was ready but this one is {self.sup.state} meanwhile"
+            else:
+                why = "exited before it was ready"
             status = self._stop(proc)
-            if said != "timeout":
+            if not said:
                 why = f"exited with status {status} before it was ready (see its error above)"
             raise self._failed(f"the new supervisor (pid {proc.pid}) {why}")
+        self._starting = None
         self._hand_over(proc.pid, control)
         log.info("upgrade: supervisor pid %d is ready after %.2fs; this one (pid %d) drains "
                  "and exits", proc.pid, took, os.getpid())
@@ -182,9 +190,18 @@ class Upgrader:
         return (f"upgraded: supervisor pid {proc.pid} serves (ready in {took:.2f}s); "
                 f"pid {os.getpid()} drains and exits")
 
+    def abort(self) -> None:
+        """This supervisor stops while a new one starts: the new one must not outlive it
+        unasked (called as the supervisor exits)."""
+        proc = self._starting
+        if proc is not None:
+            log.warning("upgrade: stopping the new supervisor (pid %d): this one is exiting",
+                        proc.pid)
+            self._stop(proc)
+
     def _hand_over(self, pid: int, control: ControlServer | None) -> None:
         self.handed_over = True
-        self.sup.handover.hand_over()
+        self.sup.handover.hand_over(pid)
         if control is not None:
             control.stop(keep_path=True)  # status and commands reach the new one from now on
         self._notify(MAINPID=pid, STATUS=f"upgraded: supervisor pid {pid} took over")
@@ -203,6 +220,7 @@ class Upgrader:
                     proc.kill()
             return proc.wait()
         finally:
+            self._starting = None
             self.sup.handover.release_child(proc.pid)
 
     def _failed(self, why: str) -> JanusError:

@@ -6,8 +6,9 @@ adopts from the previous one.
     fds(): listening sockets by address,  ─ fds ─►   adopt(): ListenerSet and the metrics
            the metrics endpoint's socket              endpoint take them instead of binding
     keep_child(new pid): not an orphan
-    hand_over(): closing later keeps unix
-           socket files (the new one serves them)
+    hand_over(new pid): closing later keeps
+           unix socket files and the new one's
+           metrics files (it serves them)
 
 The decisions (when to start the new supervisor, how long to wait, what to do if it fails) are
 the app layer's (:mod:`janus_mp.app.upgrade`); this is only the access to the runtime's parts.
@@ -34,10 +35,13 @@ class HandoverPort:
         self._in_loop = in_loop  # the listener set belongs to the loop thread
 
     # -- the new supervisor, before it runs ------------------------------------------------------
-    def adopt(self, listeners: Mapping[str, int], metrics_fd: int | None) -> None:
-        """Serve these inherited listening fds (address text → fd) instead of binding."""
+    def adopt(self, listeners: Mapping[str, int], metrics_fd: int | None,
+              previous: int) -> None:
+        """Serve these inherited listening fds (address text → fd) instead of binding; the
+        ``previous`` supervisor's workers still write to a shared metrics_dir."""
         self._listeners.adopt(dict(listeners))
         self._observability.inherited_fd = metrics_fd
+        self._observability.share_with(previous)
 
     # -- the old supervisor ---------------------------------------------------------------------
     def fds(self) -> tuple[dict[str, int], int | None]:
@@ -52,6 +56,8 @@ class HandoverPort:
     def release_child(self, pid: int) -> None:
         self._in_loop(lambda: self._orphans.kept.discard(pid))
 
-    def hand_over(self) -> None:
-        """The next supervisor serves our sockets now: never unlink their files."""
+    def hand_over(self, successor: int) -> None:
+        """The ``successor`` serves our sockets now: never unlink their files, nor its
+        workers' metrics files."""
         self._in_loop(self._listeners.hand_over)
+        self._observability.share_with(successor)

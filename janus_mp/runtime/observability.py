@@ -37,6 +37,8 @@ class Observability:
         self._http: MetricsServer | None = None
         #: The metrics endpoint's listening fd handed over by the previous supervisor.
         self.inherited_fd: int | None = None
+        #: The other supervisor of an upgrade: a shared metrics_dir keeps its files.
+        self.other_supervisor: int | None = None
 
     def open(self) -> None:
         from prometheus_client import CollectorRegistry
@@ -45,6 +47,7 @@ class Observability:
 
         config = self._config
         store = MultiprocessMetrics(config.metrics_dir)
+        store.other_supervisor = self.other_supervisor
         store.prepare()
         self.store = store
         registry = CollectorRegistry(auto_describe=False)
@@ -79,6 +82,12 @@ class Observability:
     @property
     def port(self) -> int | None:
         return self._http.port if self._http is not None else None
+
+    def share_with(self, pid: int) -> None:
+        """Another supervisor (an upgrade's) now writes to a configured metrics_dir too."""
+        self.other_supervisor = pid
+        if self.store is not None:
+            self.store.other_supervisor = pid
 
     def worker_gone(self, pid: int) -> None:
         if self.store is not None:

@@ -3,7 +3,9 @@ version, `reload` picking up code under spawn, and `run --reload`."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -47,11 +49,28 @@ def serving(cli: Cli) -> str:
     return wait_until(lambda: cli.status()["services"][0]["listening"][0], timeout=10)
 
 
+UPGRADED = '''
+[supervisor]
+shutdown_timeout = 5
+metrics_dir = "metrics"
+
+[services.web]
+wsgi = "webapp:app"
+bind = ["127.0.0.1:0"]
+workers = 2
+'''
+
+
+def metrics_port(log: str, pid: int) -> int:
+    return int(re.search(rf"\[{pid}\] INFO janus_mp.http: metrics on http://127.0.0.1:(\d+)/",
+                         log).group(1))
+
+
 def test_upgrade_under_load_drops_no_request(cli, tmp_path):
     write_app(tmp_path, b"version one")
+    (tmp_path / "janus.toml").write_text(UPGRADED)
     pid_file = tmp_path / "janus.pid"
-    cli.start("--wsgi", "webapp:app", "-b", "127.0.0.1:0", "-w", "2", "--shutdown-timeout", "5",
-              "--pid-file", str(pid_file), "--metrics-bind", "127.0.0.1:0")
+    cli.start("-c", "janus.toml", "--pid-file", str(pid_file), "--metrics-bind", "127.0.0.1:0")
     old = cli.proc
     wait_until(lambda: cli.status()["services"][0]["ready"] == 2)
     address = serving(cli)
@@ -67,20 +86,31 @@ def test_upgrade_under_load_drops_no_request(cli, tmp_path):
         after_exit = load.ok
         wait_until(lambda: load.ok >= after_exit + 20, message="responses after the handover")
     print(f"\nupgrade under load: {load.ok + len(load.failures)} requests, "
-          f"{len(load.failures)} failed, handover {handover:.2f}s "
-          f"(old {dict((k.decode(), v) for k, v in load.bodies.items())})")
+          f"{len(load.failures)} failed, upgrade command to old supervisor gone "
+          f"{handover:.2f}s; {result.stdout.strip()}; "
+          f"{dict((k.decode(), v) for k, v in load.bodies.items())}")
     assert load.failures == []
     assert load.last_body == b"version two, new"
     assert load.bodies[b"version two, new"] >= 20
     assert not alive(old.pid)
     status = cli.status()
     assert status["pid"] == new_pid != old.pid
-    assert status["services"][0]["ready"] == 2
-    assert status["services"][0]["listening"] == [address]
+    web = status["services"][0]
+    assert web["ready"] == 2 and web["listening"] == [address]
     assert pid_file.read_text() == f"{new_pid}\n"
-    assert set(tagged_pids(cli.tag)) >= {new_pid}
     log = cli.log.read_text()
     assert f"upgrade: supervisor pid {new_pid} is ready after" in log
+    # The metrics endpoint was handed over too (same port, now the new one's), and the old
+    # one's exit left the new workers' files in the shared metrics_dir.
+    port = metrics_port(log, old.pid)
+    assert metrics_port(log, new_pid) == port
+    scrape = get(f"127.0.0.1:{port}", "/metrics")[2].decode()
+    served = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                 if line.startswith("janus_http_requests_total{"))
+    assert served >= 20
+    files = os.listdir(tmp_path / "metrics")
+    for worker in web["workers"]:
+        assert any(name.endswith(f"_{worker['pids'][0]}.db") for name in files), files
     cli.ctl("shutdown")
     wait_until(lambda: not tagged_pids(cli.tag), timeout=20, message="everything to exit")
     assert not Path(cli.socket).exists() and not pid_file.exists()
@@ -104,6 +134,12 @@ def test_a_broken_new_version_leaves_the_old_one_serving(cli, tmp_path):
     assert cli.status()["pid"] == cli.proc.pid
     assert get(address)[2] == b"version one"
     assert set(tagged_pids(cli.tag)) == before  # the new one left nothing behind
+    # Fixed: SIGUSR2 upgrades as the command does.
+    write_app(tmp_path, b"version two, new")
+    cli.proc.send_signal(signal.SIGUSR2)
+    assert cli.proc.wait(30) == 0
+    assert get(address)[2] == b"version two, new"
+    assert cli.status()["pid"] != cli.proc.pid
 
 
 CONFIG = '''
