@@ -101,6 +101,8 @@ def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
               if not t.daemon and t is not threading.main_thread() and t.is_alive()
               and not t.name.startswith("janus-mp")]
     if not others:
+        if log is not None:
+            log.flush()  # the writer thread is a daemon: the last lines must not die with it
         sys.exit(status)
     notice = (f"not waiting for {len(others)} non-daemon thread{'s' * (len(others) > 1)} the "
               f"application started ({', '.join(sorted(t.name for t in others))}): exiting "
