@@ -184,6 +184,32 @@ def test_a_broken_new_version_leaves_the_old_one_serving(cli, tmp_path):
     assert cli.status()["pid"] != cli.proc.pid
 
 
+SLOW = '''
+[supervisor]
+upgrade_timeout = 1
+
+[services.web]
+wsgi = "webapp:app"
+bind = ["127.0.0.1:0"]
+'''
+
+
+def test_a_new_version_not_ready_in_time_is_stopped(cli, tmp_path):
+    write_app(tmp_path, b"version one")
+    (tmp_path / "janus.toml").write_text(SLOW)
+    cli.start("-c", "janus.toml")
+    address = serving(cli)
+    wait_until(lambda: cli.status()["services"][0]["ready"] == 1)
+    before = set(tagged_pids(cli.tag))
+    (tmp_path / "webapp.py").write_text("import time\ntime.sleep(60)\n")
+    with pytest.raises(JanusError, match=r"upgrade failed: the new supervisor \(pid \d+\) was "
+                       r"not ready within 1s; still serving as pid \d+, unchanged"):
+        cli.call("upgrade")
+    assert cli.status()["pid"] == cli.proc.pid
+    assert get(address)[2] == b"version one"
+    assert set(tagged_pids(cli.tag)) == before
+
+
 CONFIG = '''
 [supervisor]
 start_method = "spawn"
