@@ -137,6 +137,9 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     reopen = log.reopen if log is not None else None
     writer = log.writer if log is not None else None
     socket_path = control_socket_path(flags.socket_path, sup.config.name)
+    if handover is not None:
+        handover.close_unused(sup, metrics=sup.config.metrics_port is not None,
+                              control=socket_path)
     if planned.prebuilt is not None:
         return Deployment(sup, socket_path=socket_path, reopen_logs=reopen, log_writer=writer)
     reload = None

@@ -47,6 +47,10 @@ class CodeFingerprints:
     def apply(self, sup: JanusSupervisor, services: Iterable[tuple[str, Any]]) -> str:
         """After a reload: rolling-restart the services whose code changed (spawn,
         forkserver), or say that fork needs an upgrade; the summary's tail."""
+        services = list(services)
+        for name, service in services:
+            if name not in self._seen:  # new in this reload: its workers start on this code
+                self.record(name, service)
         changed = {name: files for name, service in services
                    if (files := self.changed(name, service))}
         if not changed:

@@ -52,13 +52,16 @@ HANDOVER_VAR = "JANUS_MP_HANDOVER"
 _READY_LINE_MAX = 256
 
 
-@dataclass(frozen=True)
+@dataclass
 class Handover:
-    """What the previous supervisor handed to this one (the new side of an upgrade)."""
+    """What the previous supervisor handed to this one (the new side of an upgrade); it owns
+    these fds until they are adopted or closed."""
 
     #: address text as the service asks for it → inherited listening fd
     listeners: Mapping[str, int] = field(default_factory=dict)
     control_fd: int | None = None
+    #: where the control socket handed over is bound
+    control_path: str = ""
     metrics_fd: int | None = None
     #: write "ready" here once every worker is ready; closing it unsaid means "failed"
     ready_fd: int = -1
@@ -76,6 +79,7 @@ class Handover:
             data = json.loads(text)
             handover = cls(listeners={str(k): _fd(v) for k, v in data["listeners"].items()},
                            control_fd=_optional_fd(data["control"]),
+                           control_path=str(data["control_path"]),
                            metrics_fd=_optional_fd(data["metrics"]),
                            ready_fd=_fd(data["ready"]), old_pid=_fd(data["old_pid"]))
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -87,6 +91,19 @@ class Handover:
     def fds(self) -> list[int]:
         return [fd for fd in (*self.listeners.values(), self.control_fd, self.metrics_fd,
                               self.ready_fd) if fd is not None and fd >= 0]
+
+    def close_unused(self, sup: JanusSupervisor, *, metrics: bool,
+                     control: str | None) -> None:
+        """Close what the new configuration does not serve: a listening socket nobody accepts
+        on would hold its clients forever."""
+        for address in sup.handover.close_unadopted():
+            log.info("upgrade: %s is no longer asked for: closed", address)
+        if not metrics and self.metrics_fd is not None:
+            os.close(self.metrics_fd)
+            self.metrics_fd = None
+        if control != self.control_path and self.control_fd is not None:
+            os.close(self.control_fd)  # the socket moved (or is off): ours is bound anew
+            self.control_fd = None
 
     def tell_ready(self) -> None:
         """Tell the old supervisor we serve: it drains and exits."""
@@ -128,10 +145,10 @@ class Upgrader:
         """Run one upgrade to its end; the summary line, or JanusError saying why this
         supervisor keeps serving."""
         if not self._lock.acquire(blocking=False):
-            raise JanusError("upgrade: an upgrade is already under way")
+            raise _refused("an upgrade is already under way")
         try:
             if self.handed_over or self.sup.state != "running":
-                raise JanusError(f"upgrade: the supervisor is {self.sup.state}, not running")
+                raise _refused(f"the supervisor is {self.sup.state}, not running")
             return self._upgrade()
         finally:
             self._lock.release()
@@ -144,8 +161,9 @@ class Upgrader:
         private = self.sup.private_fds
         for fd in (ready_r, ready_w):
             private.add(fd)  # a worker forked meanwhile must not hold the pipe open
-        handover = {"listeners": listeners, "control": control_fd, "metrics": metrics_fd,
-                    "ready": ready_w, "old_pid": os.getpid()}
+        handover = {"listeners": listeners, "control": control_fd,
+                    "control_path": control.path if control is not None else "",
+                    "metrics": metrics_fd, "ready": ready_w, "old_pid": os.getpid()}
         env = dict(os.environ, **{HANDOVER_VAR: json.dumps(handover)})
         env.pop("WATCHDOG_PID", None)  # systemd's watchdog follows MAINPID to the new one
         passed = [fd for fd in (*listeners.values(), control_fd, metrics_fd, ready_w)
@@ -227,6 +245,11 @@ class Upgrader:
         message = f"upgrade failed: {why}; still serving as pid {os.getpid()}, unchanged"
         log.error("%s", message)
         return JanusError(message)
+
+
+def _refused(why: str) -> JanusError:
+    log.warning("upgrade refused: %s", why)
+    return JanusError(f"upgrade refused: {why}")
 
 
 def _read_ready(fd: int, timeout: float) -> str:

@@ -35,6 +35,7 @@ class FileWatcher:
         except ImportError:
             raise JanusError("--reload needs the watchfiles library: "
                              "pip install 'janus-mp[reload]'") from None
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we log what we do about it
 
         def watch() -> None:
             changes = watchfiles.watch(self.root, watch_filter=watchfiles.PythonFilter(),

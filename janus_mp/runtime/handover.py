@@ -43,6 +43,11 @@ class HandoverPort:
         self._observability.inherited_fd = metrics_fd
         self._observability.share_with(previous)
 
+    def close_unadopted(self) -> list[str]:
+        """Once every service is registered: close inherited sockets none of them took."""
+        dropped: list[str] = self._in_loop(self._listeners.close_unadopted)
+        return dropped
+
     # -- the old supervisor ---------------------------------------------------------------------
     def fds(self) -> tuple[dict[str, int], int | None]:
         """The listening sockets' fds by address text, and the metrics endpoint's."""

@@ -115,6 +115,15 @@ class ListenerSet:
         """Use these inherited listening fds instead of binding their addresses."""
         self._inherited.update(inherited)
 
+    def close_unadopted(self) -> list[str]:
+        """Close inherited sockets no service asked for (the new config dropped them): a port
+        nobody accepts on must not stay open. Returns their addresses."""
+        dropped = sorted(self._inherited)
+        for fd in self._inherited.values():
+            socket.socket(fileno=fd).close()
+        self._inherited.clear()
+        return dropped
+
     def by_address(self) -> dict[str, int]:
         """Every listening socket's fd by the address text it was asked for (for a handover)."""
         return {text: entry[1].fileno() for bound in self._by_service.values()
@@ -181,9 +190,7 @@ class ListenerSet:
     def close(self) -> None:
         for service in list(self._by_service):
             self.release(service)
-        for fd in self._inherited.values():  # inherited, never asked for: not ours to serve
-            socket.socket(fileno=fd).close()
-        self._inherited.clear()
+        self.close_unadopted()
 
     def _close(self, bound: _Bound) -> None:
         address, sock, ours = bound

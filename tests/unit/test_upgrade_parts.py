@@ -25,7 +25,8 @@ def test_a_handover_is_read_and_removed_from_the_environment():
     try:
         os.set_inheritable(w, True)
         env = {HANDOVER_VAR: json.dumps({"listeners": {"127.0.0.1:0": r}, "control": None,
-                                         "metrics": None, "ready": w, "old_pid": 1234})}
+                                         "control_path": "", "metrics": None, "ready": w,
+                                         "old_pid": 1234})}
         handover = Handover.from_environ(env)
         assert handover is not None and HANDOVER_VAR not in env
         assert dict(handover.listeners) == {"127.0.0.1:0": r}
@@ -37,12 +38,14 @@ def test_a_handover_is_read_and_removed_from_the_environment():
         os.close(r)
 
 
-@pytest.mark.parametrize("text", ["not json", "{}", '{"listeners": {"a": -1}, "control": null, '
-                                  '"metrics": null, "ready": 5, "old_pid": 1}',
-                                  '{"listeners": [], "control": null, "metrics": null, '
-                                  '"ready": 5, "old_pid": 1}',
-                                  '{"listeners": {}, "control": "3", "metrics": null, '
-                                  '"ready": 5, "old_pid": 1}'])
+@pytest.mark.parametrize("text", [
+    "not json", "{}",
+    '{"listeners": {"a": -1}, "control": null, "control_path": "", "metrics": null, '
+    '"ready": 5, "old_pid": 1}',
+    '{"listeners": [], "control": null, "control_path": "", "metrics": null, "ready": 5, '
+    '"old_pid": 1}',
+    '{"listeners": {}, "control": "3", "control_path": "", "metrics": null, "ready": 5, '
+    '"old_pid": 1}'])
 def test_a_malformed_handover_is_one_line(text):
     with pytest.raises(JanusError, match=f"^{HANDOVER_VAR} is not a handover"):
         Handover.from_environ({HANDOVER_VAR: text})
