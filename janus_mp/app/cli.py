@@ -77,7 +77,13 @@ def _supervise(build: Callable[[], Deployment], pid_file: str | None,
 
     written = PidFile(pid_file) if pid_file else None
     if written is not None and deployment.handover is not None:
-        deployment.on_ready.insert(0, written.write)  # an upgrade's: once it serves
+        def write_once_serving(pid_file: PidFile = written) -> None:  # an upgrade's
+            try:
+                pid_file.write()
+            except ConfigError as exc:
+                logging.getLogger("janus_mp.cli").error("--pid-file %s: %s", pid_file.path,
+                                                        exc.rule)
+        deployment.on_ready.insert(0, write_once_serving)
     elif written is not None:
         try:
             written.write()
