@@ -46,6 +46,8 @@ class Load:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     pids: Counter[str] = field(default_factory=Counter)
+    bodies: Counter[bytes] = field(default_factory=Counter)
+    last_body: bytes = b""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -66,7 +68,7 @@ class Load:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                status, headers, _ = get(self.address, self.path, timeout=10)
+                status, headers, body = get(self.address, self.path, timeout=10)
             except (OSError, http.client.HTTPException) as exc:
                 with self._lock:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
@@ -75,5 +77,7 @@ class Load:
                 if status == 200:
                     self.ok += 1
                     self.pids[headers.get("x-pid", "?")] += 1
+                    self.bodies[body] += 1
+                    self.last_body = body
                 else:
                     self.failures.append(f"HTTP {status}")

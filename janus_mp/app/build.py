@@ -22,10 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from janus_mp.app.code_changes import CodeFingerprints
 from janus_mp.app.config_file import ConfigFile, load_config
 from janus_mp.app.deploy import Deployment, Reloader
 from janus_mp.app.logs import SupervisorLog
 from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
+from janus_mp.app.upgrade import Handover
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.ordering import creation_order
 from janus_mp.core.tree import ServiceGroup
@@ -58,6 +60,10 @@ class RunFlags:
     name: str | None = None
     #: --socket: a path, "off", or None for the default path from the name.
     socket_path: str | None = None
+    #: How to start this same command again, for `janus-mp upgrade` (empty: no upgrades).
+    upgrade_argv: tuple[str, ...] = ()
+    #: --reload: watch the Python files under this directory (development only).
+    watch_root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,11 +117,14 @@ def plan(flags: RunFlags, log: SupervisorLog | None = None) -> Plan:
     return Plan(config, tuple(services), what, groups=groups)
 
 
-def build_supervisor(planned: Plan) -> JanusSupervisor:
-    """A supervisor with every planned service registered (their listeners are bound here)."""
+def build_supervisor(planned: Plan, handover: Handover | None = None) -> JanusSupervisor:
+    """A supervisor with every planned service registered (their listeners are bound here,
+    or adopted from the supervisor that handed them over)."""
     if planned.prebuilt is not None:
         return planned.prebuilt
     sup = JanusSupervisor(planned.config)
+    if handover is not None:
+        sup.handover.adopt(handover.listeners, handover.metrics_fd, handover.old_pid)
     for entry in planned.services:
         try:
             sup.spawn_service(entry.service, entry.options)
@@ -132,19 +141,29 @@ def build_supervisor(planned: Plan) -> JanusSupervisor:
 def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     """`janus-mp run`: the supervisor the flags and file describe, with its control socket,
     config reload and log reopening."""
+    handover = Handover.from_environ()  # first: adopted, not bound, by build_supervisor
     planned = plan(flags, log)
-    sup = build_supervisor(planned)
+    sup = build_supervisor(planned, handover)
     reopen = log.reopen if log is not None else None
     writer = log.writer if log is not None else None
     socket_path = control_socket_path(flags.socket_path, sup.config.name)
+    if handover is not None:
+        handover.close_unused(sup, metrics=sup.config.metrics_port is not None,
+                              control=socket_path)
     if planned.prebuilt is not None:
         return Deployment(sup, socket_path=socket_path, reopen_logs=reopen, log_writer=writer)
     reload = None
+    code = CodeFingerprints(sup.config.start_method or "fork")
+    for entry in planned.services:
+        code.record(entry.options.name or entry.service.name, entry.service)
     if flags.config_path is not None:
         managed = {entry.options.name for entry in planned.services if entry.origin}
-        reload = reloader(flags, log, {name for name in managed if name}, planned.groups)
+        reload = reloader(flags, log, {name for name in managed if name}, planned.groups,
+                          code)
     return Deployment(sup, socket_path=socket_path, reloader=reload, reopen_logs=reopen,
-                      log_writer=writer, title=f"janus-mp: supervisor {planned.what}")
+                      log_writer=writer, title=f"janus-mp: supervisor {planned.what}",
+                      upgrade_argv=list(flags.upgrade_argv) or None, handover=handover,
+                      watch_root=flags.watch_root)
 
 
 def check(config_path: str, *, imports: bool = True) -> list[str]:
@@ -164,10 +183,12 @@ def check(config_path: str, *, imports: bool = True) -> list[str]:
 
 
 def reloader(flags: RunFlags, log: SupervisorLog | None, managed: set[str],
-             groups: tuple[ServiceGroup, ...] = ()) -> Reloader:
+             groups: tuple[ServiceGroup, ...] = (),
+             code: CodeFingerprints | None = None) -> Reloader:
     """HUP / `janus-mp reload`: read the file again, build and validate all of it against the
     running supervisor, and only then apply it (any error changes nothing). Groups are fixed
-    while the supervisor runs: a file whose [groups] changed is refused."""
+    while the supervisor runs: a file whose [groups] changed is refused. Under spawn and
+    forkserver, services whose source files changed are rolling-restarted onto the new code."""
     assert flags.config_path is not None
     path = flags.config_path
     state = {"managed": set(managed)}
@@ -193,8 +214,12 @@ def reloader(flags: RunFlags, log: SupervisorLog | None, managed: set[str],
         for gone in removed:
             sup.remove_service(gone)
         state["managed"] = names
-        return f"{len(services)} services applied" + (f", removed {', '.join(removed)}"
-                                                      if removed else "")
+        summary = f"{len(services)} services applied" + (f", removed {', '.join(removed)}"
+                                                         if removed else "")
+        if code is not None:
+            summary += code.apply(sup, [(entry.options.name or entry.service.name,
+                                         entry.service) for entry in services])
+        return summary
 
     return reload
 

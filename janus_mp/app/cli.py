@@ -24,7 +24,6 @@ from janus_mp.app.logs import SupervisorLog
 from janus_mp.core.config import START_METHODS
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.safe_paths import identity, open_no_follow, unlink_if_same
 from janus_mp.version import __version__
 
 USAGE_ERROR = 2
@@ -74,22 +73,29 @@ def _supervise(build: Callable[[], Deployment], pid_file: str | None,
         deployment = build()
     except JanusError as exc:
         _fail(str(exc), log)
-    written: tuple[int, int] | None = None
-    if pid_file:
+    from janus_mp.app.pid_file import PidFile
+
+    written = PidFile(pid_file) if pid_file else None
+    if written is not None and deployment.handover is not None:
+        def write_once_serving(pid_file: PidFile = written) -> None:  # an upgrade's
+            try:
+                pid_file.write()
+            except ConfigError as exc:
+                logging.getLogger("janus_mp.cli").error("--pid-file %s: %s", pid_file.path,
+                                                        exc.rule)
+        deployment.on_ready.insert(0, write_once_serving)
+    elif written is not None:
         try:
-            fd = open_no_follow(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            written = identity(pid_file)
-        except (OSError, ConfigError) as exc:
-            _fail(f"--pid-file {pid_file}: {getattr(exc, 'rule', None) or exc}", log)
+            written.write()
+        except ConfigError as exc:
+            _fail(f"--pid-file {pid_file}: {exc.rule}", log)
     try:
         status = deployment.run()
     except JanusError as exc:
         _fail(str(exc), log)
     finally:
-        if pid_file:
-            unlink_if_same(pid_file, written)  # ours only: never a file put there since
+        if written is not None:
+            written.remove()  # ours only: never a file put there since (an upgrade's)
     _exit(status, log)
 
 
@@ -101,6 +107,8 @@ def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
               if not t.daemon and t is not threading.main_thread() and t.is_alive()
               and not t.name.startswith("janus-mp")]
     if not others:
+        if log is not None:
+            log.flush()  # the writer thread is a daemon: the last lines must not die with it
         sys.exit(status)
     notice = (f"not waiting for {len(others)} non-daemon thread{'s' * (len(others) > 1)} the "
               f"application started ({', '.join(sorted(t.name for t in others))}): exiting "
@@ -235,17 +243,22 @@ def service_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("target", required=False)
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="TOML config file with [supervisor] and [services.NAME] tables.")
+@click.option("--reload", "watch", is_flag=True,
+              help="Development only, not for production: when a .py file under the current "
+                   "directory changes, replace the workers (a rolling restart under spawn/"
+                   "forkserver, an upgrade under fork). Needs janus-mp[reload].")
 @common_options
 @service_flags
-def run(target: str | None, config_path: str | None, log_level: str, pid_file: str | None,
-        log_file: str | None, socket_path: str | None, name: str, metrics_bind: str | None,
-        start_method: str | None, shutdown_timeout: float | None, kill_timeout: float | None,
-        **flags: Any) -> None:
+def run(target: str | None, config_path: str | None, watch: bool, log_level: str,
+        pid_file: str | None, log_file: str | None, socket_path: str | None, name: str,
+        metrics_bind: str | None, start_method: str | None, shutdown_timeout: float | None,
+        kill_timeout: float | None, **flags: Any) -> None:
     """Supervise TARGET (module:attr), an app or program given by --wsgi, --asgi, --command or
     --module, and/or the services of a config file.
 
     Signals: TERM/INT graceful stop (a second one kills), QUIT fast stop, HUP reload the config,
-    TTIN/TTOU one worker more/fewer in every pool, USR1 reopen the log file.
+    TTIN/TTOU one worker more/fewer in every pool, USR1 reopen the log file, USR2 upgrade (a new
+    supervisor on new code takes the sockets over, see `janus-mp upgrade`).
     """
     kinds = {kind: flags.pop(kind) for kind in ("wsgi", "asgi", "command", "module")}
     given = {kind: value for kind, value in kinds.items() if value is not None}
@@ -266,7 +279,9 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
         settings=_adapter_settings(kind, flags), service_overrides=_service_overrides(flags),
         supervisor_overrides=_supervisor_overrides(metrics_bind, start_method,
                                                    shutdown_timeout, kill_timeout),
-        name=None if source is ParameterSource.DEFAULT else name, socket_path=socket_path)
+        name=None if source is ParameterSource.DEFAULT else name, socket_path=socket_path,
+        upgrade_argv=(sys.executable, "-m", "janus_mp", *sys.argv[1:]),
+        watch_root=os.getcwd() if watch else None)
     log = _supervisor_log(log_level, log_file)
     _supervise(lambda: deployment(run_flags, log), pid_file, log)
 
@@ -420,6 +435,23 @@ def start(service: str, socket_path: str | None, name: str, timeout: float) -> N
 def reload(socket_path: str | None, name: str, timeout: float) -> None:
     """Re-read the config file and apply what changed (rolling restarts)."""
     click.echo(_call(socket_path, name, timeout, "reload"))
+
+
+@cli.command()
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True,
+              help="Seconds to wait for the outcome (the supervisor's upgrade_timeout bounds "
+                   "the new one's start).")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="Control socket of the supervisor [default: from --name].")
+@click.option("--name", default="janus-mp", show_default=True,
+              help="Name of the supervisor to talk to.")
+def upgrade(socket_path: str | None, name: str, timeout: float) -> None:
+    """Zero-downtime upgrade: start a new supervisor from the current code and janus-mp with
+    the same command line, hand it the listening sockets; once all its workers are ready the
+    old one drains and exits. If it is not ready within upgrade_timeout, it is stopped and the
+    old one keeps serving."""
+    click.echo(_call(socket_path, name, timeout, "upgrade"))
 
 
 @cli.command()

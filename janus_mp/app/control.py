@@ -5,7 +5,12 @@ checked (SO_PEERCRED) against ours; requests are bounded (``MAX_REQUEST`` bytes,
 and parsed as JSON only — nothing received is ever unpickled. A stale socket left by a killed
 supervisor is reclaimed; a live one belongs to another supervisor and is refused.
 
-Commands: status, restart, scale, stop, start, reload, shutdown (see ``handle_request``).
+Commands: status, restart, scale, stop, start, reload, upgrade, shutdown (see
+``Deployment.handle``).
+
+In an upgrade the listening socket is shared by two supervisors: the new one adopts it
+(``inherited_fd``) and the old one stops with ``keep_path``. Neither ever calls ``shutdown()``
+on it — that would stop the socket itself, for both — so the accept thread is woken by a pipe.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ READ_DEADLINE = 2.0
 #: READ_DEADLINE, and a flood of them must not take the descriptors a worker's spawn needs.
 #: The others wait in the backlog.
 MAX_CONNECTIONS = 64
+#: At stop, how long connections being answered get to send their reply.
+REPLY_GRACE = 1.0
 #: Connections the kernel queues for us while the accept thread is busy; past it, a client's
 #: connect fails with EAGAIN and ``call`` retries until its timeout.
 BACKLOG = 128
@@ -57,16 +64,45 @@ def default_socket_path(name: str = "janus-mp") -> str:
 
 class ControlServer:
     def __init__(self, path: str, handler: Callable[[dict[str, Any]], Any],
-                 private_fds: PrivateFds | None = None) -> None:
+                 private_fds: PrivateFds | None = None,
+                 inherited_fd: int | None = None) -> None:
         self.path = path
+        #: The listening socket handed over by the supervisor before us (an upgrade).
+        self.inherited_fd = inherited_fd
         self.handler = handler
         self.private_fds = private_fds or PrivateFds()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None
         self._slots = threading.Semaphore(_connection_limit())
+        self._wake_r = self._wake_w = -1
+        self._answering: set[threading.Thread] = set()
+        self._answering_lock = threading.Lock()
 
     def start(self) -> None:
+        if self.inherited_fd is not None:
+            sock = socket.socket(fileno=self.inherited_fd)
+            sock.set_inheritable(False)
+            self.inherited_fd = None
+            self._identity = identity(self.path)
+        else:
+            sock = self._bind()
+        sock.setblocking(False)
+        self.private_fds.add(sock.fileno())
+        self._sock = sock
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.private_fds.add(self._wake_r)
+        self.private_fds.add(self._wake_w)
+        self._thread = threading.Thread(target=self._serve, name="janus-mp-control",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def fileno(self) -> int | None:
+        """The listening socket's fd (to hand it over), None when stopped."""
+        return self._sock.fileno() if self._sock is not None else None
+
+    def _bind(self) -> socket.socket:
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -88,12 +124,7 @@ class ControlServer:
             os.umask(old_umask)
         self._identity = identity(self.path)
         sock.listen(BACKLOG)
-        sock.setblocking(False)
-        self.private_fds.add(sock.fileno())
-        self._sock = sock
-        self._thread = threading.Thread(target=self._serve, name="janus-mp-control",
-                                        daemon=True)
-        self._thread.start()
+        return sock
 
     def _reclaim_stale(self) -> None:
         state = reclaim_socket_path(self.path)
@@ -104,18 +135,30 @@ class ControlServer:
         if state == "reclaimed":  # nobody listened: left behind by a dead supervisor
             log.info("reclaimed stale control socket %s", self.path)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_path: bool = False) -> None:
+        """Stop accepting, give replies being sent REPLY_GRACE, remove the socket's file
+        (unless ``keep_path``: another supervisor listens on it now)."""
         sock, self._sock = self._sock, None
         if sock is None:
             return
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        self.private_fds.discard(sock.fileno())
-        sock.close()
+            os.write(self._wake_w, b"x")  # wakes the accept thread out of poll
         self._slots.release()  # wakes the accept thread if it waits for a free slot
         if self._thread is not None:
             self._thread.join(5)
-        unlink_if_same(self.path, self._identity)  # not a file someone put there since
+        self.private_fds.discard(sock.fileno())
+        sock.close()
+        for fd in (self._wake_r, self._wake_w):
+            self.private_fds.discard(fd)
+            os.close(fd)
+        self._wake_r = self._wake_w = -1
+        deadline = time.monotonic() + REPLY_GRACE
+        with self._answering_lock:
+            answering = list(self._answering - {threading.current_thread()})
+        for thread in answering:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if not keep_path:
+            unlink_if_same(self.path, self._identity)  # not a file someone put there since
 
     def _serve(self) -> None:
         while True:
@@ -124,7 +167,9 @@ class ControlServer:
             if sock is None:
                 return
             try:
-                _wait_readable(sock)  # wait without the registry's lock...
+                if not _wait_readable(sock, self._wake_r):  # wait without the lock...
+                    self._slots.release()
+                    return  # woken: stopping
                 conn, _ = self.private_fds.accept(sock)  # ...then accept and register at once
                 conn.setblocking(True)
             except BlockingIOError:
@@ -140,9 +185,14 @@ class ControlServer:
                 threading.Event().wait(0.05)
                 continue
             try:
-                threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
-                                 name="janus-mp-control-conn").start()
+                thread = threading.Thread(target=self._serve_one, args=(conn,), daemon=True,
+                                          name="janus-mp-control-conn")
+                with self._answering_lock:
+                    self._answering.add(thread)
+                thread.start()
             except RuntimeError as exc:  # can't start new thread: a pids limit, for a moment
+                with self._answering_lock:
+                    self._answering.discard(thread)
                 self._close(conn)  # refuse this one, live on: the next connection tries again
                 log.warning("control socket refused a connection: %s", exc)
                 threading.Event().wait(0.05)
@@ -152,6 +202,8 @@ class ControlServer:
             self._serve_request(conn)
         finally:
             self._close(conn)
+            with self._answering_lock:
+                self._answering.discard(threading.current_thread())
 
     def _close(self, conn: socket.socket) -> None:
         self.private_fds.discard(conn.fileno())
@@ -289,9 +341,11 @@ def _connection_limit() -> int:
     return max(4, min(MAX_CONNECTIONS, soft // 4))
 
 
-def _wait_readable(sock: socket.socket) -> None:
-    """poll, not select: select() cannot watch an fd numbered 1024 or more, and a supervisor
+def _wait_readable(sock: socket.socket, wake_fd: int) -> bool:
+    """Wait until ``sock`` can accept (True) or ``wake_fd`` is written (False: stopping).
+    poll, not select: select() cannot watch an fd numbered 1024 or more, and a supervisor
     with a thousand workers has thousands of fds."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    poller.poll()
+    poller.register(wake_fd, select.POLLIN)
+    return all(fd != wake_fd for fd, _ in poller.poll())

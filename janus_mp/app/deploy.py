@@ -8,6 +8,7 @@ commands off the loop, asking the loop only for what it must.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -18,6 +19,9 @@ import psutil
 from janus_mp.app.control import ControlServer
 from janus_mp.app.log_writer import LogDropsCollector, LogWriter
 from janus_mp.app.systemd import SystemdNotifier
+from janus_mp.app.upgrade import Handover, Upgrader
+from janus_mp.app.watch import FileWatcher
+from janus_mp.core.snapshots import SupervisorSnapshot
 from janus_mp.errors import JanusError, UnknownServiceError
 from janus_mp.runtime.supervisor import JanusSupervisor
 
@@ -31,7 +35,8 @@ class Deployment:
     def __init__(self, sup: JanusSupervisor, *, socket_path: str | None,
                  reloader: Reloader | None = None,
                  reopen_logs: Callable[[], None] | None = None, title: str | None = None,
-                 log_writer: LogWriter | None = None) -> None:
+                 log_writer: LogWriter | None = None, upgrade_argv: list[str] | None = None,
+                 handover: Handover | None = None, watch_root: str | None = None) -> None:
         self.sup = sup
         self.title = title
         self.socket_path = socket_path
@@ -44,15 +49,35 @@ class Deployment:
         self._reload_lock = threading.Lock()
         self._procs: dict[int, psutil.Process] = {}
         self._log_writer_to_serve = log_writer  # its drop counter joins /metrics at start
+        #: Called once, in the loop, when every service's workers are first all ready.
+        self.on_ready: list[Callable[[], None]] = []
+        self._all_ready = False
+        #: Set when the previous supervisor handed its sockets to this one (an upgrade).
+        self.handover = handover
+        self.upgrader = None if upgrade_argv is None else Upgrader(
+            sup, upgrade_argv, control=lambda: self._control, notify=self._notify)
+        self._watcher = None if watch_root is None else FileWatcher(watch_root,
+                                                                    self._on_files_changed)
 
     def run(self) -> int:
         if self.title:
             from janus_mp.runtime.worker import _set_title
 
             _set_title(self.title)
+        handover = self.handover
         if self.socket_path:
-            self._control = ControlServer(self.socket_path, self.handle, self.sup.private_fds)
+            self._control = ControlServer(
+                self.socket_path, self.handle, self.sup.private_fds,
+                inherited_fd=handover.control_fd if handover is not None else None)
             self._control.start()
+        if handover is not None:
+            self.on_ready.append(handover.tell_ready)
+        if self.on_ready:
+            self.sup.on_turn.append(self._watch_ready)
+        if self.upgrader is not None:
+            self.sup.signal_handlers[signal.SIGUSR2] = self._on_usr2
+        if self._watcher is not None:
+            self._watcher.start()
         if self._log_writer_to_serve is not None:
             self.sup.on_turn.append(self._serve_log_drops)
         self.sup.signal_handlers[signal.SIGHUP] = self._on_hup
@@ -66,6 +91,10 @@ class Deployment:
         try:
             return self.sup.run_until_shutdown()
         finally:
+            if self.upgrader is not None:
+                self.upgrader.abort()
+            if self._watcher is not None:
+                self._watcher.stop()
             if self._control is not None:
                 self._control.stop()
             if self._notifier is not None:
@@ -88,6 +117,11 @@ class Deployment:
             return self.status()
         if command == "reload":
             return self.reload()
+        if command == "upgrade":
+            if self.upgrader is None:
+                raise JanusError("upgrade needs a supervisor started by `janus-mp run` with "
+                                 "its services (not a JanusSupervisor target)")
+            return self.upgrader.upgrade()
         if command == "shutdown":
             sup.shutdown(0, fast=bool(request.get("fast", False)))
             return "shutting down"
@@ -117,7 +151,7 @@ class Deployment:
             sup.scale(service, workers)
             return f"{service} scaled to {workers}"
         raise ValueError(f"unknown command {command!r} (status, restart, scale, stop, start, "
-                         "reload, shutdown)")
+                         "reload, upgrade, shutdown)")
 
     def status(self) -> dict[str, Any]:
         snapshot = self.sup.snapshot().to_dict()
@@ -166,6 +200,45 @@ class Deployment:
         except Exception:
             log.exception("reload failed, nothing changed")
 
+    def _on_usr2(self) -> None:
+        threading.Thread(target=self._upgrade_logged, name="janus-mp-upgrade",
+                         daemon=True).start()
+
+    def _upgrade_logged(self) -> None:
+        assert self.upgrader is not None
+        try:
+            self.upgrader.upgrade()
+        except JanusError:
+            pass  # the upgrader logged why, in one line
+        except Exception:
+            log.exception("upgrade failed; still serving")
+
+    def _on_files_changed(self, paths: list[str]) -> None:
+        """--reload: new workers on the new code (see app/watch.py)."""
+        if self.sup.state != "running" or (self.upgrader and self.upgrader.handed_over):
+            return
+        shown = ", ".join(os.path.relpath(p) for p in paths[:3]) + " ..." * (len(paths) > 3)
+        if self.sup.config.start_method in ("spawn", "forkserver"):
+            log.info("files changed (%s): rolling restart of every service", shown)
+            for name in self.sup.service_names:
+                self.sup.restart_service(name)
+        elif self.upgrader is not None:
+            log.info("files changed (%s): upgrading the supervisor (fork)", shown)
+            self.upgrader.upgrade()
+
+    def _watch_ready(self) -> None:
+        if self._all_ready or self.sup.state != "running":
+            return
+        ready, desired = _ready_desired(self.sup.snapshot())
+        if ready < desired:
+            return
+        self._all_ready = True
+        for callback in self.on_ready:
+            try:
+                callback()
+            except Exception:
+                log.exception("a ready callback failed")
+
     def _on_usr1(self) -> None:
         if self.reopen_logs is not None:
             self.reopen_logs()
@@ -180,8 +253,7 @@ class Deployment:
         if self.sup.state != "running":
             return
         snapshot = self.sup.snapshot()
-        ready = sum(s.service.ready for s in snapshot.services)
-        desired = sum(s.service.desired for s in snapshot.services if s.service.phase.is_alive)
+        ready, desired = _ready_desired(snapshot)
         status = f"{len(snapshot.services)} services, {ready}/{desired} workers ready"
         if not self._ready_sent and ready >= desired:
             self._ready_sent = True
@@ -198,3 +270,10 @@ class Deployment:
                 self.sup.call_later(interval, ping)
 
         self.sup.call_later(0.0, ping)
+
+
+def _ready_desired(snapshot: SupervisorSnapshot) -> tuple[int, int]:
+    """Workers ready, and workers wanted by the services that run."""
+    ready = sum(s.service.ready for s in snapshot.services)
+    desired = sum(s.service.desired for s in snapshot.services if s.service.phase.is_alive)
+    return ready, desired

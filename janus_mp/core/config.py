@@ -66,6 +66,9 @@ class SupervisorConfig:
     name: str = "janus-mp"
     #: Ceiling on any one pool: a typo (`scale crunch 10000`) must not fork-bomb the host.
     max_workers: int = 1024
+    #: `janus-mp upgrade` / SIGUSR2: how long the new supervisor has to get every worker
+    #: ready before it is stopped and this one keeps serving.
+    upgrade_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -81,6 +84,7 @@ class SupervisorConfig:
         if not isinstance(self.metrics_host, str) or not self.metrics_host:
             raise ConfigError("metrics_host", "must be a host name or address")
         _integer("max_workers", self.max_workers, minimum=1)
+        _number("upgrade_timeout", self.upgrade_timeout, strict=True)
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:

@@ -63,8 +63,12 @@ class MetricsServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, registry: CollectorRegistry,
                  health: Callable[[], bool], readiness: Readiness,
-                 private_fds: PrivateFds | None = None) -> None:
+                 private_fds: PrivateFds | None = None,
+                 inherited_fd: int | None = None) -> None:
         self.host = host
+        #: A listening socket handed over by the supervisor before us (an upgrade): served
+        #: as it is, nothing bound.
+        self.inherited_fd = inherited_fd
         self.requested_port = port
         self.registry = registry
         self.health = health
@@ -83,6 +87,12 @@ class MetricsServer:
         if self._listener is not None:
             return
         where = f"{self.host}:{self.requested_port}"
+        if self.inherited_fd is not None:
+            listener = socket.socket(fileno=self.inherited_fd)
+            self.inherited_fd = None
+            listener.setblocking(False)
+            self._serve_on(listener, where)
+            return
         try:
             family, kind, proto, _, address = socket.getaddrinfo(
                 self.host, self.requested_port, type=socket.SOCK_STREAM,
@@ -98,6 +108,9 @@ class MetricsServer:
         except OSError as exc:
             listener.close()
             raise JanusError(f"cannot serve metrics on {where}: {exc.strerror or exc}") from None
+        self._serve_on(listener, where)
+
+    def _serve_on(self, listener: socket.socket, where: str) -> None:
         self.private_fds.add(listener.fileno())
         self._listener = listener
         self._max_pending = _pending_limit()
@@ -116,6 +129,11 @@ class MetricsServer:
             raise JanusError(f"cannot serve metrics on {where}: {exc}") from None
         self._thread = accept
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
+
+    @property
+    def fileno(self) -> int | None:
+        """The listening socket's fd (to hand it over), None when not serving."""
+        return self._listener.fileno() if self._listener is not None else None
 
     @property
     def port(self) -> int:

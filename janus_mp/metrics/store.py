@@ -36,6 +36,7 @@ from prometheus_client.metrics import Gauge
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 
+from janus_mp import osproc
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.metrics.fold import KINDS, Entry, FileId, Fold, KeyParser, file_name, parse_file_name
 
@@ -57,6 +58,9 @@ class MultiprocessMetrics:
         self._path: str | None = None
         self._created = False
         self._owner_pid: int | None = None  # the supervisor: only it may fold or remove
+        #: In an upgrade, the other supervisor sharing a configured directory with this one:
+        #: its workers' files are live, never removed here (it folds them itself).
+        self.other_supervisor: int | None = None
         self._reset_archive()
 
     def _reset_archive(self) -> None:
@@ -85,7 +89,7 @@ class MultiprocessMetrics:
         else:
             path = os.path.abspath(self.directory)
             _make_directory(path)
-            _remove_stale_files(path)
+            _remove_stale_files(path, self._others)
         self._reset_archive()
         self._path = path
         self._owner_pid = os.getpid()
@@ -139,6 +143,12 @@ class MultiprocessMetrics:
         """A collector of live workers' files plus the archive: the stock collector's output."""
         return ArchiveCollector(self._collect)
 
+    def _others(self, source: FileId) -> bool:
+        """A file of a live worker of the other supervisor of an upgrade."""
+        other = self.other_supervisor
+        return other is not None and source.pid.isdigit() and \
+            osproc.parent_pid(int(source.pid)) == other
+
     def file_count(self) -> int:
         """Multiprocess files in the directory: they are what a scrape reads."""
         return len(_scan(self._path)) if self._path is not None else 0
@@ -153,7 +163,9 @@ class MultiprocessMetrics:
             shutil.rmtree(path, ignore_errors=True)
             self._created = False
         else:
-            for name, _ in _scan(path):
+            for name, source in _scan(path):
+                if self._others(source):
+                    continue
                 try:
                     os.unlink(os.path.join(path, name))
                 except OSError:
@@ -342,9 +354,10 @@ def _make_directory(path: str) -> None:
             from None
 
 
-def _remove_stale_files(path: str) -> None:
-    """An earlier run's files would count as live workers forever: remove them, nothing else."""
-    stale = _scan(path)
+def _remove_stale_files(path: str, keep: Callable[[FileId], bool]) -> None:
+    """An earlier run's files would count as live workers forever: remove them, nothing else
+    (and not those ``keep`` names: the previous supervisor's, in an upgrade)."""
+    stale = [(name, source) for name, source in _scan(path) if not keep(source)]
     for name, _ in stale:
         try:
             os.unlink(os.path.join(path, name))

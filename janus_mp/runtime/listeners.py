@@ -9,6 +9,11 @@ supervisor exits.
 Addresses: ``HOST:PORT`` (``[::1]:8000`` for IPv6; a bare ``:PORT`` or ``PORT`` means
 127.0.0.1 — loopback unless told otherwise), ``unix:/path/to.sock`` and ``fd://N`` (a socket
 inherited from whoever started us, e.g. systemd socket activation).
+
+Upgrades (:mod:`janus_mp.app.upgrade`): the old supervisor passes its listening sockets to the
+new one as inherited fds; the new one *adopts* them under the address text the service asks for
+(``adopt``), so the port is never closed and nothing is bound twice. A set whose sockets were
+handed over never unlinks a unix socket's file: the next supervisor listens on it.
 """
 
 from __future__ import annotations
@@ -102,6 +107,32 @@ class ListenerSet:
     def __init__(self) -> None:
         #: service → address text → (address, socket, identity of a unix socket's file)
         self._by_service: dict[str, dict[str, _Bound]] = {}
+        #: address text → inherited listening fd, taken by the first bind of that address
+        self._inherited: dict[str, int] = {}
+        self._handed_over = False
+
+    def adopt(self, inherited: dict[str, int]) -> None:
+        """Use these inherited listening fds instead of binding their addresses."""
+        self._inherited.update(inherited)
+
+    def close_unadopted(self) -> list[str]:
+        """Close inherited sockets no service asked for (the new config dropped them): a port
+        nobody accepts on must not stay open. Returns their addresses."""
+        dropped = sorted(self._inherited)
+        for fd in self._inherited.values():
+            socket.socket(fileno=fd).close()
+        self._inherited.clear()
+        return dropped
+
+    def by_address(self) -> dict[str, int]:
+        """Every listening socket's fd by the address text it was asked for (for a handover)."""
+        return {text: entry[1].fileno() for bound in self._by_service.values()
+                for text, entry in bound.items()}
+
+    def hand_over(self) -> None:
+        """The sockets now belong to the next supervisor too: closing ours later must not
+        remove a unix socket's file."""
+        self._handed_over = True
 
     def bind(self, service: str, addresses: tuple[str, ...],
              backlog: int = DEFAULT_BACKLOG) -> tuple[socket.socket, ...]:
@@ -118,7 +149,11 @@ class ListenerSet:
             for address in parsed:
                 if address.text in current or address.text in fresh:
                     continue
-                sock = bind_socket(address, backlog)
+                inherited = self._inherited.pop(address.text, None)
+                if inherited is not None:
+                    sock = bind_socket(BindAddress("fd", fd=inherited), backlog)
+                else:
+                    sock = bind_socket(address, backlog)
                 ours = identity(address.path) if address.kind == "unix" else None
                 fresh[address.text] = (address, sock, ours)
         except JanusError as exc:
@@ -128,7 +163,7 @@ class ListenerSet:
         kept = {text: current[text] for text in (a.text for a in parsed) if text in current}
         for text, bound in current.items():
             if text not in kept:
-                close_socket(*bound)
+                self._close(bound)
         result = {**kept, **fresh}
         ordered = {a.text: result[a.text] for a in parsed}
         if ordered:
@@ -150,11 +185,16 @@ class ListenerSet:
 
     def release(self, service: str) -> None:
         for bound in self._by_service.pop(service, {}).values():
-            close_socket(*bound)
+            self._close(bound)
 
     def close(self) -> None:
         for service in list(self._by_service):
             self.release(service)
+        self.close_unadopted()
+
+    def _close(self, bound: _Bound) -> None:
+        address, sock, ours = bound
+        close_socket(address, sock, None if self._handed_over else ours)
 
     def _owner(self, text: str) -> str | None:
         for name, bound in self._by_service.items():

@@ -35,6 +35,10 @@ class Observability:
         self.store: MultiprocessMetrics | None = None
         self.registry: Any = None
         self._http: MetricsServer | None = None
+        #: The metrics endpoint's listening fd handed over by the previous supervisor.
+        self.inherited_fd: int | None = None
+        #: The other supervisor of an upgrade: a shared metrics_dir keeps its files.
+        self.other_supervisor: int | None = None
 
     def open(self) -> None:
         from prometheus_client import CollectorRegistry
@@ -43,6 +47,7 @@ class Observability:
 
         config = self._config
         store = MultiprocessMetrics(config.metrics_dir)
+        store.other_supervisor = self.other_supervisor
         store.prepare()
         self.store = store
         registry = CollectorRegistry(auto_describe=False)
@@ -53,7 +58,8 @@ class Observability:
         if config.metrics_port is not None:
             server = MetricsServer(config.metrics_host, config.metrics_port, registry=registry,
                                    health=self._healthy, readiness=self._readiness,
-                                   private_fds=self._private_fds)
+                                   private_fds=self._private_fds,
+                                   inherited_fd=self.inherited_fd)
             try:
                 server.start()
             except JanusError:
@@ -70,8 +76,18 @@ class Observability:
             self.store.close()
 
     @property
+    def listening_fd(self) -> int | None:
+        return self._http.fileno if self._http is not None else None
+
+    @property
     def port(self) -> int | None:
         return self._http.port if self._http is not None else None
+
+    def share_with(self, pid: int) -> None:
+        """Another supervisor (an upgrade's) now writes to a configured metrics_dir too."""
+        self.other_supervisor = pid
+        if self.store is not None:
+            self.store.other_supervisor = pid
 
     def worker_gone(self, pid: int) -> None:
         if self.store is not None:

@@ -35,6 +35,9 @@ class Orphans:
         self.guard: DeadMansSwitch | None = None
         self.pending: set[int] = set()  # killed, not reaped yet
         self._give_up_at: float | None = None
+        #: Children someone else waits for (the next supervisor of an upgrade): neither
+        #: swept as orphans nor reaped here.
+        self.kept: set[int] = set()
 
     def open(self) -> None:
         if not self.enabled:
@@ -97,7 +100,7 @@ class Orphans:
         pids = _multiprocess_helper_pids()
         if self.guard is not None and self.guard.pid is not None:
             pids.add(self.guard.pid)
-        return pids
+        return pids | self.kept
 
     def reap(self) -> None:
         """Reap every zombie child that is not a worker; replace a dead guard."""
@@ -105,7 +108,7 @@ class Orphans:
             return
         workers = self._worker_pids()
         for pid in osproc.children_of(os.getpid()):
-            if pid in workers or osproc.process_state(pid) != "Z":
+            if pid in workers or pid in self.kept or osproc.process_state(pid) != "Z":
                 continue
             if osproc.reap_nonblocking(pid) is None:
                 continue

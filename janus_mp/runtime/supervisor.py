@@ -61,6 +61,7 @@ from janus_mp.core.timers import TimerKey
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
+from janus_mp.runtime.handover import HandoverPort
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
 from janus_mp.runtime.observability import Observability
@@ -75,7 +76,7 @@ log = logging.getLogger("janus_mp.supervisor")
 T = TypeVar("T")
 
 HANDLED_SIGNALS = ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGUSR1",
-                   "SIGCHLD")
+                   "SIGUSR2", "SIGCHLD")
 _POLICY_SIGNALS = {"SIGTERM", "SIGINT", "SIGQUIT", "SIGTTIN", "SIGTTOU"}
 
 
@@ -119,6 +120,9 @@ class JanusSupervisor:
         self.on_turn: list[Callable[[], None]] = []
         self.on_shutdown: list[Callable[[], None]] = []
         self.signal_handlers: dict[int, Callable[[], None]] = {}
+        #: Sockets to and from another supervisor in an upgrade (see runtime/handover.py).
+        self.handover = HandoverPort(self._listeners, self._observability, self._orphans,
+                                     self._loop.call)
 
     # ==========================================================================================
     # Public API. Mutators are safe from any thread: off the loop thread they run in the loop.
