@@ -9,6 +9,7 @@ starts later, and the pool comes back once that trial stayed up for ``trial_peri
 
 from __future__ import annotations
 
+from janus_mp.core import announce
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState, CircuitOpen, RetryAfter, decide_restart
 from janus_mp.core.exits import ExitDecision, ExitKind, KillCause, classify_exit
@@ -78,7 +79,8 @@ def _record(step: Step, worker: WorkerState, returncode: int, decision: ExitDeci
     step.state.recent_exits.append(ExitRecord(
         at=step.now, service=worker.service, worker=worker.slot, generation=worker.generation,
         pid=worker.pid, exit_code=returncode, reason=str(decision.reason),
-        uptime_secs=round(uptime, 3)))
+        uptime_secs=round(uptime, 3), stack_dump=worker.stack_dump))
+    announce.exited(step, worker, returncode, decision.reason)
 
 
 def _ended_on_purpose(service: ServiceState, decision: ExitDecision,
@@ -212,6 +214,7 @@ def schedule_restart(step: Step, service: ServiceState, slot: SlotState, delay: 
     cancel_restart(step, service, slot)
     slot.restart_role = role
     step.schedule(TimerKey(TimerKind.RESTART, service.name, slot.index), step.now + delay)
+    announce.backing_off(step, service, slot, delay)
 
 
 def on_restart_due(step: Step, service: ServiceState, slot: SlotState) -> None:
@@ -238,6 +241,7 @@ def trip(step: Step, service: ServiceState, action: CircuitOpen) -> None:
     step.state.metrics.record_circuit_breaker_trip(service.name)
     reason = TerminationReason.circuit_breaker_open(action.failures, action.max_retries)
     step.log(LogLevel.ERROR, f"{service.name}: {reason}; stopping its workers")
+    announce.breaker_opened(step, service, reason)
     step.cancel(TimerKey(TimerKind.TRIAL, service.name))
     service.trial = None
     service.rolling.clear()
@@ -285,6 +289,7 @@ def on_trial_due(step: Step, service: ServiceState) -> None:
             service.breaker.state is not BreakerState.HALF_OPEN:
         return
     service.breaker.close(step.now)
+    announce.breaker_closed(step, service)
     step.log(LogLevel.INFO, f"{service.name}: trial worker stable: circuit closed, starting "
                             "the pool")
     for slot in service.slots.values():

@@ -25,6 +25,8 @@ class TimerKind(StrEnum):
     HALF_OPEN = "half_open"          # an open breaker tries one worker        (service)
     TRIAL = "trial"                  # the half-open trial held: close it      (service)
     RSS_CHECK = "rss_check"          # measure the service's workers' RSS      (service)
+    PROBE = "probe"                  # run the worker's health probe            (worker)
+    DUMP = "dump"                    # its stack dump had time: read it, SIGKILL (worker)
     USER = "user"                    # call_later: runtime-side callbacks      (number)
 
 
