@@ -20,6 +20,10 @@ did-you-mean. Nothing here starts anything.
     bind = "127.0.0.1:8000"
     workers = 4
     max_requests = 1000
+    health = { http = "/healthz", interval = 5, timeout = 2, failures = 3 }
+
+    [hooks]                     # commands run on lifecycle events (core/hooks_config.py)
+    on_exit = ["/usr/local/bin/notify", "--exit"]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.core.exits import RestartPolicy
+from janus_mp.core.hooks_config import HooksConfig
 from janus_mp.errors import ConfigError
 
 
@@ -84,9 +89,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 def parse_config(data: Mapping[str, Any], path: str = "<config>",
                  overrides: Mapping[str, Any] | None = None) -> ConfigFile:
-    _check_keys(data, {"supervisor", "services"}, "")
+    _check_keys(data, {"supervisor", "services", "hooks"}, "")
     supervisor_table = dict(_table(data.get("supervisor", {}), "supervisor"))
     supervisor_table.update(overrides or {})
+    if "hooks" in data:
+        supervisor_table["hooks"] = _build_hooks(_table(data["hooks"], "hooks"))
     supervisor = _build_supervisor(supervisor_table)
     services_table = _table(data.get("services", {}), "services")
     services = tuple(_build_service(name, _table(table, _key("services", name)))
@@ -152,6 +159,14 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
     except ConfigError as exc:
         raise exc.under(prefix) from None
     return ServiceEntry(name=name, target=target, options=options, kind=kind, settings=settings)
+
+
+def _build_hooks(table: Mapping[str, Any]) -> HooksConfig:
+    _check_keys(table, {f.name for f in fields(HooksConfig)}, "hooks")
+    try:
+        return HooksConfig(**table)
+    except ConfigError as exc:
+        raise exc.under("hooks") from None
 
 
 def _build_backoff(value: Any, prefix: str) -> BackoffConfig:

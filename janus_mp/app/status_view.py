@@ -44,7 +44,21 @@ def render_text(data: dict[str, Any]) -> str:
     lines = [f"supervisor pid {data['pid']}  {data['state']}  up {data['uptime_secs']:.0f}s"]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
               .rstrip() for row in table]
+    lines += stack_dump_lines(data.get("recent_exits") or [])
     return "\n".join(lines)
+
+
+def stack_dump_lines(exits: list[dict[str, Any]]) -> list[str]:
+    """The newest stack dump among the recent exits (a stuck worker's, taken before its
+    SIGKILL), indented under a heading naming the worker."""
+    dumped = [e for e in exits if e.get("stack_dump")]
+    if not dumped:
+        return []
+    last = dumped[-1]
+    when = time.strftime("%H:%M:%S", time.localtime(last["at"]))
+    heading = (f"stack dump of {last['service']}[{last['worker']}] (pid {last['pid']}, "
+               f"{last['reason']}, {when}):")
+    return ["", heading, *("  " + line for line in str(last["stack_dump"]).splitlines())]
 
 
 def run_top(fetch: Callable[[], dict[str, Any]], interval: float, once: bool) -> None:

@@ -7,7 +7,8 @@
 Publishing never waits for a reader: it appends under each subscription's own short lock and
 wakes it. A subscription whose buffer is full loses the notice, and counts it; its reader gets
 that count with its next batch (``janus-mp events`` prints it), so a slow reader learns it
-missed something and never slows the loop down.
+missed something and never slows the loop down. The hub also keeps the last ``HISTORY``
+notices, so a new subscriber can start with what just happened (``janus-mp events``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from janus_mp.core.notices import LifecycleNotice
 
 DEFAULT_BUFFER = 1024
+HISTORY = 200
 
 
 class NoticeSubscription:
@@ -33,6 +35,9 @@ class NoticeSubscription:
         self._cond = threading.Condition(threading.Lock())
         #: Wall clock minus the policy clock, for ``to_dict`` (notices carry policy time).
         self.wall_offset = wall_offset
+        #: With ``history=True``: the notices published before this subscription, oldest
+        #: first (none of them is delivered again through ``get``).
+        self.history: list[LifecycleNotice] = []
 
     def offer(self, notice: LifecycleNotice) -> None:
         with self._cond:
@@ -77,12 +82,16 @@ class NoticeHub:
         self._lock = threading.Lock()
         self._subscribers: tuple[NoticeSubscription, ...] = ()
         self._wall_offset = wall_offset
+        self._history: deque[LifecycleNotice] = deque(maxlen=HISTORY)
 
-    def subscribe(self, buffer: int = DEFAULT_BUFFER) -> NoticeSubscription:
+    def subscribe(self, buffer: int = DEFAULT_BUFFER, *,
+                  history: bool = False) -> NoticeSubscription:
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             raise ValueError("buffer must be an integer >= 1")
         subscription = NoticeSubscription(self, buffer, self._wall_offset)
-        with self._lock:
+        with self._lock:  # with publish's lock: no notice is both history and delivered
+            if history:
+                subscription.history = list(self._history)
             self._subscribers = (*self._subscribers, subscription)
         return subscription
 
@@ -91,10 +100,17 @@ class NoticeHub:
             self._subscribers = tuple(s for s in self._subscribers if s is not subscription)
 
     def publish(self, notice: LifecycleNotice) -> None:
-        for subscription in self._subscribers:  # a tuple: replaced, never mutated
-            subscription.offer(notice)
+        """Loop thread; never waits for a reader (each offer takes one short lock)."""
+        with self._lock:
+            self._history.append(notice)
+            for subscription in self._subscribers:
+                subscription.offer(notice)
 
     def close(self) -> None:
         """The supervisor stopped: wake every reader (they see ``closed``)."""
         for subscription in self._subscribers:
             subscription.close()
+
+    @property
+    def wall_offset(self) -> float:
+        return self._wall_offset()

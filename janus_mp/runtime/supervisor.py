@@ -255,11 +255,12 @@ class JanusSupervisor:
             return [record.to_dict(wall_offset) for record in self._state.recent_exits]
         return self._loop.call(read)
 
-    def subscribe(self, buffer: int = 1024) -> NoticeSubscription:
+    def subscribe(self, buffer: int = 1024, *, history: bool = False) -> NoticeSubscription:
         """Lifecycle notices from now on, from any thread: ``get(timeout)`` returns those
-        waiting and how many were lost while more than ``buffer`` waited unread. Close it (or
-        use it as a context manager) when done."""
-        return self._watchers.subscribe(buffer)
+        waiting and how many were lost while more than ``buffer`` waited unread; with
+        ``history``, ``.history`` holds the last notices before it. Close it (or use it as a
+        context manager) when done."""
+        return self._watchers.subscribe(buffer, history=history)
 
     def call_in_loop(self, fn: Callable[[], T], *, timeout: float | None = None) -> T:
         """Run ``fn`` in the loop thread and return its result (directly if already there)."""

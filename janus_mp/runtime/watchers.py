@@ -47,8 +47,9 @@ class Watchers:
         self.notices.close()
         self.dumps.close()
 
-    def subscribe(self, buffer: int = DEFAULT_BUFFER) -> NoticeSubscription:
-        return self.notices.subscribe(buffer)
+    def subscribe(self, buffer: int = DEFAULT_BUFFER, *,
+                  history: bool = False) -> NoticeSubscription:
+        return self.notices.subscribe(buffer, history=history)
 
     def worker_extras(self, worker: int) -> dict[str, Any]:
         """What a new worker's spec needs from here: its dump file and signal."""
