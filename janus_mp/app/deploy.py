@@ -134,6 +134,7 @@ class Deployment:
                 worker["processes"] = [self._process_stats(pid) for pid in worker["pids"]]
         snapshot["supervisor"] = self._process_stats(snapshot["pid"])
         snapshot["recent_exits"] = self.sup.recent_exits()
+        snapshot["hooks"] = self.sup.hook_runs
         live = set()
         for service in snapshot["services"]:
             live.update(service["pids"])

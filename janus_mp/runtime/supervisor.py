@@ -262,6 +262,11 @@ class JanusSupervisor:
         context manager) when done."""
         return self._watchers.subscribe(buffer, history=history)
 
+    @property
+    def hook_runs(self) -> dict[str, int]:
+        """``[hooks]`` commands run, dropped (all max_concurrent busy) and killed (timeout)."""
+        return self._watchers.hook_runs()
+
     def call_in_loop(self, fn: Callable[[], T], *, timeout: float | None = None) -> T:
         """Run ``fn`` in the loop thread and return its result (directly if already there)."""
         return self._loop.call(fn, timeout=timeout)

@@ -58,6 +58,10 @@ class Watchers:
     def worker_gone(self, worker: int) -> None:
         self.dumps.forget(worker)
 
+    def hook_runs(self) -> dict[str, int]:
+        hooks = self.hooks
+        return {"ran": hooks.ran, "dropped": hooks.dropped, "timed_out": hooks.timed_out}
+
     def helper_pids(self) -> set[int]:
         return self.helpers.pids()
 

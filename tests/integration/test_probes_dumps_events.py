@@ -99,7 +99,9 @@ timeout = 5
     web = wait_until(lambda: (s := cli.service("web"))["ready"] == 1 and s, timeout=20,
                      message="a healthy replacement")
     assert web["restarts"] == 1 and sick_pid not in web["pids"]
-    (exit_,) = cli.status()["recent_exits"]
+    status = cli.status()
+    (exit_,) = status["recent_exits"]
+    assert status["hooks"]["dropped"] == 0 and status["hooks"]["ran"] >= 1
     assert (exit_["pid"], exit_["service"], exit_["reason"]) == (sick_pid, "web", "unhealthy")
     log = cli.log.read_text()
     assert "health probe failed (2/2): GET /healthz on 127.0.0.1:" in log
