@@ -144,7 +144,7 @@ class SpawnOptions:
     health: HealthCheck | None = None
     #: Before SIGKILLing a stuck worker (watchdog, start timeout, stop deadline), ask it for
     #: every thread's stack and wait this long for it; None: kill without asking.
-    stack_dump_timeout: float | None = 1.0
+    stack_dump_timeout: float | None = 0.5
     #: Called in each worker process, first thing (before the service is loaded) and last
     #: thing (with the worker's exit code), as gunicorn's hooks of those names. Under the
     #: spawn and forkserver start methods they travel to the worker pickled (dill).
