@@ -215,10 +215,18 @@ def _stream(conn: socket.socket, reply: StreamReply) -> None:
 
 
 def _client_gone(conn: socket.socket) -> bool:
-    """A streaming client sends nothing after its request: readable means it hung up."""
+    """Has a streaming client hung up? (It sends nothing after its request: EOF or an error
+    means gone; stray bytes are left unread.)"""
     poller = select.poll()
     poller.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
-    return bool(poller.poll(0))
+    if not poller.poll(0):
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _peer_allowed(conn: socket.socket) -> bool:
