@@ -20,8 +20,8 @@ import tempfile
 from janus_mp import osproc
 
 DUMP_SIGNAL = signal.SIGUSR2
-#: A dump longer than this is cut (a thousand threads' stacks is not read by anyone).
-MAX_DUMP = 256 * 1024
+#: A dump longer than this is cut: it travels in status replies (50 recent exits at most).
+MAX_DUMP = 64 * 1024
 
 
 class StackDumps:
