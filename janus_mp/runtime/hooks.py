@@ -31,13 +31,15 @@ HOOK_BUFFER = 256
 class HookRunner:
     def __init__(self, config: HooksConfig, hub: NoticeHub, children: HelperChildren) -> None:
         self._commands = config.commands()
-        self._timeout = config.timeout
+        self.timeout = config.timeout
         self._slots = threading.Semaphore(config.max_concurrent)
         self._hub = hub
         self._children = children
         self._subscription: NoticeSubscription | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._active = 0  # hook threads started and not finished
         self.ran = 0
         self.dropped = 0
         self.timed_out = 0
@@ -56,6 +58,11 @@ class HookRunner:
         if self._thread is not None:
             self._thread.join(2.0)
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the hooks started so far to end; True if all did."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._active, timeout)
+
     def _dispatch(self, subscription: NoticeSubscription) -> None:
         while True:
             batch, lost = subscription.get()
@@ -70,6 +77,8 @@ class HookRunner:
                                   "busy")
                     continue
                 env = dict(os.environ, **notice.environment(subscription.wall_offset()))
+                with self._lock:
+                    self._active += 1
                 threading.Thread(target=self._run_one, args=(argv, env, notice),
                                  name="janus-mp-hook", daemon=True).start()
             if subscription.closed and not batch:
@@ -79,7 +88,7 @@ class HookRunner:
                  notice: LifecycleNotice) -> None:
         what = f"{notice.kind.value} hook {argv[0]}"
         try:
-            code = self._children.run(argv, env, self._timeout)
+            code = self._children.run(argv, env, self.timeout)
         except OSError as exc:
             log.error("%s could not start: %s", what, exc.strerror or exc)
             code = -1
@@ -89,8 +98,10 @@ class HookRunner:
             self.ran += 1
             if code is None:
                 self.timed_out += 1
+            self._active -= 1
+            self._idle.notify_all()
         if code is None:
-            log.warning("%s ran past its %gs timeout: killed", what, self._timeout)
+            log.warning("%s ran past its %gs timeout: killed", what, self.timeout)
         elif code:
             log.warning("%s exited %d", what, code)
 

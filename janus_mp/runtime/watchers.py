@@ -24,6 +24,9 @@ from janus_mp.runtime.probes import ProbeRunner
 from janus_mp.runtime.processes import WorkerProcess
 from janus_mp.runtime.stack_dumps import DUMP_SIGNAL, StackDumps
 
+#: At close, how long running hooks may still take before they are killed.
+HOOK_GRACE_AT_CLOSE = 2.0
+
 
 class Watchers:
     def __init__(self, hooks: HooksConfig, private_fds: PrivateFds, *,
@@ -41,10 +44,13 @@ class Watchers:
         self.hooks.start()
 
     def close(self) -> None:
+        """Hooks for the last notices (the workers' exits at shutdown) still start, and get
+        up to ``HOOK_GRACE_AT_CLOSE`` seconds; whatever helper runs after that is killed."""
         self.probes.close()
-        self.helpers.close()
-        self.hooks.close()
         self.notices.close()
+        self.hooks.close()  # the dispatcher starts what is pending, then ends
+        self.hooks.wait_idle(min(HOOK_GRACE_AT_CLOSE, self.hooks.timeout))
+        self.helpers.close()
         self.dumps.close()
 
     def subscribe(self, buffer: int = DEFAULT_BUFFER, *,

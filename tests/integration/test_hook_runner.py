@@ -73,3 +73,15 @@ def test_hooks_beyond_max_concurrent_are_dropped_and_counted(tmp_path):
     finally:
         runner.close()
         children.close()
+
+
+def test_hooks_for_the_last_notices_still_run_at_close(tmp_path):
+    out = tmp_path / "out"
+    hub, children, runner = _runner(tmp_path, on_exit=[
+        sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write(os.environ['JANUS_PID'])"])
+    hub.publish(EXITED)
+    hub.close()      # the supervisor stops right after its workers' exits
+    runner.close()   # the dispatcher starts what was pending, then ends
+    assert runner.wait_idle(20)
+    children.close()
+    assert out.read_text() == "123" and runner.ran == 1 and _no_zombies()
