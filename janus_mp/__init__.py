@@ -20,6 +20,8 @@ from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
 from janus_mp.core.exits import ExitKind, ExitPolicy, KillCause, ReservedExit, RestartPolicy
+from janus_mp.core.health_check import HealthCheck
+from janus_mp.core.hooks_config import HooksConfig
 from janus_mp.core.lifecycle import (
     ServiceLifecycle,
     ServiceLifecycleSnapshot,
@@ -28,6 +30,7 @@ from janus_mp.core.lifecycle import (
     TerminationReason,
     TransitionError,
 )
+from janus_mp.core.notices import LifecycleNotice, NoticeKind
 from janus_mp.core.snapshots import ServiceSnapshot, SupervisorSnapshot
 from janus_mp.core.tree import GroupStrategy, ServiceGroup
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
@@ -46,4 +49,5 @@ __all__ = [
     "SupervisorConfig",
     "SupervisorMetrics", "SupervisorSnapshot", "TerminationKind", "TerminationReason",
     "TransitionError", "UnknownServiceError", "WorkerContext", "__version__",
+    "HealthCheck", "HooksConfig", "LifecycleNotice", "NoticeKind",
 ]

@@ -42,3 +42,16 @@ class PrivateFds:
             conn, address = listener.accept()
             self._fds.add(conn.fileno())
         return conn, address
+
+    def new_socket(self, family: int, kind: int) -> socket.socket:
+        """A socket created and registered in one step (a probe's client socket): a worker
+        forked meanwhile never holds a copy that would keep the connection open."""
+        with self._lock:
+            sock = socket.socket(family, kind)
+            self._fds.add(sock.fileno())
+        return sock
+
+    def close_socket(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._fds.discard(sock.fileno())
+            sock.close()

@@ -7,6 +7,7 @@ the Python API. User mistakes print one line and exit 2, never a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -383,8 +384,6 @@ def status(as_json: bool, socket_path: str | None, name: str, timeout: float) ->
     """Show services, workers, phases, restarts, CPU and memory."""
     data = _call(socket_path, name, timeout, "status")
     if as_json:
-        import json
-
         click.echo(json.dumps(data, indent=2))
         return
     from janus_mp.app.status_view import render_text
@@ -460,6 +459,30 @@ def upgrade(socket_path: str | None, name: str, timeout: float) -> None:
 def shutdown(fast: bool, socket_path: str | None, name: str, timeout: float) -> None:
     """Stop the supervisor and all its services."""
     click.echo(_call(socket_path, name, timeout, "shutdown", fast=fast))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep streaming new events until the supervisor stops (Ctrl-C to quit).")
+@click.option("--buffer", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Events the supervisor keeps for this client before it loses some.")
+@_client_options
+def events(as_json: bool, follow: bool, buffer: int, socket_path: str | None, name: str,
+           timeout: float) -> None:
+    """Show recent lifecycle events (spawned, ready, exited, backing_off, breaker_opened...);
+    with -f, follow new ones as they happen."""
+    from janus_mp.app.control import default_socket_path, stream
+    from janus_mp.app.events_view import render_event
+
+    try:
+        for item in stream(socket_path or default_socket_path(name), "events", timeout,
+                           follow=follow, buffer=buffer):
+            click.echo(json.dumps(item) if as_json else render_event(item))
+    except JanusError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.command()

@@ -27,6 +27,10 @@ did-you-mean. Nothing here starts anything.
     strategy = "rest_for_one"   # one_for_one (default), one_for_all, rest_for_one
     max_restarts = 3
     within = 5
+    health = { http = "/healthz", interval = 5, timeout = 2, failures = 3 }
+
+    [hooks]                     # commands run on lifecycle events (core/hooks_config.py)
+    on_exit = ["/usr/local/bin/notify", "--exit"]
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.core.exits import RestartPolicy
+from janus_mp.core.hooks_config import HooksConfig
 from janus_mp.core.ordering import check_tree
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError
@@ -94,9 +99,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 def parse_config(data: Mapping[str, Any], path: str = "<config>",
                  overrides: Mapping[str, Any] | None = None) -> ConfigFile:
-    _check_keys(data, {"supervisor", "services", "groups"}, "")
+    _check_keys(data, {"supervisor", "services", "groups", "hooks"}, "")
     supervisor_table = dict(_table(data.get("supervisor", {}), "supervisor"))
     supervisor_table.update(overrides or {})
+    if "hooks" in data:
+        supervisor_table["hooks"] = _build_hooks(_table(data["hooks"], "hooks"))
     supervisor = _build_supervisor(supervisor_table)
     services_table = _table(data.get("services", {}), "services")
     services = tuple(_build_service(name, _table(table, _key("services", name)))
@@ -180,6 +187,14 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
     except ConfigError as exc:
         raise exc.under(prefix) from None
     return ServiceEntry(name=name, target=target, options=options, kind=kind, settings=settings)
+
+
+def _build_hooks(table: Mapping[str, Any]) -> HooksConfig:
+    _check_keys(table, {f.name for f in fields(HooksConfig)}, "hooks")
+    try:
+        return HooksConfig(**table)
+    except ConfigError as exc:
+        raise exc.under("hooks") from None
 
 
 def _build_backoff(value: Any, prefix: str) -> BackoffConfig:

@@ -5,8 +5,10 @@ checked (SO_PEERCRED) against ours; requests are bounded (``MAX_REQUEST`` bytes,
 and parsed as JSON only — nothing received is ever unpickled. A stale socket left by a killed
 supervisor is reclaimed; a live one belongs to another supervisor and is refused.
 
-Commands: status, restart, scale, stop, start, reload, upgrade, shutdown (see
-``Deployment.handle``).
+Commands: status, restart, scale, stop, start, reload, upgrade, shutdown, events (see
+``Deployment.handle``). ``events`` streams: its reply is ``{"ok": true, "stream": true}`` and
+then one JSON line per item, until the stream ends or the client goes away (a streaming
+client holds one of the ``MAX_CONNECTIONS`` while it listens).
 
 In an upgrade the listening socket is shared by two supervisors: the new one adopts it
 (``inherited_fd``) and the old one stops with ``keep_path``. Neither ever calls ``shutdown()``
@@ -25,7 +27,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from janus_mp.errors import ConfigError, JanusError
@@ -50,6 +53,20 @@ REPLY_GRACE = 1.0
 #: Connections the kernel queues for us while the accept thread is busy; past it, a client's
 #: connect fails with EAGAIN and ``call`` retries until its timeout.
 BACKLOG = 128
+
+
+#: How often an idle stream looks whether its client is still there.
+STREAM_IDLE_CHECK = 1.0
+
+
+@dataclass
+class StreamReply:
+    """A handler's reply that is many lines: ``items`` yields JSON-able objects, or None when
+    it has nothing for a while (the server then checks the client is still connected);
+    ``close`` runs when the stream ends, however it ends."""
+
+    items: Iterator[Any]
+    close: Callable[[], None]
 
 
 def default_run_dir() -> str:
@@ -217,7 +234,11 @@ class ControlServer:
                     _send(conn, {"ok": False, "error": "permission denied"})
                     return
                 request = _read_request(conn)
-                reply = {"ok": True, "result": self.handler(request)}
+                result = self.handler(request)
+                if isinstance(result, StreamReply):
+                    _stream(conn, result)
+                    return
+                reply = {"ok": True, "result": result}
             except (JanusError, KeyError, ValueError, TypeError) as exc:
                 reply = {"ok": False, "error": _one_line(exc)}
             except Exception as exc:  # a bug must not take the supervisor down
@@ -225,6 +246,38 @@ class ControlServer:
                 reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
             with contextlib.suppress(OSError):
                 _send(conn, reply)
+
+
+def _stream(conn: socket.socket, reply: StreamReply) -> None:
+    """Send the stream's items as lines until it ends or the client has gone."""
+    try:
+        conn.settimeout(None)
+        _send(conn, {"ok": True, "stream": True})
+        for item in reply.items:
+            if item is None:
+                if _client_gone(conn):
+                    return
+                continue
+            _send(conn, item)
+    except OSError:
+        return  # the client went away mid-line
+    finally:
+        reply.close()
+
+
+def _client_gone(conn: socket.socket) -> bool:
+    """Has a streaming client hung up? (It sends nothing after its request: EOF or an error
+    means gone; stray bytes are left unread.)"""
+    poller = select.poll()
+    poller.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
+    if not poller.poll(0):
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _peer_allowed(conn: socket.socket) -> bool:
@@ -298,6 +351,35 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
     if not reply.get("ok"):
         raise JanusError(reply.get("error", "unknown error"))
     return reply.get("result")
+
+
+def stream(path: str, command: str, timeout: float = 30.0, **args: Any) -> Iterator[Any]:
+    """Client side of a streaming command: yields each item the supervisor sends until it
+    ends the stream (or stops). ``timeout`` bounds connecting and the first reply only."""
+    deadline = time.monotonic() + timeout
+    sock = _connect(path, deadline, timeout)
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
+        lines = sock.makefile("rb")
+        try:
+            first = lines.readline()
+        except TimeoutError:
+            raise JanusError(f"no reply from the supervisor on {path} within "
+                             f"{timeout:g}s") from None
+        try:
+            reply = json.loads(first)
+        except json.JSONDecodeError:
+            raise JanusError("the supervisor closed the connection without a reply") from None
+        if not reply.get("ok"):
+            raise JanusError(reply.get("error", "unknown error"))
+        sock.settimeout(None)
+        for line in lines:
+            yield json.loads(line)
+    except OSError as exc:
+        raise JanusError(f"talking to the supervisor on {path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
 
 
 def _connect(path: str, deadline: float, timeout: float) -> socket.socket:

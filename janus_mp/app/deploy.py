@@ -11,12 +11,12 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
 
-from janus_mp.app.control import ControlServer
+from janus_mp.app.control import STREAM_IDLE_CHECK, ControlServer, StreamReply
 from janus_mp.app.log_writer import LogDropsCollector, LogWriter
 from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.app.upgrade import Handover, Upgrader
@@ -26,6 +26,9 @@ from janus_mp.errors import JanusError, UnknownServiceError
 from janus_mp.runtime.supervisor import JanusSupervisor
 
 log = logging.getLogger("janus_mp.deploy")
+
+#: Notices an `events -f` client may fall behind by before it loses some (and is told).
+EVENTS_BUFFER = 256
 
 #: Re-reads the configuration and applies it to the supervisor; returns a summary line.
 Reloader = Callable[[JanusSupervisor], str]
@@ -125,6 +128,11 @@ class Deployment:
         if command == "shutdown":
             sup.shutdown(0, fast=bool(request.get("fast", False)))
             return "shutting down"
+        if command == "events":
+            buffer = request.get("buffer", EVENTS_BUFFER)
+            if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+                raise ValueError("events: buffer must be an integer >= 1")
+            return self.events(follow=bool(request.get("follow")), buffer=buffer)
         service = request.get("service")
         if not isinstance(service, str):
             raise ValueError(f"{command}: a \"service\" name is required")
@@ -151,7 +159,7 @@ class Deployment:
             sup.scale(service, workers)
             return f"{service} scaled to {workers}"
         raise ValueError(f"unknown command {command!r} (status, restart, scale, stop, start, "
-                         "reload, upgrade, shutdown)")
+                         "reload, upgrade, shutdown, events)")
 
     def status(self) -> dict[str, Any]:
         snapshot = self.sup.snapshot().to_dict()
@@ -160,6 +168,7 @@ class Deployment:
                 worker["processes"] = [self._process_stats(pid) for pid in worker["pids"]]
         snapshot["supervisor"] = self._process_stats(snapshot["pid"])
         snapshot["recent_exits"] = self.sup.recent_exits()
+        snapshot["hooks"] = self.sup.hook_runs
         live = set()
         for service in snapshot["services"]:
             live.update(service["pids"])
@@ -178,6 +187,26 @@ class Deployment:
                         "rss_bytes": proc.memory_info().rss}
         except psutil.Error:
             return {"pid": pid, "cpu_percent": None, "rss_bytes": None}
+
+    def events(self, *, follow: bool, buffer: int = EVENTS_BUFFER) -> StreamReply:
+        """The recent lifecycle notices, then (``follow``) every new one as it happens, with
+        ``{"lost": N}`` where this client fell more than ``buffer`` behind."""
+        subscription = self.sup.subscribe(buffer, history=True)
+
+        def items() -> Iterator[dict[str, Any] | None]:
+            offset = subscription.wall_offset()
+            for notice in subscription.history:
+                yield notice.to_dict(offset)
+            while follow and not subscription.closed:
+                batch, lost = subscription.get(STREAM_IDLE_CHECK)
+                if lost:
+                    yield {"lost": lost}
+                for notice in batch:
+                    yield notice.to_dict(offset)
+                if not batch and not lost:
+                    yield None  # idle: the server checks the client is still there
+
+        return StreamReply(items(), subscription.close)
 
     def reload(self) -> str:
         if self.reloader is None:

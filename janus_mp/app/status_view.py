@@ -54,7 +54,21 @@ def render_text(data: dict[str, Any]) -> str:
     lines += [f"group {g['name']}  {g['strategy']}  {g['phase']}  restarts {g['restarts']} "
               f"(max {g['max_restarts']} in {g['within']:g}s)  members {', '.join(g['members'])}"
               for g in data.get("groups", ())]
+    lines += stack_dump_lines(data.get("recent_exits") or [])
     return "\n".join(lines)
+
+
+def stack_dump_lines(exits: list[dict[str, Any]]) -> list[str]:
+    """The newest stack dump among the recent exits (a stuck worker's, taken before its
+    SIGKILL), indented under a heading naming the worker."""
+    dumped = [e for e in exits if e.get("stack_dump")]
+    if not dumped:
+        return []
+    last = dumped[-1]
+    when = time.strftime("%H:%M:%S", time.localtime(last["at"]))
+    heading = (f"stack dump of {last['service']}[{last['worker']}] (pid {last['pid']}, "
+               f"{last['reason']}, {when}):")
+    return ["", heading, *("  " + line for line in str(last["stack_dump"]).splitlines())]
 
 
 def run_top(fetch: Callable[[], dict[str, Any]], interval: float, once: bool) -> None:

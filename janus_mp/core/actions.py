@@ -2,7 +2,8 @@
 
 The runtime performs them in order and decides nothing; some answer with an event
 (``Spawn`` → ``WorkerStarted`` or ``SpawnFailed``; ``ReadHeartbeat`` → ``HeartbeatRead``;
-``MeasureRss`` → ``RssMeasured``), which it feeds back before any other happening.
+``MeasureRss`` → ``RssMeasured``; ``RunProbe`` → ``ProbeFinished``, later; ``ReadStackDump`` →
+``StackDumpRead``), which it feeds back before any other happening.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
+from janus_mp.core.health_check import HealthCheck
+from janus_mp.core.notices import LifecycleNotice
 from janus_mp.core.timers import TimerKey
 
 
@@ -135,3 +138,34 @@ class ShutdownStarted(Action):
 class Log(Action):
     level: LogLevel
     message: str
+
+
+@dataclass(frozen=True)
+class Publish(Action):
+    """Tell subscribers (API, ``janus-mp events``, hooks) about a lifecycle happening."""
+
+    notice: LifecycleNotice
+
+
+@dataclass(frozen=True)
+class RunProbe(Action):
+    """Run the worker's health probe off the loop; ``ProbeFinished`` comes back when done."""
+
+    worker: int
+    slot: int
+    pid: int | None
+    check: HealthCheck
+
+
+@dataclass(frozen=True)
+class RequestStackDump(Action):
+    """Ask the worker (its pid only, not its group) to write every thread's stack."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
+class ReadStackDump(Action):
+    """Read what the worker wrote since ``RequestStackDump``; answered by ``StackDumpRead``."""
+
+    worker: int

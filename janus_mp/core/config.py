@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.exits import ExitPolicy, RestartPolicy
+from janus_mp.core.health_check import HealthCheck
+from janus_mp.core.hooks_config import HooksConfig
 from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -69,6 +72,8 @@ class SupervisorConfig:
     #: `janus-mp upgrade` / SIGUSR2: how long the new supervisor has to get every worker
     #: ready before it is stopped and this one keeps serving.
     upgrade_timeout: float = 60.0
+    #: Commands run on lifecycle notices (``[hooks]``); see core/hooks_config.py.
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -85,6 +90,10 @@ class SupervisorConfig:
             raise ConfigError("metrics_host", "must be a host name or address")
         _integer("max_workers", self.max_workers, minimum=1)
         _number("upgrade_timeout", self.upgrade_timeout, strict=True)
+        if isinstance(self.hooks, Mapping):
+            object.__setattr__(self, "hooks", _hooks(self.hooks))
+        if not isinstance(self.hooks, HooksConfig):
+            raise ConfigError("hooks", "must be a HooksConfig or a table")
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:
@@ -141,6 +150,16 @@ class SpawnOptions:
     #: Services this one starts after: its workers start (and restart) only while every one
     #: of these has all its workers ready; it stops before them.
     depends_on: tuple[str, ...] = ()
+    #: Active health probe (a HealthCheck, or its table: ``{ http = "/healthz" }``).
+    health: HealthCheck | None = None
+    #: Before SIGKILLing a stuck worker (watchdog, start timeout, stop deadline), ask it for
+    #: every thread's stack and wait this long for it; None: kill without asking.
+    stack_dump_timeout: float | None = 0.5
+    #: Called in each worker process, first thing (before the service is loaded) and last
+    #: thing (with the worker's exit code), as gunicorn's hooks of those names. Under the
+    #: spawn and forkserver start methods they travel to the worker pickled (dill).
+    post_fork: Callable[[str, int], None] | None = None
+    worker_exit: Callable[[str, int, int], None] | None = None
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
@@ -170,6 +189,14 @@ class SpawnOptions:
         _number("rss_check_interval", self.rss_check_interval, strict=True)
         _integer("standby", self.standby)
         object.__setattr__(self, "depends_on", _names("depends_on", self.depends_on, self.name))
+        if isinstance(self.health, Mapping):
+            object.__setattr__(self, "health", HealthCheck.from_mapping(self.health))
+        if self.health is not None and not isinstance(self.health, HealthCheck):
+            raise ConfigError("health", "must be a table such as { http = \"/healthz\" }")
+        _number("stack_dump_timeout", self.stack_dump_timeout, strict=True, optional=True)
+        for key in ("post_fork", "worker_exit"):
+            if getattr(self, key) is not None and not callable(getattr(self, key)):
+                raise ConfigError(key, "must be a callable (Python API only)")
 
     def exit_policy(self) -> ExitPolicy:
         return ExitPolicy(
@@ -229,3 +256,14 @@ def parse_size(key: str, value: object) -> int:
 def valid_service_name(name: str) -> bool:
     """Service names become metric labels, file names and CLI arguments: keep them plain."""
     return 0 < len(name) <= 64 and all(c.isalnum() or c in "-_." for c in name)
+
+
+def _hooks(table: Mapping[str, Any]) -> HooksConfig:
+    known = set(HooksConfig.__dataclass_fields__)
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"hooks.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+    try:
+        return HooksConfig(**table)
+    except ConfigError as exc:
+        raise exc.under("hooks") from None

@@ -89,6 +89,23 @@ class RssMeasured(Event):
     samples: tuple[tuple[int, int], ...]
 
 
+@dataclass(frozen=True)
+class ProbeFinished(Event):
+    """Answer to ``RunProbe``: healthy or not, and what was seen (for the log)."""
+
+    worker: int
+    healthy: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class StackDumpRead(Event):
+    """Answer to ``ReadStackDump``: the worker's stack dump (empty: it wrote none in time)."""
+
+    worker: int
+    text: str
+
+
 # -- commands (API, control socket, signals) ---------------------------------------------------
 @dataclass(frozen=True)
 class Begin(Event):

@@ -48,6 +48,7 @@ class KillCause(StrEnum):
     START_TIMEOUT = "start_timeout"
     RECYCLE = "recycle"
     REPLACE = "replace"
+    UNHEALTHY = "unhealthy"  # failed its health probe too many times in a row
 
 
 class ExitKind(StrEnum):
@@ -64,6 +65,7 @@ class ExitKind(StrEnum):
     START_TIMEOUT = "start_timeout"
     RECYCLED = "recycled"
     REPLACED = "replaced"
+    UNHEALTHY = "unhealthy"
 
 
 _CODE_SETS = ("success_codes", "no_restart_codes", "force_restart_codes", "halt_codes")
@@ -140,6 +142,8 @@ def classify_exit(returncode: int, policy: ExitPolicy,
     if cause is KillCause.START_TIMEOUT:
         return _failed(ExitKind.START_TIMEOUT, TerminationReason.start_timeout(),
                        restart=restartable)
+    if cause is KillCause.UNHEALTHY:
+        return _failed(ExitKind.UNHEALTHY, TerminationReason.unhealthy(), restart=restartable)
     if returncode >= 0:
         if returncode in policy.halt_codes:
             return ExitDecision(ExitKind.HALT, restart=False, failure=True, fixed_delay=False,

@@ -71,6 +71,7 @@ class TerminationKind(StrEnum):
     REPLACED = "replaced"
     STOPPED = "stopped"
     HALTED = "halted"
+    UNHEALTHY = "unhealthy"
 
 
 #: Linux signal names, kept here so this module needs no ``signal`` import.
@@ -135,6 +136,10 @@ class TerminationReason:
     @classmethod
     def stopped(cls) -> TerminationReason:
         return cls(TerminationKind.STOPPED)
+
+    @classmethod
+    def unhealthy(cls) -> TerminationReason:
+        return cls(TerminationKind.UNHEALTHY)
 
     @classmethod
     def halted(cls, exit_code: int) -> TerminationReason:

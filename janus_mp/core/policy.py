@@ -19,13 +19,15 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from janus_mp.core import announce, standby, startup
 from janus_mp.core import events as ev
-from janus_mp.core import standby, startup
 from janus_mp.core.actions import Action, ForgetService, ReleaseListeners
 from janus_mp.core.backoff import BreakerState
 from janus_mp.core.config import SpawnOptions
+from janus_mp.core.dumps import on_dump_due, on_dump_read
 from janus_mp.core.gates import check_registration, release_waiting, start_service
 from janus_mp.core.groups import add_group, advance_groups
+from janus_mp.core.health import arm_probe, on_probe_due, on_probe_finished
 from janus_mp.core.lifecycle import (
     ServicePhase,
     TerminationKind,
@@ -120,7 +122,8 @@ def _timer_due(step: Step, event: ev.TimerDue) -> None:
             return
         {TimerKind.START_TIMEOUT: on_start_timeout, TimerKind.WATCHDOG: on_watchdog_due,
          TimerKind.TERM: on_term_due, TimerKind.KILL: on_kill_due,
-         TimerKind.LIFETIME: _lifetime_due}[key.kind](step, worker)
+         TimerKind.LIFETIME: _lifetime_due, TimerKind.PROBE: on_probe_due,
+         TimerKind.DUMP: on_dump_due}[key.kind](step, worker)
         return
     if key.kind is TimerKind.FILL:
         startup.on_fill_due(step)
@@ -140,6 +143,14 @@ def _timer_due(step: Step, event: ev.TimerDue) -> None:
         on_rss_due(step, service)
     elif key.kind is TimerKind.STANDBY:
         standby.on_timer_due(step, service)
+
+
+def _ready(step: Step, worker: Any, _event: ev.WorkerReady) -> None:
+    first = not worker.ready
+    on_ready(step, worker)
+    if first:
+        announce.ready(step, worker)
+        arm_probe(step, worker)
 
 
 def _lifetime_due(step: Step, worker: Any) -> None:
@@ -318,7 +329,10 @@ def _settle(step: Step) -> None:
     if state.phase is SupervisorPhase.STOPPING:
         advance_shutdown(step)
     for service in list(state.services.values()):
+        ended_before = service.lifecycle.phase is ServicePhase.TERMINATED
         _sync_service_phase(step, service)
+        if not ended_before and service.lifecycle.phase is ServicePhase.TERMINATED:
+            announce.service_terminated(step, service)
         if service.name in state.removed and not service.has_live_workers() and \
                 service.lifecycle.phase is ServicePhase.TERMINATED:
             del state.services[service.name]  # removed by a reload, now fully stopped
@@ -390,7 +404,7 @@ def _publish_gauges(state: SupervisorState) -> None:
 _HANDLERS: dict[type[ev.Event], Callable[[Step, Any], None]] = {
     ev.WorkerStarted: _worker_event(lambda s, w, e: on_started(s, w, e.pid)),
     ev.SpawnFailed: _worker_event(lambda s, w, e: on_spawn_failed(s, w, e.error)),
-    ev.WorkerReady: _worker_event(lambda s, w, e: on_ready(s, w)),
+    ev.WorkerReady: _worker_event(_ready),
     ev.WorkerParked: _worker_event(lambda s, w, e: standby.on_parked(s, w)),
     ev.RecycleAsked: _worker_event(lambda s, w, e: recycle(s, w, e.why)),
     ev.WorkerExited: _worker_event(lambda s, w, e: on_exit(s, w, e.returncode)),
@@ -398,6 +412,9 @@ _HANDLERS: dict[type[ev.Event], Callable[[Step, Any], None]] = {
     ev.HeartbeatRead: _worker_event(lambda s, w, e: on_heartbeat(s, w, e.last)),
     ev.TimerDue: _timer_due,
     ev.RssMeasured: _rss_measured,
+    ev.ProbeFinished: _worker_event(lambda s, w, e: on_probe_finished(s, w, e.healthy,
+                                                                      e.detail)),
+    ev.StackDumpRead: _worker_event(lambda s, w, e: on_dump_read(s, w, e.text)),
     ev.Begin: _begin,
     ev.Register: _register,
     ev.RegisterGroup: _register_group,

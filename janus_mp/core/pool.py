@@ -65,10 +65,17 @@ class WorkerState:
     promoted: bool = False  # a standby that took a slot
     exit_announced: bool = False  # told its exit code: decided on, now tearing down
     timers: set[TimerKind] = field(default_factory=set)
+    probe_failures: int = 0  # consecutive failed health probes (core/health.py)
+    stack_dump: str | None = None  # asked for before it was killed (core/dumps.py)
 
     @property
     def ready(self) -> bool:
         return self.ready_at is not None
+
+    @property
+    def serving(self) -> bool:
+        """Ready, and its last health probe (if any) passed: what /readyz counts."""
+        return self.ready_at is not None and not self.probe_failures
 
     def label(self) -> str:
         where = "standby" if self.role is WorkerRole.STANDBY else self.slot
@@ -141,7 +148,7 @@ class ServiceState:
                 if not s.removed and s.lifecycle.phase is not ServicePhase.TERMINATED]
 
     def ready_count(self) -> int:
-        return sum(1 for s in self.active_slots() if s.current is not None and s.current.ready)
+        return sum(1 for s in self.active_slots() if s.current is not None and s.current.serving)
 
     def is_ready(self) -> bool:
         active = self.active_slots()
@@ -181,12 +188,14 @@ class ExitRecord:
     exit_code: int
     reason: str
     uptime_secs: float
+    stack_dump: str | None = None  # every thread's stack, asked for before a SIGKILL
 
     def to_dict(self, wall_offset: float) -> dict[str, Any]:
         """JSON-safe, ``at`` turned into wall-clock time (``wall_offset`` = wall − clock)."""
         return {"at": self.at + wall_offset, "service": self.service, "worker": self.worker,
                 "generation": self.generation, "pid": self.pid, "exit_code": self.exit_code,
-                "reason": self.reason, "uptime_secs": self.uptime_secs}
+                "reason": self.reason, "uptime_secs": self.uptime_secs,
+                "stack_dump": self.stack_dump}
 
 
 class SupervisorState:

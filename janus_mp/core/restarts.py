@@ -10,7 +10,7 @@ stayed up for ``trial_period``.
 
 from __future__ import annotations
 
-from janus_mp.core import standby
+from janus_mp.core import announce, standby
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState, CircuitOpen, RetryAfter, decide_restart
 from janus_mp.core.exits import ExitDecision, ExitKind, KillCause, classify_exit
@@ -111,7 +111,8 @@ def _record(step: Step, worker: WorkerState, returncode: int, decision: ExitDeci
     step.state.recent_exits.append(ExitRecord(
         at=step.now, service=worker.service, worker=worker.slot, generation=worker.generation,
         pid=worker.pid, exit_code=returncode, reason=str(decision.reason),
-        uptime_secs=round(uptime, 3)))
+        uptime_secs=round(uptime, 3), stack_dump=worker.stack_dump))
+    announce.exited(step, worker, returncode, decision.reason)
 
 
 def _ended_on_purpose(service: ServiceState, decision: ExitDecision,
@@ -191,7 +192,7 @@ def _end_slot(step: Step, service: ServiceState, slot: SlotState,
 
 
 def slot_failed(step: Step, service: ServiceState, slot: SlotState, reason: TerminationReason,
-                role: WorkerRole = WorkerRole.CURRENT) -> None:
+                role: WorkerRole = WorkerRole.CURRENT, *, at_once: bool = True) -> None:
     """A failure counts toward the slot's backoff and the service's breaker."""
     action = decide_restart(slot.backoff, service.breaker, service.backoff_config, step.now,
                             step.state.rng, slot.index)
@@ -204,7 +205,7 @@ def slot_failed(step: Step, service: ServiceState, slot: SlotState, reason: Term
         case CircuitOpen():
             trip(step, service, action)
         case RetryAfter(delay=delay):
-            schedule_restart(step, service, slot, delay, role)
+            schedule_restart(step, service, slot, delay, role, at_once=at_once)
 
 
 def on_spawn_failed(step: Step, worker: WorkerState, error: str) -> None:
@@ -241,20 +242,23 @@ def on_spawn_failed(step: Step, worker: WorkerState, error: str) -> None:
     if slot.lifecycle.phase is ServicePhase.BACKING_OFF:
         step.move(slot.lifecycle, ServicePhase.STARTING)
     slot_failed(step, service, slot, TerminationReason.unrecoverable(f"fork failed: {error}"),
-                worker.role)
+                worker.role, at_once=False)
 
 
 def schedule_restart(step: Step, service: ServiceState, slot: SlotState, delay: float,
-                     role: WorkerRole = WorkerRole.CURRENT) -> None:
-    """Restart ``slot`` after ``delay``; with no delay, in this very step: a turn in between
-    would put the work done after a turn (the metrics fold, the orphan sweep) between an exit
-    and its replacement."""
+                     role: WorkerRole = WorkerRole.CURRENT, *, at_once: bool = True) -> None:
+    """Restart ``slot`` after ``delay``; with no delay, in this very step (unless not
+    ``at_once``): a turn in between would put the work done after a turn (the metrics fold,
+    the orphan sweep) between an exit and its replacement. A failed fork is retried through
+    the timer even so: retried in its own step, a fork the system keeps refusing would spin
+    without the loop ever turning."""
     cancel_restart(step, service, slot)
     slot.restart_role = role
-    if delay <= 0:
+    if delay <= 0 and at_once:
         on_restart_due(step, service, slot)
         return
     step.schedule(TimerKey(TimerKind.RESTART, service.name, slot.index), step.now + delay)
+    announce.backing_off(step, service, slot, delay)
 
 
 def on_restart_due(step: Step, service: ServiceState, slot: SlotState) -> None:
@@ -283,6 +287,7 @@ def trip(step: Step, service: ServiceState, action: CircuitOpen) -> None:
     step.state.metrics.record_circuit_breaker_trip(service.name)
     reason = TerminationReason.circuit_breaker_open(action.failures, action.max_retries)
     step.log(LogLevel.ERROR, f"{service.name}: {reason}; stopping its workers")
+    announce.breaker_opened(step, service, reason)
     step.cancel(TimerKey(TimerKind.TRIAL, service.name))
     service.trial = None
     service.rolling.clear()
@@ -331,6 +336,7 @@ def on_trial_due(step: Step, service: ServiceState) -> None:
             service.breaker.state is not BreakerState.HALF_OPEN:
         return
     service.breaker.close(step.now)
+    announce.breaker_closed(step, service)
     step.log(LogLevel.INFO, f"{service.name}: trial worker stable: circuit closed, starting "
                             "the pool")
     for slot in service.slots.values():

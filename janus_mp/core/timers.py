@@ -27,6 +27,8 @@ class TimerKind(StrEnum):
     RSS_CHECK = "rss_check"          # measure the service's workers' RSS      (service)
     STANDBY = "standby"              # a standby's refill or boot-death retry    (service)
     FILL = "fill"                    # the next batch of fresh slots            (-)
+    PROBE = "probe"                  # run the worker's health probe            (worker)
+    DUMP = "dump"                    # its stack dump had time: read it, SIGKILL (worker)
     USER = "user"                    # call_later: runtime-side callbacks      (number)
 
 

@@ -7,6 +7,7 @@ can make the two signals arrive together.
 
 from __future__ import annotations
 
+from janus_mp.core import announce
 from janus_mp.core.actions import (
     CancelWorker,
     LogLevel,
@@ -16,6 +17,7 @@ from janus_mp.core.actions import (
     Spawn,
     StopSignal,
 )
+from janus_mp.core.dumps import kill_after_dump
 from janus_mp.core.exits import KillCause
 from janus_mp.core.lifecycle import ServicePhase
 from janus_mp.core.pool import ServiceState, SlotState, WorkerRole, WorkerState
@@ -60,6 +62,7 @@ def on_started(step: Step, worker: WorkerState, pid: int) -> None:
     step.state.metrics.record_spawn(worker.service)
     step.log(LogLevel.DEBUG, f"{worker.service}[{worker.slot}]: started pid {pid} "
                              f"(gen {worker.generation})")
+    announce.spawned(step, worker)
 
 
 def on_watchdog_due(step: Step, worker: WorkerState) -> None:
@@ -77,7 +80,7 @@ def on_heartbeat(step: Step, worker: WorkerState, last: float) -> None:
     if step.now >= due:
         step.log(LogLevel.WARNING, f"{worker.label()}: no heartbeat for "
                                    f"{step.now - last:.1f}s: killing it")
-        kill_now(step, worker, KillCause.WATCHDOG)
+        kill_after_dump(step, worker, KillCause.WATCHDOG)
     else:
         step.schedule_worker(worker, TimerKind.WATCHDOG, due)
 
@@ -88,7 +91,7 @@ def on_start_timeout(step: Step, worker: WorkerState) -> None:
         return
     step.log(LogLevel.WARNING, f"{worker.label()}: not ready after its start timeout: "
                                "killing it")
-    kill_now(step, worker, KillCause.START_TIMEOUT)
+    kill_after_dump(step, worker, KillCause.START_TIMEOUT)
 
 
 def on_rss_due(step: Step, service: ServiceState) -> None:
@@ -138,7 +141,7 @@ def on_term_due(step: Step, worker: WorkerState) -> None:
 def on_kill_due(step: Step, worker: WorkerState) -> None:
     worker.timers.discard(TimerKind.KILL)
     step.log(LogLevel.WARNING, f"{worker.label()}: still running: sending SIGKILL")
-    step.emit(SignalWorker(worker.id, StopSignal.KILL))
+    kill_after_dump(step, worker, None)
 
 
 def kill_now(step: Step, worker: WorkerState, cause: KillCause) -> None:

@@ -106,8 +106,9 @@ class Orphans:
         """Reap every zombie child that is not a worker; replace a dead guard."""
         if not self.enabled and not self.pending:
             return
-        workers = self._worker_pids()
-        for pid in osproc.children_of(os.getpid()):
+        children = osproc.children_of(os.getpid())
+        workers = self._worker_pids()  # after the listing: see runtime/helper_children.py
+        for pid in children:
             if pid in workers or pid in self.kept or osproc.process_state(pid) != "Z":
                 continue
             if osproc.reap_nonblocking(pid) is None:
@@ -120,9 +121,10 @@ class Orphans:
         """Kill what dead workers left behind: children that are neither workers nor ours."""
         if not self.enabled:
             return
-        workers = self._worker_pids()
+        children = osproc.children_of(os.getpid())
+        workers = self._worker_pids()  # after the listing: see runtime/helper_children.py
         protected = self.protected()
-        for pid in osproc.children_of(os.getpid()):
+        for pid in children:
             if pid in workers or pid in protected:
                 continue
             if osproc.process_state(pid) == "Z":

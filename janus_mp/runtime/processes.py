@@ -106,8 +106,10 @@ class Processes:
 
     def spawn(self, action: Spawn, payload: JanusService | bytes, token: CancellationToken, *,
               now: float, wait_for_ready: bool, metrics: Any, listeners: tuple[Any, ...],
-              other_fds: list[int], watchdog_timeout: float | None) -> WorkerProcess:
-        """Fork (or spawn) one worker; raises OSError when the system refuses a process."""
+              other_fds: list[int], watchdog_timeout: float | None,
+              extras: dict[str, Any] | None = None) -> WorkerProcess:
+        """Fork (or spawn) one worker; raises OSError when the system refuses a process.
+        ``extras``: more WorkerSpec fields (dump_path, post_fork, worker_exit...)."""
         parent_conn, child_conn = self.context.Pipe(duplex=True)
         heartbeat = self._heartbeats.take(now)
         fork = self.start_method == "fork"
@@ -121,6 +123,7 @@ class Processes:
                    f"janus-mp: {action.service} worker {action.slot} (gen {action.generation})"),
             listeners=listeners, max_requests=action.max_requests,
             stop_timeout=action.stop_timeout, watchdog_timeout=watchdog_timeout,
+            **(extras or {}),
         )
         process = self.context.Process(target=worker_main, args=(spec,), daemon=False,
                                        name=f"janus-mp:{action.service}[{action.slot}]")

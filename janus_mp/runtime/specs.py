@@ -33,6 +33,8 @@ def make_spec(service: JanusService | Callable[..., Any] | type, options: SpawnO
     payload: JanusService | bytes = svc
     if start_method != "fork":
         payload = _pickle_for_spawn(svc, start_method)
+        for key in ("post_fork", "worker_exit"):
+            _check_picklable(key, getattr(options, key), start_method)
     return ServiceSpec(svc.name, svc, options, payload)
 
 
@@ -56,3 +58,18 @@ def _pickle_for_spawn(service: JanusService, method: str) -> bytes:
             f"{type(exc).__name__}: {exc}; use the fork start method or make it picklable"
         ) from None
     return blob
+
+
+def _check_picklable(key: str, fn: object, method: str) -> None:
+    """post_fork / worker_exit travel to spawn and forkserver workers pickled: refuse one
+    that cannot, at registration (a failed pickle at spawn time would take the loop down)."""
+    if fn is None:
+        return
+    try:
+        import dill
+
+        dill.loads(dill.dumps(fn))
+    except Exception as exc:
+        raise ConfigError(key, f"cannot be sent to a {method} worker: {type(exc).__name__}: "
+                               f"{exc}; use a module-level function or the fork start "
+                               "method") from None

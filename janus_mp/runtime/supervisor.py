@@ -64,12 +64,14 @@ from janus_mp.private_fds import PrivateFds
 from janus_mp.runtime.handover import HandoverPort
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
+from janus_mp.runtime.notice_hub import NoticeSubscription
 from janus_mp.runtime.observability import Observability
 from janus_mp.runtime.orphans import Orphans
 from janus_mp.runtime.processes import Processes, WorkerProcess
 from janus_mp.runtime.shared_event import SharedEventFactory
 from janus_mp.runtime.specs import ServiceSpec, make_spec
 from janus_mp.runtime.tokens import ServiceTokens
+from janus_mp.runtime.watchers import Watchers
 from janus_mp.service import READY, JanusService
 
 log = logging.getLogger("janus_mp.supervisor")
@@ -123,6 +125,10 @@ class JanusSupervisor:
         #: Sockets to and from another supervisor in an upgrade (see runtime/handover.py).
         self.handover = HandoverPort(self._listeners, self._observability, self._orphans,
                                      self._loop.call)
+        #: Probes, stack dumps, lifecycle notices and hooks (runtime/watchers.py).
+        self._watchers = Watchers(
+            self.config.hooks, self.private_fds, wall_offset=lambda: time.time() - self._clock(),
+            deliver=lambda event: self._loop.call(lambda: self._feed(event), wait=False))
 
     # ==========================================================================================
     # Public API. Mutators are safe from any thread: off the loop thread they run in the loop.
@@ -268,6 +274,18 @@ class JanusSupervisor:
             return [record.to_dict(wall_offset) for record in self._state.recent_exits]
         return self._loop.call(read)
 
+    def subscribe(self, buffer: int = 1024, *, history: bool = False) -> NoticeSubscription:
+        """Lifecycle notices from now on, from any thread: ``get(timeout)`` returns those
+        waiting and how many were lost while more than ``buffer`` waited unread; with
+        ``history``, ``.history`` holds the last notices before it. Close it (or use it as a
+        context manager) when done."""
+        return self._watchers.subscribe(buffer, history=history)
+
+    @property
+    def hook_runs(self) -> dict[str, int]:
+        """``[hooks]`` commands run, dropped (all max_concurrent busy) and killed (timeout)."""
+        return self._watchers.hook_runs()
+
     def call_in_loop(self, fn: Callable[[], T], *, timeout: float | None = None) -> T:
         """Run ``fn`` in the loop thread and return its result (directly if already there)."""
         return self._loop.call(fn, timeout=timeout)
@@ -367,7 +385,12 @@ class JanusSupervisor:
                 for hook in self.on_shutdown:
                     hook()
             case _:
-                raise TypeError(f"no way to perform {action!r}")
+                process = self._processes.by_id.get(getattr(action, "worker", -1))
+                answer = self._watchers.perform(action, process, self._listeners.addresses)
+                if answer is False:
+                    raise TypeError(f"no way to perform {action!r}")
+                if isinstance(answer, ev.Event):
+                    self._queue.append(answer)
 
     def _spawn(self, action: Spawn) -> None:
         spec = self._specs[action.service]
@@ -382,7 +405,10 @@ class JanusSupervisor:
                     wait_for_ready=spec.options.wait_for_ready,
                     metrics=self._observability.store,
                     listeners=self._listeners.sockets(action.service), other_fds=other_fds,
-                    watchdog_timeout=spec.options.watchdog_timeout)
+                    watchdog_timeout=spec.options.watchdog_timeout,
+                    extras={**self._watchers.worker_extras(action.worker),
+                            "post_fork": spec.options.post_fork,
+                            "worker_exit": spec.options.worker_exit})
         except OSError as exc:  # fork failed (EAGAIN under a pids limit, ENOMEM): back off
             token.detach()
             self._queue.append(ev.SpawnFailed(action.worker, str(exc)))
@@ -408,6 +434,7 @@ class JanusSupervisor:
             self._feed(ev.WorkerReady(worker.id))
         returncode = self._processes.reap(worker)
         self._processes.release(worker)
+        self._watchers.worker_gone(worker.id)
         self._feed(ev.WorkerExited(worker.id, returncode))
         self._after_turn_pids.append(worker.pid)
 
@@ -499,7 +526,7 @@ class JanusSupervisor:
         return supervisor_snapshot(self._state, self._clock(), os.getpid(), listening)
 
     def _worker_pids(self) -> set[int]:
-        return {w.pid for w in self._processes.by_id.values()}
+        return {w.pid for w in self._processes.by_id.values()} | self._watchers.helper_pids()
 
     # ==========================================================================================
     # Opening and closing
@@ -507,6 +534,7 @@ class JanusSupervisor:
     def _open(self) -> None:
         self._observability.open()  # first: a bad metrics dir or a busy port starts nothing
         self._loop.open()
+        self._watchers.open()
         self._tokens.open_root()
         self._orphans.open()
         if self.config.install_signal_handlers and \
@@ -521,6 +549,7 @@ class JanusSupervisor:
                 self._processes.kill_all_now()
             self._orphans.close()
         finally:
+            self._watchers.close()
             self._observability.close()
             self._listeners.close()
             self._loop.close()

@@ -18,13 +18,15 @@ service's verdict (see :mod:`janus_mp.core.exits`).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import multiprocess.connection as mpc
 
@@ -65,6 +67,10 @@ class WorkerSpec:
     stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
     watchdog_timeout: float | None = None  # heartbeat at least this often, if set
     standby: bool = False  # boot, say PARKED, and run only once promoted into a slot
+    dump_path: str | None = None  # faulthandler writes every thread's stack here on request
+    dump_signal: int = int(signal.SIGUSR2)
+    post_fork: Callable[[str, int], None] | None = None  # SpawnOptions.post_fork
+    worker_exit: Callable[[str, int, int], None] | None = None  # SpawnOptions.worker_exit
 
 
 class _Parking:
@@ -80,9 +86,15 @@ def worker_main(spec: WorkerSpec) -> None:
     """Process target. Ends by raising SystemExit with the worker's exit code."""
     parking = _Parking() if spec.standby else None
     _detach_from_supervisor(spec, parking)
+    _arm_stack_dumps(spec)
     ctx: WorkerContext | None = None
     code: int = int(ReservedExit.FAILURE)
     try:
+        if spec.post_fork is not None:
+            try:
+                spec.post_fork(spec.service_name, spec.index)
+            except Exception as exc:
+                raise _BootError(f"post_fork failed: {type(exc).__name__}: {exc}") from exc
         service = _load_service(spec)
         if spec.metrics is not None:
             try:
@@ -104,6 +116,11 @@ def worker_main(spec: WorkerSpec) -> None:
         log.error("%s[%d]: cannot load service: %s", spec.service_name, spec.index, exc)
         code = int(ReservedExit.BOOT_ERROR)
     finally:
+        if spec.worker_exit is not None:
+            try:
+                spec.worker_exit(spec.service_name, spec.index, code)
+            except Exception:
+                log.exception("%s[%d]: worker_exit failed", spec.service_name, spec.index)
         # Nothing the worker started outlives it, whatever it exits with. A subreaper without
         # children has no descendants at all, so the usual exit skips the /proc scan.
         if osproc.has_children():
@@ -111,6 +128,23 @@ def worker_main(spec: WorkerSpec) -> None:
     if ctx is not None:
         ctx.announce_exit(code)  # the supervisor acts on it while this process tears down
     raise SystemExit(code)
+
+
+#: The open dump file: faulthandler writes to its fd, which must stay open as long as we live.
+_dump_file: IO[str] | None = None
+
+
+def _arm_stack_dumps(spec: WorkerSpec) -> None:
+    """On ``dump_signal``, faulthandler writes every thread's Python stack to our dump file
+    (from the signal handler itself: even a worker stuck in C code or a busy loop answers)."""
+    global _dump_file
+    if spec.dump_path is None or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        _dump_file = open(spec.dump_path, "w")  # noqa: SIM115 - kept open for the worker's life
+        faulthandler.register(spec.dump_signal, file=_dump_file, all_threads=True, chain=False)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("%s[%d]: stack dumps unavailable: %s", spec.service_name, spec.index, exc)
 
 
 class _BootError(Exception):

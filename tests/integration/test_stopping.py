@@ -71,8 +71,8 @@ def stubborn(ctx):
     while True:
         time.sleep(0.05)   # ignores ctx.shutdown entirely
 
-def build(sup):
-    sup.spawn_service(stubborn, SpawnOptions(workers=2))
+def build(sup):  # no stack-dump wait before the SIGKILL: this times the escalation alone
+    sup.spawn_service(stubborn, SpawnOptions(workers=2, stack_dump_timeout=None))
 """
     with SupervisorProcess(tmp_path, scenario) as sup:
         wait_until(lambda: sup.service("stubborn")["ready"] == 2)
@@ -117,6 +117,7 @@ def beating(ctx):
 
 def build(sup):
     sup.spawn_service(beating, SpawnOptions(workers=2, watchdog_timeout=1.0,
+        stack_dump_timeout=0.2,  # a stopped worker cannot answer: killed after the wait
         backoff=BackoffConfig(initial_delay=0.001, max_delay=0.01)))
 """
     with SupervisorProcess(tmp_path, scenario) as sup:
@@ -126,7 +127,8 @@ def build(sup):
         t0 = time.monotonic()
         wait_until(lambda: not alive(victim), timeout=5)
         detected = time.monotonic() - t0
-        assert detected <= 1.0 + 0.5
+        assert detected <= 1.0 + 0.2 + 0.5
+        assert "wrote no stack dump in time" in sup.log_text()
         worker = wait_until(lambda: (w := sup.service("beating")["workers"][0])["generation"] == 2
                             and w["phase"] == "running" and w)
         assert worker["last_error"] == "watchdog timeout"
@@ -146,15 +148,17 @@ def spinner(ctx):
         ctx.heartbeat()
 
 def build(sup):
-    sup.spawn_service(spinner, SpawnOptions(watchdog_timeout=0.8,
+    sup.spawn_service(spinner, SpawnOptions(watchdog_timeout=0.8, stack_dump_timeout=0.3,
         backoff=BackoffConfig(initial_delay=0.001, max_delay=0.01)))
 """
     with SupervisorProcess(tmp_path, scenario) as sup:
         first = wait_until(lambda: starts(sup, "spinner"))[0]
         second = wait_until(lambda: len(starts(sup, "spinner")) == 2 and starts(sup, "spinner")[1],
                             timeout=5)
-        assert float(second[5]) - float(first[5]) <= 0.8 + 0.5
+        assert float(second[5]) - float(first[5]) <= 0.8 + 0.3 + 0.5
         assert sup.service("spinner")["workers"][0]["last_error"] == "watchdog timeout"
+        assert "stack dump before SIGKILL" in sup.log_text()  # the busy loop answers too
+        assert "in spinner" in sup.log_text()
 
 
 def test_start_timeout_kills_worker_that_never_gets_ready(tmp_path):

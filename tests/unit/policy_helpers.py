@@ -81,6 +81,8 @@ def pool(workers: int = 1, *, sim: Sim | None = None, name: str = "a", ready: bo
     ``keeper`` adds a second service so that ``name`` ending does not end the supervisor."""
     sim = sim or Sim(config)
     options.setdefault("backoff", NO_BREAKER)
+    # Kills come at once, without the stack-dump wait (test_policy_dumps covers that wait).
+    options.setdefault("stack_dump_timeout", None)
     sim.register(name, SpawnOptions(name=name, workers=workers, **options))  # type: ignore[arg-type]
     if keeper:
         sim.register("keeper", SpawnOptions(name="keeper"))

@@ -2,7 +2,8 @@
 
 It does what janus_mp.runtime does with actions, minus the OS: Spawn answers WorkerStarted
 (or SpawnFailed when ``fail_spawns`` is set), timers fire in deadline order as the clock
-advances, ReadHeartbeat answers from ``heartbeats``, MeasureRss from ``rss``. Workers never
+advances, ReadHeartbeat answers from ``heartbeats``, MeasureRss from ``rss``, ReadStackDump
+from ``dumps`` (RunProbe and Publish are recorded in ``probes`` and ``notices``). Workers never
 exit by themselves: a test says when one exits (``exit``), which is what makes every
 interleaving reachable.
 """
@@ -19,13 +20,17 @@ from janus_mp.core.actions import (
     CancelWorker,
     Log,
     MeasureRss,
+    Publish,
     ReadHeartbeat,
+    ReadStackDump,
+    RunProbe,
     ScheduleTimer,
     SignalWorker,
     Spawn,
     StopSignal,
 )
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
+from janus_mp.core.notices import LifecycleNotice
 from janus_mp.core.policy import finished, handle, validate_registration
 from janus_mp.core.pool import SupervisorState, WorkerState
 from janus_mp.core.snapshots import SupervisorSnapshot, supervisor_snapshot
@@ -45,6 +50,9 @@ class Sim:
         self.spawned: list[Spawn] = []
         self.signals: list[tuple[int, StopSignal]] = []
         self.cancelled: list[int] = []
+        self.dumps: dict[int, str] = {}
+        self.probes: list[RunProbe] = []
+        self.notices: list[LifecycleNotice] = []
 
     # -- driving ---------------------------------------------------------------------------
     def feed(self, event: ev.Event) -> list[Action]:
@@ -73,6 +81,12 @@ class Sim:
                         if worker in self.state.workers else 0.0
                     follow_ups.append(ev.HeartbeatRead(worker,
                                                        self.heartbeats.get(worker, spawned_at)))
+                case ReadStackDump(worker=worker):
+                    follow_ups.append(ev.StackDumpRead(worker, self.dumps.get(worker, "")))
+                case RunProbe():
+                    self.probes.append(action)
+                case Publish(notice=notice):
+                    self.notices.append(notice)
                 case MeasureRss(service=service, workers=workers):
                     follow_ups.append(ev.RssMeasured(
                         service, tuple((w, self.rss[w]) for w in workers if w in self.rss)))

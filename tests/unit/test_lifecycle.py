@@ -146,6 +146,7 @@ REASON_TEXTS = [
     (TerminationReason.replaced(), "replaced", "replaced"),
     (TerminationReason.stopped(), "stopped", "stopped"),
     (TerminationReason.halted(3), "halted", "halted (exit code 3)"),
+    (TerminationReason.unhealthy(), "unhealthy", "unhealthy"),
 ]
 
 

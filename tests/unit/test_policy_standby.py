@@ -4,6 +4,8 @@ retired when the service stops, trips, completes or changes, and first at shutdo
 
 from __future__ import annotations
 
+import dataclasses
+
 from janus_mp.core import events as ev
 from janus_mp.core.actions import Action, CancelWorker, Promote, Spawn
 from janus_mp.core.backoff import BackoffConfig, BreakerState
@@ -144,7 +146,8 @@ def test_standbys_dying_while_booting_are_retried_later_and_later():
 def test_a_fork_refused_for_a_standby_is_retried_later():
     sim = pool(1, ready=True, backoff=ZERO, standby=0)
     sim.fail_spawns = "EAGAIN"
-    sim.feed(ev.Update("a", SpawnOptions(name="a", workers=1, standby=1, backoff=ZERO), False))
+    more = dataclasses.replace(sim.state.options["a"], standby=1)  # only standby changes
+    sim.feed(ev.Update("a", more, False))
     assert not standbys(sim) and timer(sim, TimerKind.STANDBY) == sim.now + 1.0
     sim.fail_spawns = None
     sim.advance(1.0)
@@ -210,13 +213,13 @@ def test_a_parked_standby_past_max_lifetime_is_retired_and_replaced():
 def test_a_reload_resizes_standbys_and_a_changed_service_renews_them():
     sim = pool(1, standby=3, backoff=ZERO)
     first = park_all(sim)
-    sim.feed(ev.Update("a", SpawnOptions(name="a", workers=1, standby=1, backoff=ZERO), False))
+    sim.feed(ev.Update("a", dataclasses.replace(sim.state.options["a"], standby=1), False))
     assert [w.stop_cause is not None for w in first] == [False, True, True]  # newest go
     assert not of(Spawn, sim.log[-5:])  # nothing else restarted
     sim.exit_cancelled()
     assert standbys(sim) == first[:1]
-    sim.feed(ev.Update("a", SpawnOptions(name="a", workers=1, standby=1, backoff=ZERO,
-                                         stop_timeout=3.0), False))  # changed: rolling restart
+    sim.feed(ev.Update("a", dataclasses.replace(sim.state.options["a"], stop_timeout=3.0),
+                       False))  # changed: rolling restart
     assert first[0].stop_cause is not None
     sim.exit(first[0], 0)
     assert len(standbys(sim)) == 1 and standbys(sim)[0] is not first[0]
@@ -273,3 +276,14 @@ def test_scaling_up_by_many_is_batched_too():
     sim.ready_all()
     assert sim.state.services["a"].ready_count() == 50
     check_invariants(sim)
+
+
+def test_a_fork_refused_with_no_backoff_delay_is_retried_on_the_next_turn_not_in_a_spin():
+    sim = pool(1, backoff=ZERO)
+    sim.fail_spawns = "EAGAIN"
+    sim.exit(sim.current("a", 0), 1)  # restarted at once: that fork fails...
+    assert len(sim.spawned) == 2
+    assert restart_at(sim) == sim.now  # ...and the retry waits for the loop's next turn
+    sim.fail_spawns = None
+    sim.advance(0.0)
+    assert len(sim.spawned) == 3 and sim.current("a", 0).pid is not None

@@ -37,7 +37,7 @@ def _staged(sim: Sim | None = None, orders: dict[str, int] | None = None,
     sim = sim or TimedSim(CONFIG)
     for name, order in (orders or {"a": 0, "b": 1, "c": 2}).items():
         sim.register(name, SpawnOptions(name=name, workers=workers, start_order=order,
-                                        backoff=NO_BREAKER))
+                                        backoff=NO_BREAKER, stack_dump_timeout=None))
     sim.begin()
     sim.ready_all()
     return sim
