@@ -25,6 +25,7 @@ from typing import Any
 from janus_mp.app.config_file import ConfigFile, load_config
 from janus_mp.app.deploy import Deployment, Reloader
 from janus_mp.app.logs import SupervisorLog
+from janus_mp.app.service_logs import ServiceLogs
 from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.errors import ConfigError, JanusError
@@ -126,15 +127,28 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     sup = build_supervisor(planned)
     reopen = log.reopen if log is not None else None
     writer = log.writer if log is not None else None
+    if log is not None:
+        log.set_format(sup.config.log_format)
+    outputs = service_logs(sup.config)
     socket_path = control_socket_path(flags.socket_path, sup.config.name)
     if planned.prebuilt is not None:
-        return Deployment(sup, socket_path=socket_path, reopen_logs=reopen, log_writer=writer)
+        return Deployment(sup, socket_path=socket_path, reopen_logs=reopen, log_writer=writer,
+                          service_logs=outputs)
     reload = None
     if flags.config_path is not None:
         managed = {entry.options.name for entry in planned.services if entry.origin}
         reload = reloader(flags, log, {name for name in managed if name})
     return Deployment(sup, socket_path=socket_path, reloader=reload, reopen_logs=reopen,
-                      log_writer=writer, title=f"janus-mp: supervisor {planned.what}")
+                      log_writer=writer, title=f"janus-mp: supervisor {planned.what}",
+                      service_logs=outputs)
+
+
+def service_logs(config: SupervisorConfig) -> ServiceLogs:
+    """Where the workers' captured output goes, from ``log_dir``, ``log_max_bytes``,
+    ``log_backups`` and ``log_format``."""
+    assert isinstance(config.log_max_bytes, int)
+    return ServiceLogs(config.log_dir, max_bytes=config.log_max_bytes,
+                       backups=config.log_backups, log_format=config.log_format)
 
 
 def check(config_path: str, *, imports: bool = True) -> list[str]:
@@ -201,7 +215,8 @@ def demo_deployment(workers: int, supervisor_overrides: Mapping[str, Any],
         sup.spawn_service(service, options)
     deployment = Deployment(sup, socket_path=control_socket_path(None, config.name),
                             title="janus-mp: supervisor demo",
-                            log_writer=log.writer if log is not None else None)
+                            log_writer=log.writer if log is not None else None,
+                            service_logs=service_logs(config))
     if config.metrics_port is None:
         return deployment, ""
     site = "".join(f"; web at http://{address}/primes?n=50000"

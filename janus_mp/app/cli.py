@@ -21,7 +21,7 @@ from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
 from janus_mp.app.logs import SupervisorLog
-from janus_mp.core.config import START_METHODS
+from janus_mp.core.config import LOG_FORMATS, START_METHODS
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.safe_paths import identity, open_no_follow, unlink_if_same
@@ -57,10 +57,11 @@ def _bind(value: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _supervisor_log(level: str, log_file: str | None = None) -> SupervisorLog:
+def _supervisor_log(level: str, log_file: str | None = None,
+                    log_format: str = "text") -> SupervisorLog:
     """janus-mp's own log: stderr, or a file SIGUSR1 reopens (see app/logs.py)."""
     try:
-        log = SupervisorLog(level, log_file)
+        log = SupervisorLog(level, log_file, log_format)
     except JanusError as exc:
         _fail(str(exc))
     log.install()
@@ -135,6 +136,9 @@ _COMMON = [
                  help="Write the supervisor's pid here while it runs."),
     click.option("--log-file", type=click.Path(dir_okay=False), default=None,
                  help="Log here instead of stderr; SIGUSR1 reopens it."),
+    click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+                 help="text, or json: one object a line (time, service, worker, pid, stream, "
+                      "message) [default: text, or the config file's log_format]."),
     click.option("--socket", "socket_path", default=None, metavar="PATH",
                  help="Control socket [default: $XDG_RUNTIME_DIR/janus-mp/NAME.sock or "
                       "/tmp/janus-mp-UID/NAME.sock; 'off' to disable]."),
@@ -235,9 +239,9 @@ def service_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 @common_options
 @service_flags
 def run(target: str | None, config_path: str | None, log_level: str, pid_file: str | None,
-        log_file: str | None, socket_path: str | None, name: str, metrics_bind: str | None,
-        start_method: str | None, shutdown_timeout: float | None, kill_timeout: float | None,
-        **flags: Any) -> None:
+        log_file: str | None, log_format: str | None, socket_path: str | None, name: str,
+        metrics_bind: str | None, start_method: str | None, shutdown_timeout: float | None,
+        kill_timeout: float | None, **flags: Any) -> None:
     """Supervise TARGET (module:attr), an app or program given by --wsgi, --asgi, --command or
     --module, and/or the services of a config file.
 
@@ -261,10 +265,11 @@ def run(target: str | None, config_path: str | None, log_level: str, pid_file: s
     run_flags = RunFlags(
         config_path=config_path, kind=kind, target=value,
         settings=_adapter_settings(kind, flags), service_overrides=_service_overrides(flags),
-        supervisor_overrides=_supervisor_overrides(metrics_bind, start_method,
-                                                   shutdown_timeout, kill_timeout),
+        supervisor_overrides={**_supervisor_overrides(metrics_bind, start_method,
+                                                      shutdown_timeout, kill_timeout),
+                              **({"log_format": log_format} if log_format else {})},
         name=None if source is ParameterSource.DEFAULT else name, socket_path=socket_path)
-    log = _supervisor_log(log_level, log_file)
+    log = _supervisor_log(log_level, log_file, log_format or "text")
     _supervise(lambda: deployment(run_flags, log), pid_file, log)
 
 
@@ -425,6 +430,45 @@ def reload(socket_path: str | None, name: str, timeout: float) -> None:
 def shutdown(fast: bool, socket_path: str | None, name: str, timeout: float) -> None:
     """Stop the supervisor and all its services."""
     click.echo(_call(socket_path, name, timeout, "shutdown", fast=fast))
+
+
+@cli.command()
+@click.argument("service", required=False)
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Recent lines to show first (the supervisor keeps the last 500 of each "
+                   "service).")
+@click.option("-f", "--follow", is_flag=True,
+              help="Then print every new line as it comes, across log rotations, until the "
+                   "supervisor stops (Ctrl-C to quit).")
+@_client_options
+def logs(service: str | None, lines: int, follow: bool, socket_path: str | None, name: str,
+         timeout: float) -> None:
+    """Show the captured output of SERVICE (or of all services)."""
+    args: dict[str, Any] = {"lines": lines, "follow": follow}
+    if service is not None:
+        args["service"] = service
+    if not follow:
+        for line in _call(socket_path, name, timeout, "logs", **args):
+            click.echo(line)
+        return
+    from janus_mp.app.control import default_socket_path
+    from janus_mp.app.control import follow as follow_stream
+
+    stream = follow_stream(socket_path or default_socket_path(name), "logs", timeout, **args)
+    try:
+        for line in next(stream):
+            click.echo(line)
+        for message in stream:
+            for line in message.get("lines", ()):
+                click.echo(line)
+            if message.get("lost"):
+                click.echo(f"janus-mp: {message['lost']} lines lost: this client read too "
+                           "slowly", err=True)
+            sys.stdout.flush()
+    except JanusError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.command()

@@ -5,7 +5,9 @@ checked (SO_PEERCRED) against ours; requests are bounded (``MAX_REQUEST`` bytes,
 and parsed as JSON only — nothing received is ever unpickled. A stale socket left by a killed
 supervisor is reclaimed; a live one belongs to another supervisor and is refused.
 
-Commands: status, restart, scale, stop, start, reload, shutdown (see ``handle_request``).
+Commands: status, restart, scale, stop, start, reload, shutdown, logs (see
+``Deployment.handle``). ``logs`` with ``follow`` is the one streaming reply (:class:`Streaming`):
+after its result, more JSON lines follow on the same connection.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from janus_mp.errors import ConfigError, JanusError
@@ -165,7 +168,12 @@ class ControlServer:
                     _send(conn, {"ok": False, "error": "permission denied"})
                     return
                 request = _read_request(conn)
-                reply = {"ok": True, "result": self.handler(request)}
+                result = self.handler(request)
+                if isinstance(result, Streaming):
+                    _send(conn, {"ok": True, "result": result.first})
+                    _stream(conn, result)
+                    return
+                reply = {"ok": True, "result": result}
             except (JanusError, KeyError, ValueError, TypeError) as exc:
                 reply = {"ok": False, "error": _one_line(exc)}
             except Exception as exc:  # a bug must not take the supervisor down
@@ -173,6 +181,33 @@ class ControlServer:
                 reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
             with contextlib.suppress(OSError):
                 _send(conn, reply)
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """A reply that goes on (``logs -f``): ``first`` is the result; then ``stream(send,
+    client_gone)`` runs in the connection's own thread, sending one JSON object a line, until
+    it returns. A client that stops reading blocks only that thread (and is dropped after
+    SEND_DEADLINE); whatever feeds ``stream`` must not wait for it."""
+
+    first: Any
+    stream: Callable[[Callable[[dict[str, Any]], None], Callable[[], bool]], None]
+
+
+#: Seconds a streaming reply may stay unable to send before its client is dropped.
+SEND_DEADLINE = 30.0
+
+
+def _stream(conn: socket.socket, streaming: Streaming) -> None:
+    conn.settimeout(SEND_DEADLINE)
+    poller = select.poll()
+    poller.register(conn, select.POLLIN | select.POLLHUP)
+
+    def client_gone() -> bool:  # a following client sends nothing: readable means it left
+        return bool(poller.poll(0))
+
+    with contextlib.suppress(OSError):
+        streaming.stream(lambda obj: _send(conn, obj), client_gone)
 
 
 def _peer_allowed(conn: socket.socket) -> bool:
@@ -246,6 +281,40 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
     if not reply.get("ok"):
         raise JanusError(reply.get("error", "unknown error"))
     return reply.get("result")
+
+
+def follow(path: str, command: str, timeout: float = 30.0, **args: Any) -> Iterator[Any]:
+    """Client side of a streaming command: its result first, then every object the
+    supervisor sends, until it closes the connection."""
+    deadline = time.monotonic() + timeout
+    sock = _connect(path, deadline, timeout)
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
+        reader = sock.makefile("rb")
+        try:
+            first = reader.readline()
+        except TimeoutError:
+            raise JanusError(f"no reply from the supervisor on {path} within "
+                             f"{timeout:g}s") from None
+        try:
+            reply = json.loads(first)
+        except json.JSONDecodeError:
+            raise JanusError("the supervisor closed the connection without a reply") from None
+        if not reply.get("ok"):
+            raise JanusError(reply.get("error", "unknown error"))
+        yield reply.get("result")
+        sock.settimeout(None)
+        for line in reader:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                return
+    except OSError as exc:
+        raise JanusError(f"talking to the supervisor on {path}: "
+                         f"{exc.strerror or exc}") from None
+    finally:
+        sock.close()
 
 
 def _connect(path: str, deadline: float, timeout: float) -> socket.socket:

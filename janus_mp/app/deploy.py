@@ -15,8 +15,9 @@ from typing import Any
 
 import psutil
 
-from janus_mp.app.control import ControlServer
+from janus_mp.app.control import ControlServer, Streaming
 from janus_mp.app.log_writer import LogDropsCollector, LogWriter
+from janus_mp.app.service_logs import ServiceLogs, send_lines
 from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.errors import JanusError, UnknownServiceError
 from janus_mp.runtime.supervisor import JanusSupervisor
@@ -31,7 +32,8 @@ class Deployment:
     def __init__(self, sup: JanusSupervisor, *, socket_path: str | None,
                  reloader: Reloader | None = None,
                  reopen_logs: Callable[[], None] | None = None, title: str | None = None,
-                 log_writer: LogWriter | None = None) -> None:
+                 log_writer: LogWriter | None = None,
+                 service_logs: ServiceLogs | None = None) -> None:
         self.sup = sup
         self.title = title
         self.socket_path = socket_path
@@ -44,6 +46,12 @@ class Deployment:
         self._reload_lock = threading.Lock()
         self._procs: dict[int, psutil.Process] = {}
         self._log_writer_to_serve = log_writer  # its drop counter joins /metrics at start
+        #: The workers' captured output: files, recent lines, `logs -f` (None: the default,
+        #: every line into the supervisor's log, and no `logs` command).
+        self.service_logs = service_logs
+        if service_logs is not None:
+            service_logs.open()
+            sup.output.sink = service_logs
 
     def run(self) -> int:
         if self.title:
@@ -66,6 +74,8 @@ class Deployment:
         try:
             return self.sup.run_until_shutdown()
         finally:
+            if self.service_logs is not None:
+                self.service_logs.close()  # after the capture wrote the workers' last lines
             if self._control is not None:
                 self._control.stop()
             if self._notifier is not None:
@@ -88,6 +98,8 @@ class Deployment:
             return self.status()
         if command == "reload":
             return self.reload()
+        if command == "logs":
+            return self.logs(request)
         if command == "shutdown":
             sup.shutdown(0, fast=bool(request.get("fast", False)))
             return "shutting down"
@@ -117,7 +129,33 @@ class Deployment:
             sup.scale(service, workers)
             return f"{service} scaled to {workers}"
         raise ValueError(f"unknown command {command!r} (status, restart, scale, stop, start, "
-                         "reload, shutdown)")
+                         "reload, shutdown, logs)")
+
+    def logs(self, request: dict[str, Any]) -> list[str] | Streaming:
+        """Recent lines of one service (or all), and with ``follow`` every line after them."""
+        logs = self.service_logs
+        if logs is None:
+            raise JanusError("logs: this supervisor keeps no output (started from the Python "
+                             "API?)")
+        service = request.get("service")
+        if service is not None and (not isinstance(service, str)
+                                    or service not in self.sup.service_names):
+            raise UnknownServiceError(str(service), self.sup.service_names)
+        count = request.get("lines", 20)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("logs: lines must be an integer >= 0")
+        if not request.get("follow"):
+            return logs.recent(service, count)
+        recent, follower = logs.follow(service, count)
+
+        def stream(send: Callable[[dict[str, Any]], None], client_gone: Callable[[], bool]
+                   ) -> None:
+            try:
+                send_lines(follower, send, client_gone)
+            finally:
+                logs.unfollow(follower)
+
+        return Streaming(recent, stream)
 
     def status(self) -> dict[str, Any]:
         snapshot = self.sup.snapshot().to_dict()
@@ -169,6 +207,9 @@ class Deployment:
     def _on_usr1(self) -> None:
         if self.reopen_logs is not None:
             self.reopen_logs()
+        if self.service_logs is not None:
+            self.service_logs.reopen()
+        if self.reopen_logs is not None or self.service_logs is not None:
             log.info("log files reopened")
 
     # -- systemd -------------------------------------------------------------------------------

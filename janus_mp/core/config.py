@@ -17,6 +17,7 @@ from janus_mp.core.exits import ExitPolicy, RestartPolicy
 from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
+LOG_FORMATS = ("text", "json")
 
 
 def _number(key: str, value: object, *, minimum: float = 0.0, strict: bool = False,
@@ -66,6 +67,13 @@ class SupervisorConfig:
     name: str = "janus-mp"
     #: Ceiling on any one pool: a typo (`scale crunch 10000`) must not fork-bomb the host.
     max_workers: int = 1024
+    #: Captured worker output: one NAME.log per service here (None: into the supervisor's log),
+    #: rotated past log_max_bytes ("10MiB" works), keeping log_backups old files.
+    log_dir: str | None = None
+    log_max_bytes: int | str = 10 * 1024 * 1024
+    log_backups: int = 5
+    #: "text", or "json": one object a line (time, service, worker, pid, stream, message).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -81,6 +89,13 @@ class SupervisorConfig:
         if not isinstance(self.metrics_host, str) or not self.metrics_host:
             raise ConfigError("metrics_host", "must be a host name or address")
         _integer("max_workers", self.max_workers, minimum=1)
+        if self.log_dir is not None and not (isinstance(self.log_dir, str) and self.log_dir):
+            raise ConfigError("log_dir", "must be a directory path")
+        object.__setattr__(self, "log_max_bytes", parse_size("log_max_bytes",
+                                                             self.log_max_bytes))
+        _integer("log_backups", self.log_backups)
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:

@@ -23,6 +23,7 @@ from janus_mp import osproc
 from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
+from janus_mp.runtime.output_pipes import open_output_pipes
 from janus_mp.runtime.worker import WorkerSpec, worker_main
 from janus_mp.service import CANCEL, READY, RECYCLE, JanusService
 
@@ -40,6 +41,8 @@ class WorkerProcess:
     heartbeat: Any
     direct_child: bool
     fds: tuple[int, ...] = field(default=())
+    #: Read ends of its stdout/stderr pipes, until the output capture takes them over.
+    output_fds: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_source(self) -> Any:
@@ -97,15 +100,20 @@ class Processes:
         )
         process = self.context.Process(target=worker_main, args=(spec,), daemon=False,
                                        name=f"janus-mp:{action.service}[{action.slot}]")
+        output = open_output_pipes()
+        spec.output = output.write_ends
         try:
             if fork:  # the child closes them first thing (see WorkerSpec.close_fds)
-                spec.close_fds = (*other_fds, *self._fds, parent_conn.fileno())
+                spec.close_fds = (*other_fds, *self._fds, parent_conn.fileno(),
+                                  *output.parent_fds)
             process.start()
         except BaseException:
             parent_conn.close()
             child_conn.close()
+            output.close()
             raise
         child_conn.close()
+        output.close_write_ends()
         _forget_in_multiprocess(process)
         pid = int(process.pid)
         if fork:
@@ -114,7 +122,8 @@ class Processes:
         pidfd = osproc.pidfd_open(pid) if direct_child else None
         worker = WorkerProcess(id=action.worker, service=action.service, slot=action.slot,
                                process=process, pid=pid, pidfd=pidfd, conn=parent_conn,
-                               token=token, heartbeat=heartbeat, direct_child=direct_child)
+                               token=token, heartbeat=heartbeat, direct_child=direct_child,
+                               output_fds=output.read_fds)
         worker.fds = tuple(fd for fd in (parent_conn.fileno(), pidfd) if fd is not None)
         self._fds.update(worker.fds)
         self.by_id[worker.id] = worker

@@ -62,6 +62,7 @@ from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
 from janus_mp.runtime.observability import Observability
 from janus_mp.runtime.orphans import Orphans
+from janus_mp.runtime.output_capture import OutputCapture, OutputDropsCollector
 from janus_mp.runtime.processes import Processes, WorkerProcess
 from janus_mp.runtime.shared_event import SharedEventFactory
 from janus_mp.runtime.specs import ServiceSpec, make_spec
@@ -105,6 +106,8 @@ class JanusSupervisor:
         #: fds of the supervisor's own threads (control, HTTP): never inherited by workers.
         self.private_fds = PrivateFds()
         self._published = self._state.metrics.snapshot()
+        #: Every worker's stdout/stderr; set ``output.sink`` before running to send it elsewhere.
+        self.output = OutputCapture(self.private_fds)
         self._observability = Observability(
             self.config, self._start_method, self.private_fds, metrics=self.metrics_snapshot,
             ping=lambda timeout: bool(self._loop.call(lambda: True, timeout=timeout)),
@@ -357,6 +360,7 @@ class JanusSupervisor:
             token.detach()
             self._queue.append(ev.SpawnFailed(action.worker, str(exc)))
             return
+        self.output.attach(worker.service, worker.slot, worker.pid, worker.output_fds)
         token.on_cancel(lambda _node: worker.send_cancel())
         self._orphans.track(worker.pid)
         self._loop.add_reader(worker.exit_source, lambda: self._on_exit_source(worker))
@@ -473,6 +477,8 @@ class JanusSupervisor:
     # ==========================================================================================
     def _open(self) -> None:
         self._observability.open()  # first: a bad metrics dir or a busy port starts nothing
+        self._observability.registry.register(OutputDropsCollector(self.output))
+        self.output.open()
         self._loop.open()
         self._tokens.open_root()
         self._orphans.open()
@@ -488,6 +494,7 @@ class JanusSupervisor:
                 self._processes.kill_all_now()
             self._orphans.close()
         finally:
+            self.output.close()
             self._observability.close()
             self._listeners.close()
             self._loop.close()

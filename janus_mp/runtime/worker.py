@@ -31,6 +31,7 @@ import multiprocess.connection as mpc
 from janus_mp import osproc
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.exits import ReservedExit
+from janus_mp.runtime.output_pipes import redirect_output
 from janus_mp.runtime.shared_event import SharedEvent
 from janus_mp.service import CANCEL, JanusService, WorkerContext
 
@@ -63,6 +64,7 @@ class WorkerSpec:
     max_requests: int | None = None  # this worker's recycle threshold, jitter already applied
     stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
     watchdog_timeout: float | None = None  # heartbeat at least this often, if set
+    output: dict[str, Any] | None = None  # write ends for fd 1 and 2 (runtime.output_pipes)
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -154,6 +156,8 @@ def _detach_from_supervisor(spec: WorkerSpec) -> None:
         # ever attached to a worker; the supervisor talks to it through its own channel.)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     osproc.close_fds(spec.close_fds)
+    if spec.output is not None:
+        redirect_output(spec.output)
     osproc.set_child_subreaper()
     if spec.title:
         _set_title(spec.title)
