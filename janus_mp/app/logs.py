@@ -113,7 +113,8 @@ class JsonFormatter(logging.Formatter):
         source = getattr(record, "janus_source", None)
         if source is not None and isinstance(record.args, tuple) and len(record.args) == 2:
             fields: dict[str, Any] = {
-                "service": source.service, "worker": source.slot, "pid": source.pid,
+                "service": source.service, "worker": source.slot if source.slot >= 0 else None,
+                "pid": source.pid,
                 "stream": source.stream, "message": str(record.args[1])}
         else:
             message = record.getMessage()

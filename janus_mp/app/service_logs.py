@@ -201,8 +201,9 @@ class ServiceLogs:
         level = logging.INFO if source.stream == "out" else logging.WARNING
         if not output_log.isEnabledFor(level):
             return
+        prefix = source.prefix if source.slot >= 0 else f"{source.service} {source.stream}|"
         for text in texts:
-            output_log.log(level, "%s %s", source.prefix, text, extra={"janus_source": source})
+            output_log.log(level, "%s %s", prefix, text, extra={"janus_source": source})
 
     def _to_file(self, service: str, formatted: list[str]) -> None:
         handler = self._files.get(service)
