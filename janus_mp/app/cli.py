@@ -116,14 +116,32 @@ def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
     os._exit(status)
 
 
+def _worker_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """-w N (N >= 0) or -w auto."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text == "auto":
+        from janus_mp.osproc import usable_cpus
+
+        return usable_cpus()
+    if not text.isdigit():
+        raise click.BadParameter(f"{value!r} is not a worker count (N >= 0, or auto)")
+    return int(text)
+
+
 _COMMON = [
-    click.option("-w", "--workers", type=click.IntRange(min=0), default=None,
-                 help="Workers per service [default: 1, or the config file's]."),
+    click.option("-w", "--workers", default=None, metavar="N|auto", callback=_worker_count,
+                 help="Workers per service, or 'auto': the CPUs this process may use (its "
+                      "affinity, capped by its cgroup's CPU quota) [default: 1, or the config "
+                      "file's]."),
     click.option("--restart", type=click.Choice([p.value for p in RestartPolicy]),
                  default=None, help="Restart policy [default: on_failure]."),
     click.option("--metrics-bind", default=None, metavar="HOST:PORT",
                  help="Serve /metrics, /healthz, /readyz here ('off' to disable) "
-                      "[default: 127.0.0.1:9464]."),
+                      "[default: 127.0.0.1:9464 without -c; with -c FILE, the file's "
+                      "[supervisor] metrics_host/metrics_port, and no endpoint when it sets "
+                      "no metrics_port]."),
     click.option("--start-method", type=click.Choice(START_METHODS), default=None,
                  help="multiprocess start method [default: fork]."),
     click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=None,
@@ -365,10 +383,20 @@ def _call(socket_path: str | None, name: str, timeout: float, command: str,
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@click.option("--check", is_flag=True,
+              help="Print one line and exit 0 when every service has all its workers ready, "
+                   "1 when not, 2 when no supervisor answers.")
 @_client_options
-def status(as_json: bool, socket_path: str | None, name: str, timeout: float) -> None:
+def status(as_json: bool, check: bool, socket_path: str | None, name: str,
+           timeout: float) -> None:
     """Show services, workers, phases, restarts, CPU and memory."""
     data = _call(socket_path, name, timeout, "status")
+    if check:
+        from janus_mp.app.status_view import readiness
+
+        ready, line = readiness(data)
+        click.echo(line)
+        _exit(0 if ready else 1, None)
     if as_json:
         import json
 

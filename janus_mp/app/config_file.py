@@ -10,7 +10,7 @@ did-you-mean. Nothing here starts anything.
 
     [services.crunch]
     target = "myapp.services:Crunch"
-    workers = 4
+    workers = 4                 # or "auto": the CPUs usable (affinity, cgroup cpu quota)
     restart = "on_failure"
     [services.crunch.backoff]
     initial_delay = 0.2
@@ -38,6 +38,7 @@ from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError
+from janus_mp.osproc import usable_cpus
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,8 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
     for key in _CODE_KEYS:
         if key in kwargs and not isinstance(kwargs[key], list):
             raise ConfigError(f"{prefix}.{key}", "must be a list of exit codes")
+    if kwargs.get("workers") == "auto":  # as many as the CPUs this supervisor may use
+        kwargs["workers"] = usable_cpus()
     try:
         options = SpawnOptions(name=name, **kwargs)
     except ConfigError as exc:
