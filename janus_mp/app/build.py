@@ -29,6 +29,7 @@ from janus_mp.app.service_logs import ServiceLogs
 from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.errors import ConfigError, JanusError
+from janus_mp.runtime.process_settings import check as check_process_settings
 from janus_mp.runtime.specs import check_heartbeat, make_spec
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService
@@ -307,6 +308,7 @@ def validate(config: SupervisorConfig, services: list[PlannedService]) -> None:
     for entry in services:
         try:
             config.check_pool_size(entry.options.workers)
+            check_process_settings(entry.options.process)
             name = make_spec(entry.service, entry.options, config.start_method or "fork").name
             if name in seen:
                 raise ConfigError("name", f"a service named {name!r} is already registered")

@@ -121,13 +121,24 @@ class ServiceLogs:
 
     # -- the sink (the capture's sink thread) --------------------------------------------------
     def write(self, source: OutputSource, lines: list[bytes], when: float) -> None:
-        texts = [line.decode("utf-8", "replace") for line in lines]
-        formatted = self._format(source, texts, when)
-        self._remember(source.service, formatted)
         if self.log_dir is None:
+            texts = [line.decode("utf-8", "replace") for line in lines]
+            self._remember(source.service, self._format(source, texts, when))
             self._to_supervisor_log(source, texts)
-        else:
+            return
+        if self.json:
+            formatted = self._format(source, [line.decode("utf-8", "replace")
+                                              for line in lines], when)
+            self._remember(source.service, formatted)
             self._to_file(source.service, formatted)
+            return
+        # Text to a file, the bulk of a flood: one join and one decode for the whole batch;
+        # lines one by one only for what is kept in memory (the last RECENT, and followers).
+        head = self._head(source, when).encode()
+        block = (head + (b"\n" + head).join(lines)).decode("utf-8", "replace")
+        self._remember(source.service, lines, head.decode())
+        self._to_file(source.service, block.split("\n") if len(block) > self._batch
+                      else [block])
 
     def dropped(self, service: str, lines: int, when: float) -> None:
         notice = f"[janus-mp] {lines} lines of output dropped: written faster than logged"
@@ -180,22 +191,34 @@ class ServiceLogs:
             return [json.dumps({"time": stamp, "service": source.service, "worker": worker,
                                 "pid": source.pid, "stream": source.stream, "message": text})
                     for text in texts]
-        head = f"{format_time(when)} {source.prefix} "
-        if worker is None:
-            head = f"{format_time(when)} {source.service} {source.stream}| "
+        head = self._head(source, when)
         return [head + text for text in texts]
 
-    def _remember(self, service: str, formatted: list[str]) -> None:
+    def _head(self, source: OutputSource, when: float) -> str:
+        if source.slot < 0:
+            return f"{format_time(when)} {source.service} {source.stream}| "
+        return f"{format_time(when)} {source.prefix} "
+
+    def _remember(self, service: str, lines: list[str] | list[bytes], head: str = "") -> None:
+        """Keep the last RECENT lines and hand every line to the followers; bytes lines are
+        formatted here (``head`` + text), only as many as needed."""
+        def formatted(some: list[str] | list[bytes]) -> list[str]:
+            return [line if isinstance(line, str) else head + line.decode("utf-8", "replace")
+                    for line in some]
+
         with self._lock:
+            followers = [f for f in self._followers
+                         if f.service is None or f.service == service]
+            everything = formatted(lines) if followers else None
+            tail = everything[-RECENT:] if everything is not None else formatted(lines[-RECENT:])
             recent = self._recent.get(service)
             if recent is None:
                 recent = self._recent[service] = deque(maxlen=RECENT)
-            recent.extend(formatted)
-            self._recent[None].extend(formatted)
-            followers = self._followers
+            recent.extend(tail)
+            self._recent[None].extend(tail)
         for follower in followers:
-            if follower.service is None or follower.service == service:
-                follower.push(formatted)
+            assert everything is not None
+            follower.push(everything)
 
     def _to_supervisor_log(self, source: OutputSource, texts: list[str]) -> None:
         level = logging.INFO if source.stream == "out" else logging.WARNING

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.exits import ExitPolicy, RestartPolicy
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -146,6 +147,9 @@ class SpawnOptions:
     #: checked every ``rss_check_interval`` seconds.
     max_rss: int | str | None = None
     rss_check_interval: float = 5.0
+    #: env, env_file, cwd, user/group, umask, rlimits, nice, cpus: applied in each worker
+    #: before the service's code runs (core/process_settings.py).
+    process: ProcessSettings = field(default_factory=ProcessSettings)
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
@@ -173,6 +177,8 @@ class SpawnOptions:
         if self.max_rss is not None:
             object.__setattr__(self, "max_rss", parse_size("max_rss", self.max_rss))
         _number("rss_check_interval", self.rss_check_interval, strict=True)
+        if not isinstance(self.process, ProcessSettings):
+            raise ConfigError("process", "must be a ProcessSettings")
 
     def exit_policy(self) -> ExitPolicy:
         return ExitPolicy(

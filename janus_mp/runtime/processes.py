@@ -23,6 +23,7 @@ from janus_mp import osproc
 from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.runtime.output_pipes import open_output_pipes
 from janus_mp.runtime.worker import WorkerSpec, worker_main
 from janus_mp.service import CANCEL, READY, RECYCLE, JanusService
@@ -83,7 +84,8 @@ class Processes:
 
     def spawn(self, action: Spawn, payload: JanusService | bytes, token: CancellationToken, *,
               now: float, wait_for_ready: bool, metrics: Any, listeners: tuple[Any, ...],
-              other_fds: list[int], watchdog_timeout: float | None) -> WorkerProcess:
+              other_fds: list[int], watchdog_timeout: float | None,
+              process_settings: ProcessSettings | None = None) -> WorkerProcess:
         """Fork (or spawn) one worker; raises OSError when the system refuses a process."""
         parent_conn, child_conn = self.context.Pipe(duplex=True)
         heartbeat = self.context.RawValue("d", now)
@@ -97,6 +99,7 @@ class Processes:
             title=f"janus-mp: {action.service} worker {action.slot} (gen {action.generation})",
             listeners=listeners, max_requests=action.max_requests,
             stop_timeout=action.stop_timeout, watchdog_timeout=watchdog_timeout,
+            process=process_settings,
         )
         process = self.context.Process(target=worker_main, args=(spec,), daemon=False,
                                        name=f"janus-mp:{action.service}[{action.slot}]")

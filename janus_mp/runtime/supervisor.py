@@ -355,7 +355,8 @@ class JanusSupervisor:
                     wait_for_ready=spec.options.wait_for_ready,
                     metrics=self._observability.store,
                     listeners=self._listeners.sockets(action.service), other_fds=other_fds,
-                    watchdog_timeout=spec.options.watchdog_timeout)
+                    watchdog_timeout=spec.options.watchdog_timeout,
+                    process_settings=spec.options.process)
         except OSError as exc:  # fork failed (EAGAIN under a pids limit, ENOMEM): back off
             token.detach()
             self._queue.append(ev.SpawnFailed(action.worker, str(exc)))

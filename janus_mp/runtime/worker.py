@@ -31,6 +31,8 @@ import multiprocess.connection as mpc
 from janus_mp import osproc
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.exits import ReservedExit
+from janus_mp.core.process_settings import ProcessSettings
+from janus_mp.runtime import process_settings
 from janus_mp.runtime.output_pipes import redirect_output
 from janus_mp.runtime.shared_event import SharedEvent
 from janus_mp.service import CANCEL, JanusService, WorkerContext
@@ -65,6 +67,7 @@ class WorkerSpec:
     stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
     watchdog_timeout: float | None = None  # heartbeat at least this often, if set
     output: dict[str, Any] | None = None  # write ends for fd 1 and 2 (runtime.output_pipes)
+    process: ProcessSettings | None = None  # env, cwd, user, limits... (runtime.process_settings)
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -73,6 +76,11 @@ def worker_main(spec: WorkerSpec) -> None:
     ctx: WorkerContext | None = None
     code: int = int(ReservedExit.FAILURE)
     try:
+        if spec.process is not None and not spec.process.empty:
+            try:
+                process_settings.apply(spec.process)
+            except process_settings.SettingsError as exc:
+                raise _BootError(f"process settings: {exc}") from None
         service = _load_service(spec)
         if spec.metrics is not None:
             try:
