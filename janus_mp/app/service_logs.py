@@ -137,8 +137,7 @@ class ServiceLogs:
         head = self._head(source, when).encode()
         block = (head + (b"\n" + head).join(lines)).decode("utf-8", "replace")
         self._remember(source.service, lines, head.decode())
-        self._to_file(source.service, block.split("\n") if len(block) > self._batch
-                      else [block])
+        self._write_batches(source.service, _cut(block, self._batch))
 
     def dropped(self, service: str, lines: int, when: float) -> None:
         notice = f"[janus-mp] {lines} lines of output dropped: written faster than logged"
@@ -229,12 +228,15 @@ class ServiceLogs:
             output_log.log(level, "%s %s", prefix, text, extra={"janus_source": source})
 
     def _to_file(self, service: str, formatted: list[str]) -> None:
+        self._write_batches(service, _batches(formatted, self._batch))
+
+    def _write_batches(self, service: str, batches: Iterable[str]) -> None:
         handler = self._files.get(service)
         if handler is None:
             assert self.log_dir is not None
             handler = self._files[service] = RotatingLog(
                 os.path.join(self.log_dir, f"{service}.log"), self.max_bytes, self.backups)
-        for batch in _batches(formatted, self._batch):
+        for batch in batches:
             handler.handle(logging.makeLogRecord({"msg": batch, "levelno": logging.INFO}))
 
 
@@ -250,6 +252,21 @@ def _batches(lines: Iterable[str], size: int) -> Iterable[str]:
         length += len(line) + 1
     if batch:
         yield "\n".join(batch)
+
+
+def _cut(block: str, size: int) -> Iterable[str]:
+    """``block`` (lines joined by newlines) in pieces of about ``size`` characters, each cut
+    at a newline (a longer line goes alone)."""
+    start = 0
+    while len(block) - start > size:
+        end = block.rfind("\n", start, start + size)
+        if end < 0:
+            end = block.find("\n", start + size)
+            if end < 0:
+                break
+        yield block[start:end]
+        start = end + 1
+    yield block[start:]
 
 
 class RotatingLog(logging.handlers.RotatingFileHandler):

@@ -40,6 +40,9 @@ BUDGET = 4 * 1024 * 1024
 #: Longest line kept whole; a longer one is cut into pieces of this size.
 MAX_LINE = 16 * 1024
 READ_SIZE = 64 * 1024
+#: Bytes handed to the sink in one call at most: the sink's work on one group (joins,
+#: decoding) holds the GIL, and the supervision loop must get it back within a millisecond.
+_GROUP = 128 * 1024
 #: Seconds ``close`` waits for the last lines of workers that already exited.
 CLOSE_GRACE = 2.0
 
@@ -268,10 +271,12 @@ def _by_source(batch: deque[tuple[OutputSource, bytes, float]]
     source: OutputSource | None = None
     lines: list[bytes] = []
     when = 0.0
+    size = 0
     for item_source, chunk, item_when in batch:
-        if item_source != source and source is not None:
+        if source is not None and (item_source != source or size >= _GROUP):
             yield source, lines, when
-            lines = []
+            lines, size = [], 0
+        size += len(chunk)
         source, when = item_source, item_when
         parts = chunk[:-1].split(b"\n")
         if len(chunk) > MAX_LINE:  # may hold a line too long to keep whole
