@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.test_cli import Cli
+from janus_mp.app import control
+from tests.integration.ops_cli import QuickCli, janus_here
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,10 +47,11 @@ def idle(ctx):
 
 @pytest.fixture
 def cli(tmp_path):
-    c = Cli(tmp_path)
+    c = QuickCli(tmp_path)
     (tmp_path / "outapp.py").write_text(textwrap.dedent(APP))
     yield c
     c.close()
+
 
 
 def _config(tmp_path: Path, body: str, **supervisor: object) -> str:
@@ -84,7 +86,7 @@ def test_print_stderr_fd_writes_and_children_land_rotated_in_the_service_log(cli
     # more rotations: still two backups, none past the limit, and no line cut at a boundary
     wait_until(lambda: _numbers(_read(logs / "talk.log.2").splitlines())[:1] > [200],
                timeout=20)
-    assert cli.ctl("stop", "talk").returncode == 0  # the files hold still from here
+    control.call(cli.socket, "stop", timeout=10, service="talk")  # the files hold still now
     wait_until(lambda: cli.service("talk")["phase"] == "terminated")
     assert sorted(p.name for p in logs.iterdir()) == ["talk.log", "talk.log.1", "talk.log.2"]
     older = "".join(_read(logs / name) for name in ("talk.log.2", "talk.log.1", "talk.log"))
@@ -93,7 +95,7 @@ def test_print_stderr_fd_writes_and_children_land_rotated_in_the_service_log(cli
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     assert "hello from print" not in cli.log.read_text()  # in its file, not the main log
 
-    recent = cli.ctl("logs", "talk", "-n", "3")
+    recent = janus_here("logs", "talk", "-n", "3", "--socket", cli.socket)
     assert recent.returncode == 0, recent.stderr
     assert len(_numbers(recent.stdout.splitlines())) == 3
 
@@ -153,10 +155,11 @@ def test_a_flooding_worker_neither_stalls_a_restart_nor_grows_the_supervisor(cli
     wait_until(lambda: (logs / "flood.log.1").exists(), timeout=20)
     supervisor = psutil.Process(cli.proc.pid)
     before = supervisor.memory_info().rss
+
     old = cli.service("other")["workers"][0]["pids"][0]
-    assert cli.ctl("restart", "other").returncode == 0
-    wait_until(lambda: (w := cli.service("other")["workers"]) and w[0]["pids"]
-               and w[0]["pids"][0] != old and cli.service("other")["ready"] == 1, timeout=20)
+    control.call(cli.socket, "restart", timeout=10, service="other")
+    wait_until(lambda: (s := cli.service("other"))["ready"] == 1
+               and s["workers"][0]["pids"][0] != old, timeout=20)
     wait_until(lambda: "lines of output dropped" in _read(logs / "flood.log")
                + _read(logs / "flood.log.1"), timeout=20)
     # bounded: the pending budget (4 MiB) and a few buffers, whatever the flood

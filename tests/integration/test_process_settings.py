@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli import Cli
+from janus_mp.app import build
+from janus_mp.errors import JanusError
+from tests.integration.ops_cli import QuickCli
 from tests.support import children_of, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -53,9 +56,10 @@ def base():
 
 @pytest.fixture
 def cli(tmp_path):
-    c = Cli(tmp_path)
+    c = QuickCli(tmp_path)
     yield c
     c.close()
+
 
 
 def _proc(pid: int) -> dict[str, str]:
@@ -108,15 +112,21 @@ def _nobody_gid() -> str:
 
 def test_bad_settings_are_refused_in_one_line_naming_the_key(cli, base):
     config = base / "bad.toml"
-    for table, expected in (
-            ('umask = "089"', "services.s.umask: '089' is not octal"),
-            ("rlimits = { files = 10 }", "services.s.rlimits.files: unknown"),
-            ('cwd = "/nonexistent/dir"', "services.s.cwd: '/nonexistent/dir' is not a "
-                                         "directory"),
-            ('user = "no-such-user-here"', "services.s.user: no user 'no-such-user-here'")):
-        config.write_text(f'[services.s]\ntarget = "setapp:show"\n{table}\n')
-        env = dict(cli.env, PYTHONPATH=f"{base}:{cli.env['PYTHONPATH']}")
-        done = cli.janus("check", str(config), env=env)
-        assert done.returncode == 2, done.stdout
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"janus-mp: error: {expected}"), lines
+    cases = (('umask = "089"', "services.s.umask: '089' is not octal"),
+             ("rlimits = { files = 10 }", "services.s.rlimits.files: unknown"),
+             ('cwd = "/nonexistent/dir"', "services.s.cwd: '/nonexistent/dir' is not a "
+                                          "directory"),
+             ('user = "no-such-user-here"', "services.s.user: no user 'no-such-user-here'"))
+    sys.path.insert(0, str(base))
+    try:
+        for table, expected in cases:  # what `check` and `run` both go through
+            config.write_text(f'[services.s]\ntarget = "setapp:show"\n{table}\n')
+            with pytest.raises(JanusError) as refused:
+                build.check(str(config))
+            assert str(refused.value).startswith(expected)
+    finally:
+        sys.path.remove(str(base))
+    env = dict(cli.env, PYTHONPATH=f"{base}:{cli.env['PYTHONPATH']}")
+    done = cli.janus("check", str(config), env=env)  # the last case, from the command line
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines == [f"janus-mp: error: {cases[-1][1]}"], lines

@@ -7,8 +7,9 @@ import textwrap
 
 import pytest
 
+from janus_mp.app import control
 from janus_mp.osproc import usable_cpus
-from tests.integration.test_cli import Cli
+from tests.integration.ops_cli import QuickCli, janus_here
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,24 +44,24 @@ workers = "auto"
 
 @pytest.fixture
 def cli(tmp_path):
-    c = Cli(tmp_path)
+    c = QuickCli(tmp_path)
     (tmp_path / "checkapp.py").write_text(textwrap.dedent(APP))
     yield c
     c.close()
 
 
-def test_check_exits_1_until_every_worker_is_ready_then_0(cli, tmp_path):
+def test_check_exits_1_until_every_worker_is_ready_then_0_and_2_without_supervisor(cli,
+                                                                                   tmp_path):
     (tmp_path / "janus.toml").write_text(CONFIG)
     cli.start("-c", str(tmp_path / "janus.toml"))
-    waiting = cli.ctl("status", "--check")
+    waiting = janus_here("status", "--check", "--socket", cli.socket)
     assert waiting.returncode == 1, waiting.stderr
     assert "gated starting 0/1" in waiting.stdout
     (tmp_path / "open").touch()
-    ready = wait_until(lambda: (r := cli.ctl("status", "--check")).returncode == 0 and r)
-    assert ready.stdout.startswith("ready: 2 services")
+    wait_until(lambda: control.call(cli.socket, "status")["services"][0]["ready"] == 1)
+    ready = janus_here("status", "--check", "--socket", cli.socket)
+    assert ready.returncode == 0 and ready.stdout.startswith("ready: 2 services"), ready.stdout
     assert cli.service("pool")["desired"] == usable_cpus()
 
-
-def test_check_exits_2_when_no_supervisor_answers(cli, tmp_path):
-    gone = cli.janus("status", "--check", "--socket", str(tmp_path / "nobody.sock"))
+    gone = janus_here("status", "--check", "--socket", str(tmp_path / "nobody.sock"))
     assert gone.returncode == 2 and "no supervisor is listening" in gone.stderr
