@@ -19,6 +19,7 @@ from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
 LOG_FORMATS = ("text", "json")
+MEMORY_MEASURES = ("uss", "pss", "rss")
 
 
 def _number(key: str, value: object, *, minimum: float = 0.0, strict: bool = False,
@@ -68,6 +69,9 @@ class SupervisorConfig:
     name: str = "janus-mp"
     #: Ceiling on any one pool: a typo (`scale crunch 10000`) must not fork-bomb the host.
     max_workers: int = 1024
+    #: gc.freeze() around each fork: the worker's collector never touches what it inherited,
+    #: so those pages stay shared (copy-on-write) instead of being copied by GC bookkeeping.
+    gc_freeze: bool = True
     #: Captured worker output: one NAME.log per service here (None: into the supervisor's log),
     #: rotated past log_max_bytes ("10MiB" works), keeping log_backups old files.
     log_dir: str | None = None
@@ -83,6 +87,7 @@ class SupervisorConfig:
         _number("kill_timeout", self.kill_timeout)
         _flag("install_signal_handlers", self.install_signal_handlers)
         _flag("reap_orphans", self.reap_orphans)
+        _flag("gc_freeze", self.gc_freeze)
         if self.start_method is not None and self.start_method not in START_METHODS:
             raise ConfigError("start_method", f"must be one of {', '.join(START_METHODS)}")
         if self.metrics_dir is not None and not isinstance(self.metrics_dir, str):
@@ -147,6 +152,12 @@ class SpawnOptions:
     #: checked every ``rss_check_interval`` seconds.
     max_rss: int | str | None = None
     rss_check_interval: float = 5.0
+    #: max_rss's newer name: recycle a worker whose whole process tree (the worker and all its
+    #: descendants) uses more than this, measured as ``memory_measure``: "uss" (memory only
+    #: the tree has: what a recycle frees), "pss" (shared pages split among their users) or
+    #: "rss" (every resident page, shared ones in full).
+    max_memory: int | str | None = None
+    memory_measure: str = "uss"
     #: env, env_file, cwd, user/group, umask, rlimits, nice, cpus: applied in each worker
     #: before the service's code runs (core/process_settings.py).
     process: ProcessSettings = field(default_factory=ProcessSettings)
@@ -177,8 +188,21 @@ class SpawnOptions:
         if self.max_rss is not None:
             object.__setattr__(self, "max_rss", parse_size("max_rss", self.max_rss))
         _number("rss_check_interval", self.rss_check_interval, strict=True)
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_size("max_memory", self.max_memory))
+            if self.max_rss is not None and self.max_rss != self.max_memory:
+                raise ConfigError("max_memory", "and max_rss (its old name) differ: give one")
+        if self.memory_measure not in MEMORY_MEASURES:
+            raise ConfigError("memory_measure", f"must be one of {', '.join(MEMORY_MEASURES)}")
         if not isinstance(self.process, ProcessSettings):
             raise ConfigError("process", "must be a ProcessSettings")
+
+    @property
+    def memory_limit(self) -> int | None:
+        """Bytes of ``memory_measure`` past which a worker is recycled (max_memory/max_rss)."""
+        limit = self.max_memory if self.max_memory is not None else self.max_rss
+        assert limit is None or isinstance(limit, int)  # parsed in __post_init__
+        return limit
 
     def exit_policy(self) -> ExitPolicy:
         return ExitPolicy(

@@ -24,6 +24,7 @@ from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.process_settings import ProcessSettings
+from janus_mp.runtime.memory import gc_frozen
 from janus_mp.runtime.output_pipes import open_output_pipes
 from janus_mp.runtime.worker import WorkerSpec, worker_main
 from janus_mp.service import CANCEL, READY, RECYCLE, JanusService
@@ -81,6 +82,7 @@ class Processes:
         self.start_method = start_method
         self.by_id: dict[int, WorkerProcess] = {}
         self._fds: set[int] = set()  # every worker pipe and pidfd: forked workers close them
+        self.gc_freeze = True  # see runtime.memory.gc_frozen
 
     def spawn(self, action: Spawn, payload: JanusService | bytes, token: CancellationToken, *,
               now: float, wait_for_ready: bool, metrics: Any, listeners: tuple[Any, ...],
@@ -109,7 +111,8 @@ class Processes:
             if fork:  # the child closes them first thing (see WorkerSpec.close_fds)
                 spec.close_fds = (*other_fds, *self._fds, parent_conn.fileno(),
                                   *output.parent_fds)
-            process.start()
+            with gc_frozen(fork and self.gc_freeze):
+                process.start()
         except BaseException:
             parent_conn.close()
             child_conn.close()
@@ -163,21 +166,6 @@ class Processes:
             osproc.close_fds([worker.pidfd])
         worker.conn.close()
         worker.token.detach()
-
-    def measure_rss(self, workers: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-        """Resident set sizes of these workers (those still here), in bytes."""
-        import psutil
-
-        samples = []
-        for worker_id in workers:
-            worker = self.by_id.get(worker_id)
-            if worker is None:
-                continue
-            try:
-                samples.append((worker_id, int(psutil.Process(worker.pid).memory_info().rss)))
-            except psutil.Error:
-                continue
-        return tuple(samples)
 
     def kill_all_now(self) -> None:
         """Last resort (an exception escaped the loop): SIGKILL every worker and wait."""

@@ -60,6 +60,7 @@ from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
+from janus_mp.runtime.memory import measure_workers
 from janus_mp.runtime.observability import Observability
 from janus_mp.runtime.orphans import Orphans
 from janus_mp.runtime.output_capture import OutputCapture, OutputDropsCollector
@@ -90,6 +91,7 @@ class JanusSupervisor:
         self._start_method = self._context.get_start_method()
         self._loop = Loop(clock)
         self._processes = Processes(self._context, self._start_method)
+        self._processes.gc_freeze = self.config.gc_freeze
         self._orphans = Orphans(self.config.name, self.config.reap_orphans, self._worker_pids)
         self._specs: dict[str, ServiceSpec] = {}
         self._tokens = ServiceTokens(SharedEventFactory(self._start_method))
@@ -324,8 +326,9 @@ class JanusSupervisor:
                 if process is not None:
                     self._queue.append(ev.HeartbeatRead(worker, process.heartbeat.value))
             case MeasureRss():
-                self._queue.append(ev.RssMeasured(
-                    action.service, self._processes.measure_rss(action.workers)))
+                self._queue.append(ev.RssMeasured(action.service, measure_workers(
+                    self._processes.by_id, action.workers,
+                    self._specs[action.service].options.memory_measure)))
             case OpenService(service=name):
                 self._tokens.open(name)
             case CancelService(service=name, reason=reason):
