@@ -28,6 +28,7 @@ from janus_mp.core.lifecycle import (
     TerminationReason,
     TransitionError,
 )
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.core.snapshots import ServiceSnapshot, SupervisorSnapshot
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
 from janus_mp.runtime.supervisor import JanusSupervisor
@@ -40,7 +41,8 @@ __all__ = [
     "CircuitBreaker", "CircuitOpen", "ConfigError", "ExitKind", "ExitPolicy", "JanusError",
     "JanusService", "JanusSupervisor", "KillCause", "MetricsSnapshot", "ReservedExit",
     "RestartPolicy", "RetryAfter", "ServiceLifecycle", "ServiceLifecycleSnapshot",
-    "ServiceLoadError", "ServicePhase", "ServiceSnapshot", "SpawnOptions", "SupervisorConfig",
+    "ProcessSettings", "ServiceLoadError", "ServicePhase", "ServiceSnapshot", "SpawnOptions",
+    "SupervisorConfig",
     "SupervisorMetrics", "SupervisorSnapshot", "TerminationKind", "TerminationReason",
     "TransitionError", "UnknownServiceError", "WorkerContext", "__version__",
 ]

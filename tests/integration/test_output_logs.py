@@ -15,7 +15,7 @@ import pytest
 
 from janus_mp.app import control
 from tests.integration.ops_cli import QuickCli, janus_here
-from tests.support import wait_until
+from tests.support import tagged_pids, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -164,3 +164,19 @@ def test_a_flooding_worker_neither_stalls_a_restart_nor_grows_the_supervisor(cli
                + _read(logs / "flood.log.1"), timeout=20)
     # bounded: the pending budget (4 MiB) and a few buffers, whatever the flood
     assert supervisor.memory_info().rss < before + 32 * 1024 * 1024
+
+
+def test_capture_without_log_dir_under_forkserver(cli, tmp_path):
+    # the write ends travel pickled, as multiprocess connections (spawn takes the same path);
+    # no log_dir: the lines go to the supervisor's own log
+    cli.start("--start-method", "forkserver",
+              "-c", _config(tmp_path, '[services.talk]\ntarget = "outapp:talker"\n'))
+    wait_until(lambda: "talk[0] out| hello from a child" in cli.log.read_text(), timeout=20)
+    text = cli.log.read_text()
+    assert "INFO janus_mp.output: talk[0] out| hello from print 0" in text
+    assert "WARNING janus_mp.output: talk[0] err| hello from stderr" in text
+    # multiprocess's helpers (fork server, resource tracker) leave when the supervisor has
+    # exited, a moment after it: wait for them, then the harness checks nothing is left
+    control.call(cli.socket, "shutdown", timeout=10)
+    assert cli.proc.wait(20) == 0
+    wait_until(lambda: not tagged_pids(cli.tag), timeout=10, message="multiprocess helpers")
