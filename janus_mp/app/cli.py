@@ -240,7 +240,13 @@ _SERVICE_FLAGS = [
     click.option("--max-lifetime-jitter", type=click.FloatRange(min=0), default=None,
                  help="Add a random 0..N seconds to --max-lifetime per worker."),
     click.option("--max-rss", default=None, metavar="SIZE",
-                 help="Recycle a worker whose resident memory passes SIZE (512MiB, 2G...)."),
+                 help="Old name of --max-memory."),
+    click.option("--max-memory", default=None, metavar="SIZE",
+                 help="Recycle a worker whose process tree uses more than SIZE (512MiB, "
+                      "2G...), measured as --memory-measure."),
+    click.option("--memory-measure", type=click.Choice(["uss", "pss", "rss"]), default=None,
+                 help="What --max-memory counts [default: uss, memory only the worker's "
+                      "tree has]."),
 ]
 
 

@@ -111,11 +111,11 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         source = getattr(record, "janus_source", None)
-        if source is not None and isinstance(record.args, tuple) and len(record.args) == 2:
+        text = getattr(record, "janus_text", None)
+        if source is not None and text is not None:  # (the queue handler has merged args)
             fields: dict[str, Any] = {
                 "service": source.service, "worker": source.slot if source.slot >= 0 else None,
-                "pid": source.pid,
-                "stream": source.stream, "message": str(record.args[1])}
+                "pid": source.pid, "stream": source.stream, "message": text}
         else:
             message = record.getMessage()
             if record.exc_info:

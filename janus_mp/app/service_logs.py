@@ -106,6 +106,7 @@ class ServiceLogs:
         self._followers: tuple[Follower, ...] = ()
         self._lock = threading.Lock()  # recent lines and the followers' list
         self._batch = max(1, min(_BATCH, max_bytes // 4))
+        self._reopen = False
 
     def open(self) -> None:
         """Create the log directory (a bad one refuses to start, in one line)."""
@@ -166,13 +167,14 @@ class ServiceLogs:
 
     # -- files -----------------------------------------------------------------------------------
     def reopen(self) -> None:
-        """SIGUSR1: each file is reopened at its next line (logrotate moved it)."""
+        """SIGUSR1 (in the loop thread): each file is reopened before its next batch, by the
+        sink thread — the loop must not wait for a handler a stalled disk holds."""
+        self._reopen = True
+
+    def _reopen_files(self) -> None:
+        self._reopen = False
         for handler in list(self._files.values()):
-            handler.acquire()
-            try:
-                handler.close()  # a delayed FileHandler opens its path again on the next emit
-            finally:
-                handler.release()
+            handler.close()  # a delayed FileHandler opens its path again on the next emit
 
     def close(self) -> None:
         with self._lock:
@@ -225,7 +227,8 @@ class ServiceLogs:
             return
         prefix = source.prefix if source.slot >= 0 else f"{source.service} {source.stream}|"
         for text in texts:
-            output_log.log(level, "%s %s", prefix, text, extra={"janus_source": source})
+            output_log.log(level, "%s %s", prefix, text,
+                           extra={"janus_source": source, "janus_text": text})
 
     def _to_file(self, service: str, formatted: list[str]) -> None:
         self._write_batches(service, _batches(formatted, self._batch))
@@ -236,6 +239,8 @@ class ServiceLogs:
             assert self.log_dir is not None
             handler = self._files[service] = RotatingLog(
                 os.path.join(self.log_dir, f"{service}.log"), self.max_bytes, self.backups)
+        if self._reopen:
+            self._reopen_files()
         for batch in batches:
             handler.handle(logging.makeLogRecord({"msg": batch, "levelno": logging.INFO}))
 

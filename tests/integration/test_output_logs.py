@@ -4,6 +4,8 @@ followed by `janus-mp logs`; a flooding worker costs dropped lines, never superv
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -99,6 +101,14 @@ def test_print_stderr_fd_writes_and_children_land_rotated_in_the_service_log(cli
     assert recent.returncode == 0, recent.stderr
     assert len(_numbers(recent.stdout.splitlines())) == 3
 
+    # logrotate's way: move the file, SIGUSR1, and the next lines go to a new file
+    (logs / "talk.log").rename(logs / "moved.log")
+    os.kill(cli.proc.pid, signal.SIGUSR1)
+    wait_until(lambda: "log files reopened" in cli.log.read_text())
+    control.call(cli.socket, "start", timeout=10, service="talk")
+    wait_until(lambda: "hello from a child" in _read(logs / "talk.log"), timeout=20)
+    assert "hello from a child" not in (logs / "moved.log").read_text()
+
 
 def test_logs_follow_goes_on_across_a_rotation(cli, tmp_path):
     logs = tmp_path / "logs"
@@ -169,12 +179,15 @@ def test_a_flooding_worker_neither_stalls_a_restart_nor_grows_the_supervisor(cli
 def test_capture_without_log_dir_under_forkserver(cli, tmp_path):
     # the write ends travel pickled, as multiprocess connections (spawn takes the same path);
     # no log_dir: the lines go to the supervisor's own log
-    cli.start("--start-method", "forkserver",
+    cli.start("--start-method", "forkserver", "--log-format", "json",
               "-c", _config(tmp_path, '[services.talk]\ntarget = "outapp:talker"\n'))
-    wait_until(lambda: "talk[0] out| hello from a child" in cli.log.read_text(), timeout=20)
-    text = cli.log.read_text()
-    assert "INFO janus_mp.output: talk[0] out| hello from print 0" in text
-    assert "WARNING janus_mp.output: talk[0] err| hello from stderr" in text
+    wait_until(lambda: "hello from a child" in cli.log.read_text(), timeout=20)
+    records = [json.loads(line) for line in cli.log.read_text().splitlines()]
+    pid = cli.service("talk")["workers"][0]["pids"][0]
+    assert {"service": "talk", "worker": 0, "pid": pid, "stream": "out",
+            "message": "hello from print 0"}.items() <= next(
+        r for r in records if r["message"] == "hello from print 0").items()
+    assert next(r for r in records if r["message"] == "hello from stderr")["stream"] == "err"
     # multiprocess's helpers (fork server, resource tracker) leave when the supervisor has
     # exited, a moment after it: wait for them, then the harness checks nothing is left
     control.call(cli.socket, "shutdown", timeout=10)
