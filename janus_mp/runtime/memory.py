@@ -23,14 +23,21 @@ from typing import Any
 
 import psutil
 
+from janus_mp import osproc
+
 
 def tree_memory(pid: int, measure: str) -> int | None:
     """Bytes of ``measure`` over ``pid`` and its descendants; None when ``pid`` is gone."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
     except psutil.Error:
         return None
+    processes = [root]
+    # Most workers start nothing: skip the whole-/proc scan that finding descendants costs.
+    if osproc.children_of(pid):
+        for child in osproc.descendants(pid):
+            with contextlib.suppress(psutil.Error):
+                processes.append(psutil.Process(child))
     total = 0
     for process in processes:
         try:

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import selectors
+import sys
 import threading
 import time
 from collections import deque
@@ -73,9 +74,16 @@ class OutputSink(Protocol):
 
 class LoggingSink:
     """The default: every line into the supervisor's own log (stdout at INFO, stderr at
-    WARNING), as ``name[i] out| text``."""
+    WARNING), as ``name[i] out| text``; with no logging configured at all, onto the
+    supervisor's own stdout and stderr."""
 
     def write(self, source: OutputSource, lines: list[bytes], when: float) -> None:
+        if not log.hasHandlers():  # the Python API with logging not configured: print them
+            stream = sys.stdout if source.stream == "out" else sys.stderr
+            stream.write("".join(f"{source.prefix} {line.decode('utf-8', 'replace')}\n"
+                                 for line in lines))
+            stream.flush()
+            return
         level = logging.INFO if source.stream == "out" else logging.WARNING
         if not log.isEnabledFor(level):
             return
