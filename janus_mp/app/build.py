@@ -148,8 +148,10 @@ def service_logs(config: SupervisorConfig) -> ServiceLogs:
     """Where the workers' captured output goes, from ``log_dir``, ``log_max_bytes``,
     ``log_backups`` and ``log_format``."""
     assert isinstance(config.log_max_bytes, int)
-    return ServiceLogs(config.log_dir, max_bytes=config.log_max_bytes,
+    logs = ServiceLogs(config.log_dir, max_bytes=config.log_max_bytes,
                        backups=config.log_backups, log_format=config.log_format)
+    logs.open()  # creates log_dir: a bad one refuses to start, in one line
+    return logs
 
 
 def check(config_path: str, *, imports: bool = True) -> list[str]:

@@ -49,9 +49,6 @@ class Deployment:
         #: The workers' captured output: files, recent lines, `logs -f` (None: the default,
         #: every line into the supervisor's log, and no `logs` command).
         self.service_logs = service_logs
-        if service_logs is not None:
-            service_logs.open()
-            sup.output.sink = service_logs
 
     def run(self) -> int:
         if self.title:
@@ -61,6 +58,8 @@ class Deployment:
         if self.socket_path:
             self._control = ControlServer(self.socket_path, self.handle, self.sup.private_fds)
             self._control.start()
+        if self.service_logs is not None:
+            self.sup.output.sink = self.service_logs
         if self._log_writer_to_serve is not None:
             self.sup.on_turn.append(self._serve_log_drops)
         self.sup.signal_handlers[signal.SIGHUP] = self._on_hup
