@@ -144,6 +144,7 @@ class OutputCapture:
             return
         with self._lock:
             self._attaching.extend(pipes)
+            self._dropped.setdefault(service, 0)  # the metric shows 0, not nothing
         self._wake()
 
     def dropped_lines(self) -> dict[str, int]:
