@@ -31,6 +31,7 @@ from janus_mp.core.lifecycle import (
     TransitionError,
 )
 from janus_mp.core.notices import LifecycleNotice, NoticeKind
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.core.snapshots import ServiceSnapshot, SupervisorSnapshot
 from janus_mp.core.tree import GroupStrategy, ServiceGroup
 from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
@@ -45,7 +46,8 @@ __all__ = [
     "JanusError",
     "JanusService", "JanusSupervisor", "KillCause", "MetricsSnapshot", "ReservedExit",
     "RestartPolicy", "RetryAfter", "ServiceLifecycle", "ServiceLifecycleSnapshot",
-    "ServiceGroup", "ServiceLoadError", "ServicePhase", "ServiceSnapshot", "SpawnOptions",
+    "ProcessSettings", "ServiceGroup", "ServiceLoadError", "ServicePhase", "ServiceSnapshot",
+    "SpawnOptions",
     "SupervisorConfig",
     "SupervisorMetrics", "SupervisorSnapshot", "TerminationKind", "TerminationReason",
     "TransitionError", "UnknownServiceError", "WorkerContext", "__version__",

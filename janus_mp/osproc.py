@@ -218,3 +218,46 @@ def close_fds(fds: Iterable[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def usable_cpus(proc_root: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPUs this process may use: its affinity mask, capped by its cgroup's CPU quota
+    (v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us``) rounded up; at least 1."""
+    count = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota(proc_root, cgroup_root)
+    if quota is not None:
+        count = min(count, max(1, -(-quota[0] // quota[1])))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota(proc_root: str, cgroup_root: str) -> tuple[int, int] | None:
+    """(quota, period) in microseconds of this process's cgroup, None when unlimited."""
+    try:
+        with open(os.path.join(proc_root, "self", "cgroup")) as f:
+            memberships = [line.rstrip("\n").split(":", 2) for line in f]
+    except OSError:
+        return None
+    for _hierarchy, controllers, path in (m for m in memberships if len(m) == 3):
+        relative = path.lstrip("/")
+        if controllers == "":  # cgroup v2
+            text = _read(os.path.join(cgroup_root, relative, "cpu.max"))
+            parts = text.split() if text else []
+            if len(parts) == 2 and parts[0] != "max":
+                return int(parts[0]), int(parts[1])
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            base = os.path.join(cgroup_root, controllers, relative)
+            if not os.path.isdir(base):
+                base = os.path.join(cgroup_root, "cpu", relative)
+            quota, period = (_read(os.path.join(base, name))
+                             for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+            if quota and period and int(quota) > 0 and int(period) > 0:
+                return int(quota), int(period)
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return None

@@ -9,6 +9,8 @@ lock across the fork, so no fd can appear half-registered, and the child closes 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -28,6 +30,14 @@ class PrivateFds:
     def discard(self, fd: int) -> None:
         with self._lock:
             self._fds.discard(fd)
+
+    def close(self, fd: int) -> None:
+        """Forget and close ``fd`` at once: no fork sees it registered but closed (another fd
+        could take its number and be closed in the child) or closed but unregistered."""
+        with self._lock:
+            self._fds.discard(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @contextmanager
     def frozen(self) -> Iterator[frozenset[int]]:

@@ -1,8 +1,8 @@
 """CommandAdapter: an external program as a service worker, like a supervisord ``[program]``.
 
     supervisor ── worker (Python, leads the process group) ── the program (same group)
-                       │ reads the program's stdout/stderr: one log line per output line,
-                       │ prefixed "service[index] out|" / "err|"
+                       │ the program inherits the worker's stdout/stderr, which the supervisor
+                       │ captures like any worker's: "service[index] out|" / "err|" lines
                        └ exits with the program's exit code, or dies of the program's signal
 
 A stop asked by the supervisor sends ``stop_signal`` to the whole process group (the worker
@@ -19,9 +19,8 @@ import shlex
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Mapping, Sequence
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from janus_mp import osproc
 from janus_mp.adapters._stop import when_cancelled
@@ -35,7 +34,6 @@ log = logging.getLogger("janus_mp.command")
 
 #: Exit code when the program cannot be started at all (as a shell reports it).
 COMMAND_NOT_RUNNABLE = 127
-_MAX_LINE = 16 * 1024
 #: The worker's own multiprocess metrics directory is not the program's to write to: its files
 #: would never be folded when the program exits (only worker pids are).
 _PRIVATE_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
@@ -87,18 +85,11 @@ class CommandAdapter(JanusService):
                    JANUS_WORKER_GENERATION=str(ctx.generation))
         try:
             program = subprocess.Popen(self.argv, env=env, cwd=self.cwd,
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, close_fds=True)
+                                       stdin=subprocess.DEVNULL, close_fds=True)
         except OSError as exc:
             log.error("%s: cannot start %s: %s", prefix, shlex.join(self.argv),
                       exc.strerror or exc)
             return COMMAND_NOT_RUNNABLE
-        readers = [threading.Thread(target=_forward, args=(stream, f"{prefix} {tag}|", level),
-                                    name=f"janus-mp-{tag}", daemon=True)
-                   for stream, tag, level in ((program.stdout, "out", logging.INFO),
-                                              (program.stderr, "err", logging.WARNING))]
-        for reader in readers:
-            reader.start()
         log.info("%s: started %s (pid %d)", prefix, _shorten(shlex.join(self.argv)), program.pid)
         when_cancelled(ctx.shutdown, lambda: osproc.signal_group(os.getpgrp(), self.stop_signal))
         if self.ready_after:  # supervisord's startsecs: ready once it has stayed up this long
@@ -111,25 +102,12 @@ class CommandAdapter(JanusService):
         returncode = program.wait()
         # The program is gone; nothing it started may outlive it (and hold its pipes open).
         osproc.kill_descendants(os.getpid())
-        for reader in readers:
-            reader.join()
         if returncode < 0:
             log.warning("%s: %s died of %s", prefix, self.argv[0],
                         signal.Signals(-returncode).name)
             return _die_like(-returncode)
         log.info("%s: %s exited with code %d", prefix, self.argv[0], returncode)
         return returncode
-
-
-def _forward(stream: IO[bytes] | None, prefix: str, level: int) -> None:
-    if stream is None:
-        return
-    with stream:
-        while True:
-            line = stream.readline(_MAX_LINE)
-            if not line:
-                return
-            log.log(level, "%s %s", prefix, line.decode("utf-8", "replace").rstrip("\r\n"))
 
 
 def _die_like(signum: int) -> int:

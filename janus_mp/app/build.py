@@ -26,12 +26,14 @@ from janus_mp.app.code_changes import CodeFingerprints
 from janus_mp.app.config_file import ConfigFile, load_config
 from janus_mp.app.deploy import Deployment, Reloader
 from janus_mp.app.logs import SupervisorLog
+from janus_mp.app.service_logs import ServiceLogs
 from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_target
 from janus_mp.app.upgrade import Handover
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.ordering import creation_order
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
+from janus_mp.runtime.process_settings import check as check_process_settings
 from janus_mp.runtime.specs import check_heartbeat, make_spec
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService
@@ -146,12 +148,16 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     sup = build_supervisor(planned, handover)
     reopen = log.reopen if log is not None else None
     writer = log.writer if log is not None else None
+    if log is not None:
+        log.set_format(sup.config.log_format)
+    outputs = service_logs(sup.config)
     socket_path = control_socket_path(flags.socket_path, sup.config.name)
     if handover is not None:
         handover.close_unused(sup, metrics=sup.config.metrics_port is not None,
                               control=socket_path)
     if planned.prebuilt is not None:
-        return Deployment(sup, socket_path=socket_path, reopen_logs=reopen, log_writer=writer)
+        return Deployment(sup, socket_path=socket_path, reopen_logs=reopen, log_writer=writer,
+                          service_logs=outputs)
     reload = None
     code = CodeFingerprints(sup.config.start_method or "fork")
     for entry in planned.services:
@@ -163,7 +169,17 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     return Deployment(sup, socket_path=socket_path, reloader=reload, reopen_logs=reopen,
                       log_writer=writer, title=f"janus-mp: supervisor {planned.what}",
                       upgrade_argv=list(flags.upgrade_argv) or None, handover=handover,
-                      watch_root=flags.watch_root)
+                      watch_root=flags.watch_root, service_logs=outputs)
+
+
+def service_logs(config: SupervisorConfig) -> ServiceLogs:
+    """Where the workers' captured output goes, from ``log_dir``, ``log_max_bytes``,
+    ``log_backups`` and ``log_format``."""
+    assert isinstance(config.log_max_bytes, int)
+    logs = ServiceLogs(config.log_dir, max_bytes=config.log_max_bytes,
+                       backups=config.log_backups, log_format=config.log_format)
+    logs.open()  # creates log_dir: a bad one refuses to start, in one line
+    return logs
 
 
 def check(config_path: str, *, imports: bool = True) -> list[str]:
@@ -241,7 +257,8 @@ def demo_deployment(workers: int, supervisor_overrides: Mapping[str, Any],
         sup.spawn_service(service, options)
     deployment = Deployment(sup, socket_path=control_socket_path(None, config.name),
                             title="janus-mp: supervisor demo",
-                            log_writer=log.writer if log is not None else None)
+                            log_writer=log.writer if log is not None else None,
+                            service_logs=service_logs(config))
     if config.metrics_port is None:
         return deployment, ""
     site = "".join(f"; web at http://{address}/primes?n=50000"
@@ -332,6 +349,7 @@ def validate(config: SupervisorConfig, services: list[PlannedService]) -> None:
     for entry in services:
         try:
             config.check_pool_size(entry.options.workers)
+            check_process_settings(entry.options.process)
             name = make_spec(entry.service, entry.options, config.start_method or "fork").name
             if name in seen:
                 raise ConfigError("name", f"a service named {name!r} is already registered")

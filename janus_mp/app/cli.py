@@ -22,7 +22,7 @@ from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
 from janus_mp.app.logs import SupervisorLog
-from janus_mp.core.config import START_METHODS
+from janus_mp.core.config import LOG_FORMATS, START_METHODS
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.version import __version__
@@ -57,10 +57,11 @@ def _bind(value: str | None) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def _supervisor_log(level: str, log_file: str | None = None) -> SupervisorLog:
+def _supervisor_log(level: str, log_file: str | None = None,
+                    log_format: str = "text") -> SupervisorLog:
     """janus-mp's own log: stderr, or a file SIGUSR1 reopens (see app/logs.py)."""
     try:
-        log = SupervisorLog(level, log_file)
+        log = SupervisorLog(level, log_file, log_format)
     except JanusError as exc:
         _fail(str(exc))
     log.install()
@@ -124,9 +125,25 @@ def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
     os._exit(status)
 
 
+def _worker_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """-w N (N >= 0) or -w auto."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text == "auto":
+        from janus_mp.osproc import usable_cpus
+
+        return usable_cpus()
+    if not text.isdigit():
+        raise click.BadParameter(f"{value!r} is not a worker count (N >= 0, or auto)")
+    return int(text)
+
+
 _COMMON = [
-    click.option("-w", "--workers", type=click.IntRange(min=0), default=None,
-                 help="Workers per service [default: 1, or the config file's]."),
+    click.option("-w", "--workers", default=None, metavar="N|auto", callback=_worker_count,
+                 help="Workers per service, or 'auto': the CPUs this process may use (its "
+                      "affinity, capped by its cgroup's CPU quota) [default: 1, or the config "
+                      "file's]."),
     click.option("--standby", type=click.IntRange(min=0), default=None, metavar="K",
                  help="Keep K extra workers per service booted and parked: a crash, recycle "
                       "or scale-up promotes one instead of forking [default: 0]."),
@@ -134,7 +151,9 @@ _COMMON = [
                  default=None, help="Restart policy [default: on_failure]."),
     click.option("--metrics-bind", default=None, metavar="HOST:PORT",
                  help="Serve /metrics, /healthz, /readyz here ('off' to disable) "
-                      "[default: 127.0.0.1:9464]."),
+                      "[default: 127.0.0.1:9464 without -c; with -c FILE, the file's "
+                      "[supervisor] metrics_host/metrics_port, and no endpoint when it sets "
+                      "no metrics_port]."),
     click.option("--start-method", type=click.Choice(START_METHODS), default=None,
                  help="multiprocess start method [default: fork]."),
     click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=None,
@@ -147,6 +166,9 @@ _COMMON = [
                  help="Write the supervisor's pid here while it runs."),
     click.option("--log-file", type=click.Path(dir_okay=False), default=None,
                  help="Log here instead of stderr; SIGUSR1 reopens it."),
+    click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+                 help="text, or json: one object a line (time, service, worker, pid, stream, "
+                      "message) [default: text, or the config file's log_format]."),
     click.option("--socket", "socket_path", default=None, metavar="PATH",
                  help="Control socket [default: $XDG_RUNTIME_DIR/janus-mp/NAME.sock or "
                       "/tmp/janus-mp-UID/NAME.sock; 'off' to disable]."),
@@ -230,7 +252,13 @@ _SERVICE_FLAGS = [
     click.option("--max-lifetime-jitter", type=click.FloatRange(min=0), default=None,
                  help="Add a random 0..N seconds to --max-lifetime per worker."),
     click.option("--max-rss", default=None, metavar="SIZE",
-                 help="Recycle a worker whose resident memory passes SIZE (512MiB, 2G...)."),
+                 help="Old name of --max-memory."),
+    click.option("--max-memory", default=None, metavar="SIZE",
+                 help="Recycle a worker whose process tree uses more than SIZE (512MiB, "
+                      "2G...), measured as --memory-measure."),
+    click.option("--memory-measure", type=click.Choice(["uss", "pss", "rss"]), default=None,
+                 help="What --max-memory counts [default: uss, memory only the worker's "
+                      "tree has]."),
 ]
 
 
@@ -251,7 +279,8 @@ def service_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 @common_options
 @service_flags
 def run(target: str | None, config_path: str | None, watch: bool, log_level: str,
-        pid_file: str | None, log_file: str | None, socket_path: str | None, name: str,
+        pid_file: str | None, log_file: str | None, log_format: str | None,
+        socket_path: str | None, name: str,
         metrics_bind: str | None, start_method: str | None, shutdown_timeout: float | None,
         kill_timeout: float | None, **flags: Any) -> None:
     """Supervise TARGET (module:attr), an app or program given by --wsgi, --asgi, --command or
@@ -278,12 +307,13 @@ def run(target: str | None, config_path: str | None, watch: bool, log_level: str
     run_flags = RunFlags(
         config_path=config_path, kind=kind, target=value,
         settings=_adapter_settings(kind, flags), service_overrides=_service_overrides(flags),
-        supervisor_overrides=_supervisor_overrides(metrics_bind, start_method,
-                                                   shutdown_timeout, kill_timeout),
+        supervisor_overrides={**_supervisor_overrides(metrics_bind, start_method,
+                                                      shutdown_timeout, kill_timeout),
+                              **({"log_format": log_format} if log_format else {})},
         name=None if source is ParameterSource.DEFAULT else name, socket_path=socket_path,
         upgrade_argv=(sys.executable, "-m", "janus_mp", *sys.argv[1:]),
         watch_root=os.getcwd() if watch else None)
-    log = _supervisor_log(log_level, log_file)
+    log = _supervisor_log(log_level, log_file, log_format or "text")
     _supervise(lambda: deployment(run_flags, log), pid_file, log)
 
 
@@ -379,10 +409,20 @@ def _call(socket_path: str | None, name: str, timeout: float, command: str,
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@click.option("--check", is_flag=True,
+              help="Print one line and exit 0 when every service has all its workers ready, "
+                   "1 when not, 2 when no supervisor answers.")
 @_client_options
-def status(as_json: bool, socket_path: str | None, name: str, timeout: float) -> None:
+def status(as_json: bool, check: bool, socket_path: str | None, name: str,
+           timeout: float) -> None:
     """Show services, workers, phases, restarts, CPU and memory."""
     data = _call(socket_path, name, timeout, "status")
+    if check:
+        from janus_mp.app.status_view import readiness
+
+        ready, line = readiness(data)
+        click.echo(line)
+        _exit(0 if ready else 1, None)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -472,13 +512,55 @@ def events(as_json: bool, follow: bool, buffer: int, socket_path: str | None, na
            timeout: float) -> None:
     """Show recent lifecycle events (spawned, ready, exited, backing_off, breaker_opened...);
     with -f, follow new ones as they happen."""
-    from janus_mp.app.control import default_socket_path, stream
+    from janus_mp.app.control import default_socket_path
+    from janus_mp.app.control import follow as follow_stream
     from janus_mp.app.events_view import render_event
 
     try:
-        for item in stream(socket_path or default_socket_path(name), "events", timeout,
-                           follow=follow, buffer=buffer):
+        items = follow_stream(socket_path or default_socket_path(name), "events", timeout,
+                              follow=follow, buffer=buffer)
+        next(items)  # the stream's opening reply carries no result
+        for item in items:
             click.echo(json.dumps(item) if as_json else render_event(item))
+    except JanusError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.argument("service", required=False)
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Recent lines to show first (the supervisor keeps the last 500 of each "
+                   "service).")
+@click.option("-f", "--follow", is_flag=True,
+              help="Then print every new line as it comes, across log rotations, until the "
+                   "supervisor stops (Ctrl-C to quit).")
+@_client_options
+def logs(service: str | None, lines: int, follow: bool, socket_path: str | None, name: str,
+         timeout: float) -> None:
+    """Show the captured output of SERVICE (or of all services)."""
+    args: dict[str, Any] = {"lines": lines, "follow": follow}
+    if service is not None:
+        args["service"] = service
+    if not follow:
+        for line in _call(socket_path, name, timeout, "logs", **args):
+            click.echo(line)
+        return
+    from janus_mp.app.control import default_socket_path
+    from janus_mp.app.control import follow as follow_stream
+
+    stream = follow_stream(socket_path or default_socket_path(name), "logs", timeout, **args)
+    try:
+        for line in next(stream):
+            click.echo(line)
+        for message in stream:
+            for line in message.get("lines", ()):
+                click.echo(line)
+            if message.get("lost"):
+                click.echo(f"janus-mp: {message['lost']} lines lost: this client read too "
+                           "slowly", err=True)
+            sys.stdout.flush()
     except JanusError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

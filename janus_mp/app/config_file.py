@@ -10,7 +10,7 @@ did-you-mean. Nothing here starts anything.
 
     [services.crunch]
     target = "myapp.services:Crunch"
-    workers = 4
+    workers = 4                 # or "auto": the CPUs usable (affinity, cgroup cpu quota)
     restart = "on_failure"
     [services.crunch.backoff]
     initial_delay = 0.2
@@ -50,8 +50,10 @@ from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_n
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.core.hooks_config import HooksConfig
 from janus_mp.core.ordering import check_tree
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError
+from janus_mp.osproc import usable_cpus
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def _build_supervisor(table: Mapping[str, Any]) -> SupervisorConfig:
         raise exc.under("supervisor") from None
 
 
+PROCESS_KEYS = frozenset(f.name for f in fields(ProcessSettings))
 _ADAPTER_KEYS = set(KINDS) | set().union(*KINDS.values())
 _CODE_KEYS = ("success_codes", "no_restart_codes", "force_restart_codes", "halt_codes")
 
@@ -149,7 +152,8 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
     prefix = _key("services", name)
     if not valid_service_name(name):
         raise ConfigError(prefix, "service names are letters, digits, '-', '_' or '.'")
-    names = {f.name for f in fields(SpawnOptions)} - {"name"} | _ADAPTER_KEYS
+    names = {f.name for f in fields(SpawnOptions)} - {"name", "process"} | _ADAPTER_KEYS | \
+        PROCESS_KEYS
     _check_keys(table, names, prefix)
     kinds = [kind for kind in KINDS if kind in table]
     if len(kinds) != 1:
@@ -166,12 +170,21 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
         raise ConfigError(f"{prefix}.{kind}",
                           "must be \"module\" or \"module:attribute\"" if kind == "module"
                           else "must be \"module:attribute\"")
-    settings = {k: v for k, v in table.items() if k in _ADAPTER_KEYS and k not in KINDS}
+    # env and cwd set up every kind's workers; a command's adapter gets them too (it finds
+    # its program from there)
+    settings = {k: v for k, v in table.items() if k in _ADAPTER_KEYS and k not in KINDS
+                and (k not in PROCESS_KEYS or k in KINDS[kind])}
     for key in settings:
         if key not in KINDS[kind]:
             users = [k for k, allowed in KINDS.items() if key in allowed]
             raise ConfigError(f"{prefix}.{key}", f"only for {' and '.join(users)} services")
-    kwargs = {k: v for k, v in table.items() if k not in _ADAPTER_KEYS}
+    kwargs: dict[str, Any] = {k: v for k, v in table.items()
+                              if k not in _ADAPTER_KEYS and k not in PROCESS_KEYS}
+    try:
+        kwargs["process"] = ProcessSettings(**{k: v for k, v in table.items()
+                                               if k in PROCESS_KEYS})
+    except ConfigError as exc:
+        raise exc.under(prefix) from None
     if "backoff" in kwargs:
         kwargs["backoff"] = _build_backoff(kwargs["backoff"], f"{prefix}.backoff")
     if "restart" in kwargs:
@@ -182,6 +195,8 @@ def _build_service(name: str, table: Mapping[str, Any]) -> ServiceEntry:
     for key in _CODE_KEYS:
         if key in kwargs and not isinstance(kwargs[key], list):
             raise ConfigError(f"{prefix}.{key}", "must be a list of exit codes")
+    if kwargs.get("workers") == "auto":  # as many as the CPUs this supervisor may use
+        kwargs["workers"] = usable_cpus()
     try:
         options = SpawnOptions(name=name, **kwargs)
     except ConfigError as exc:

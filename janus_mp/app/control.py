@@ -5,10 +5,12 @@ checked (SO_PEERCRED) against ours; requests are bounded (``MAX_REQUEST`` bytes,
 and parsed as JSON only — nothing received is ever unpickled. A stale socket left by a killed
 supervisor is reclaimed; a live one belongs to another supervisor and is refused.
 
-Commands: status, restart, scale, stop, start, reload, upgrade, shutdown, events (see
-``Deployment.handle``). ``events`` streams: its reply is ``{"ok": true, "stream": true}`` and
-then one JSON line per item, until the stream ends or the client goes away (a streaming
-client holds one of the ``MAX_CONNECTIONS`` while it listens).
+Commands: status, restart, scale, stop, start, reload, upgrade, shutdown, events, logs (see
+``Deployment.handle``). Two replies stream: ``events`` (a :class:`StreamReply`) and ``logs``
+with ``follow`` (a :class:`Streaming`). Both answer ``{"ok": true, "result": ...}`` first and
+then one JSON line per item, on the same connection, until the stream ends or the client goes
+away (a streaming client holds one of the ``MAX_CONNECTIONS`` while it listens); one client,
+:func:`follow`, reads them both.
 
 In an upgrade the listening socket is shared by two supervisors: the new one adopts it
 (``inherited_fd``) and the old one stops with ``keep_path``. Neither ever calls ``shutdown()``
@@ -238,6 +240,10 @@ class ControlServer:
                 if isinstance(result, StreamReply):
                     _stream(conn, result)
                     return
+                if isinstance(result, Streaming):
+                    _send(conn, {"ok": True, "result": result.first})
+                    _follow(conn, result)
+                    return
                 reply = {"ok": True, "result": result}
             except (JanusError, KeyError, ValueError, TypeError) as exc:
                 reply = {"ok": False, "error": _one_line(exc)}
@@ -252,7 +258,7 @@ def _stream(conn: socket.socket, reply: StreamReply) -> None:
     """Send the stream's items as lines until it ends or the client has gone."""
     try:
         conn.settimeout(None)
-        _send(conn, {"ok": True, "stream": True})
+        _send(conn, {"ok": True, "result": None, "stream": True})
         for item in reply.items:
             if item is None:
                 if _client_gone(conn):
@@ -278,6 +284,33 @@ def _client_gone(conn: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """A reply that goes on (``logs -f``): ``first`` is the result; then ``stream(send,
+    client_gone)`` runs in the connection's own thread, sending one JSON object a line, until
+    it returns. A client that stops reading blocks only that thread (and is dropped after
+    SEND_DEADLINE); whatever feeds ``stream`` must not wait for it."""
+
+    first: Any
+    stream: Callable[[Callable[[dict[str, Any]], None], Callable[[], bool]], None]
+
+
+#: Seconds a streaming reply may stay unable to send before its client is dropped.
+SEND_DEADLINE = 30.0
+
+
+def _follow(conn: socket.socket, streaming: Streaming) -> None:
+    conn.settimeout(SEND_DEADLINE)
+    poller = select.poll()
+    poller.register(conn, select.POLLIN | select.POLLHUP)
+
+    def client_gone() -> bool:  # a following client sends nothing: readable means it left
+        return bool(poller.poll(0))
+
+    with contextlib.suppress(OSError):
+        streaming.stream(lambda obj: _send(conn, obj), client_gone)
 
 
 def _peer_allowed(conn: socket.socket) -> bool:
@@ -353,17 +386,17 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
     return reply.get("result")
 
 
-def stream(path: str, command: str, timeout: float = 30.0, **args: Any) -> Iterator[Any]:
-    """Client side of a streaming command: yields each item the supervisor sends until it
-    ends the stream (or stops). ``timeout`` bounds connecting and the first reply only."""
+def follow(path: str, command: str, timeout: float = 30.0, **args: Any) -> Iterator[Any]:
+    """Client side of a streaming command: its result first, then every object the
+    supervisor sends, until it closes the connection."""
     deadline = time.monotonic() + timeout
     sock = _connect(path, deadline, timeout)
     try:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
         sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
-        lines = sock.makefile("rb")
+        reader = sock.makefile("rb")
         try:
-            first = lines.readline()
+            first = reader.readline()
         except TimeoutError:
             raise JanusError(f"no reply from the supervisor on {path} within "
                              f"{timeout:g}s") from None
@@ -373,11 +406,16 @@ def stream(path: str, command: str, timeout: float = 30.0, **args: Any) -> Itera
             raise JanusError("the supervisor closed the connection without a reply") from None
         if not reply.get("ok"):
             raise JanusError(reply.get("error", "unknown error"))
+        yield reply.get("result")
         sock.settimeout(None)
-        for line in lines:
-            yield json.loads(line)
+        for line in reader:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                return
     except OSError as exc:
-        raise JanusError(f"talking to the supervisor on {path}: {exc.strerror or exc}") from None
+        raise JanusError(f"talking to the supervisor on {path}: "
+                         f"{exc.strerror or exc}") from None
     finally:
         sock.close()
 

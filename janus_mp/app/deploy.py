@@ -16,8 +16,9 @@ from typing import Any
 
 import psutil
 
-from janus_mp.app.control import STREAM_IDLE_CHECK, ControlServer, StreamReply
+from janus_mp.app.control import STREAM_IDLE_CHECK, ControlServer, Streaming, StreamReply
 from janus_mp.app.log_writer import LogDropsCollector, LogWriter
+from janus_mp.app.service_logs import ServiceLogs, send_lines
 from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.app.upgrade import Handover, Upgrader
 from janus_mp.app.watch import FileWatcher
@@ -39,7 +40,8 @@ class Deployment:
                  reloader: Reloader | None = None,
                  reopen_logs: Callable[[], None] | None = None, title: str | None = None,
                  log_writer: LogWriter | None = None, upgrade_argv: list[str] | None = None,
-                 handover: Handover | None = None, watch_root: str | None = None) -> None:
+                 handover: Handover | None = None, watch_root: str | None = None,
+                 service_logs: ServiceLogs | None = None) -> None:
         self.sup = sup
         self.title = title
         self.socket_path = socket_path
@@ -61,6 +63,9 @@ class Deployment:
             sup, upgrade_argv, control=lambda: self._control, notify=self._notify)
         self._watcher = None if watch_root is None else FileWatcher(watch_root,
                                                                     self._on_files_changed)
+        #: The workers' captured output: files, recent lines, `logs -f` (None: the default,
+        #: every line into the supervisor's log, and no `logs` command).
+        self.service_logs = service_logs
 
     def run(self) -> int:
         if self.title:
@@ -81,6 +86,8 @@ class Deployment:
             self.sup.signal_handlers[signal.SIGUSR2] = self._on_usr2
         if self._watcher is not None:
             self._watcher.start()
+        if self.service_logs is not None:
+            self.sup.output.sink = self.service_logs
         if self._log_writer_to_serve is not None:
             self.sup.on_turn.append(self._serve_log_drops)
         self.sup.signal_handlers[signal.SIGHUP] = self._on_hup
@@ -98,6 +105,8 @@ class Deployment:
                 self.upgrader.abort()
             if self._watcher is not None:
                 self._watcher.stop()
+            if self.service_logs is not None:
+                self.service_logs.close()  # after the capture wrote the workers' last lines
             if self._control is not None:
                 self._control.stop()
             if self._notifier is not None:
@@ -125,6 +134,8 @@ class Deployment:
                 raise JanusError("upgrade needs a supervisor started by `janus-mp run` with "
                                  "its services (not a JanusSupervisor target)")
             return self.upgrader.upgrade()
+        if command == "logs":
+            return self.logs(request)
         if command == "shutdown":
             sup.shutdown(0, fast=bool(request.get("fast", False)))
             return "shutting down"
@@ -159,7 +170,33 @@ class Deployment:
             sup.scale(service, workers)
             return f"{service} scaled to {workers}"
         raise ValueError(f"unknown command {command!r} (status, restart, scale, stop, start, "
-                         "reload, upgrade, shutdown, events)")
+                         "reload, upgrade, shutdown, events, logs)")
+
+    def logs(self, request: dict[str, Any]) -> list[str] | Streaming:
+        """Recent lines of one service (or all), and with ``follow`` every line after them."""
+        logs = self.service_logs
+        if logs is None:
+            raise JanusError("logs: this supervisor keeps no output (started from the Python "
+                             "API?)")
+        service = request.get("service")
+        if service is not None and (not isinstance(service, str)
+                                    or service not in self.sup.service_names):
+            raise UnknownServiceError(str(service), self.sup.service_names)
+        count = request.get("lines", 20)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("logs: lines must be an integer >= 0")
+        if not request.get("follow"):
+            return logs.recent(service, count)
+        recent, follower = logs.follow(service, count)
+
+        def stream(send: Callable[[dict[str, Any]], None], client_gone: Callable[[], bool]
+                   ) -> None:
+            try:
+                send_lines(follower, send, client_gone)
+            finally:
+                logs.unfollow(follower)
+
+        return Streaming(recent, stream)
 
     def status(self) -> dict[str, Any]:
         snapshot = self.sup.snapshot().to_dict()
@@ -271,6 +308,9 @@ class Deployment:
     def _on_usr1(self) -> None:
         if self.reopen_logs is not None:
             self.reopen_logs()
+        if self.service_logs is not None:
+            self.service_logs.reopen()
+        if self.reopen_logs is not None or self.service_logs is not None:
             log.info("log files reopened")
 
     # -- systemd -------------------------------------------------------------------------------

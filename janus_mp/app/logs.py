@@ -20,12 +20,14 @@ queue to a writer thread, so a stalled stderr never blocks the supervisor's loop
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from typing import Any
 
 from janus_mp.app.log_writer import LogWriter
+from janus_mp.app.service_logs import iso_time
 from janus_mp.errors import JanusError
 from janus_mp.safe_paths import open_no_follow
 
@@ -36,7 +38,8 @@ LOGGER = "janus_mp"
 class SupervisorLog:
     """The handler janus-mp's own loggers write to (stderr, or a file SIGUSR1 reopens)."""
 
-    def __init__(self, level: str, log_file: str | None = None) -> None:
+    def __init__(self, level: str, log_file: str | None = None,
+                 log_format: str = "text") -> None:
         self.level = getattr(logging, level.upper())
         self.log_file = log_file
         handler: logging.Handler
@@ -50,10 +53,16 @@ class SupervisorLog:
             except JanusError as exc:
                 raise JanusError(f"--log-file {log_file}: "
                                  f"{getattr(exc, 'rule', None) or exc}") from None
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(JsonFormatter() if log_format == "json"
+                             else logging.Formatter(LOG_FORMAT))
         self.target = handler
         self.writer = LogWriter(handler)
         self.handler: logging.Handler = self.writer
+
+    def set_format(self, log_format: str) -> None:
+        """The config file's ``log_format``, known only once the file is read."""
+        if log_format == "json" and not isinstance(self.target.formatter, JsonFormatter):
+            self.target.setFormatter(JsonFormatter())
 
     def install(self) -> None:
         self.writer.start()
@@ -94,6 +103,26 @@ class SupervisorLog:
         self.writer.stop()
         self.target.flush()
         logging.shutdown()
+
+
+class JsonFormatter(logging.Formatter):
+    """``--log-format json``: one object a line. Captured output keeps its source (service,
+    worker, pid, stream out/err); the supervisor's own records have stream "log"."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        source = getattr(record, "janus_source", None)
+        text = getattr(record, "janus_text", None)
+        if source is not None and text is not None:  # (the queue handler has merged args)
+            fields: dict[str, Any] = {
+                "service": source.service, "worker": source.slot if source.slot >= 0 else None,
+                "pid": source.pid, "stream": source.stream, "message": text}
+        else:
+            message = record.getMessage()
+            if record.exc_info:
+                message = f"{message}\n{self.formatException(record.exc_info)}"
+            fields = {"service": None, "worker": None, "pid": record.process, "stream": "log",
+                      "level": record.levelname, "logger": record.name, "message": message}
+        return json.dumps({"time": iso_time(record.created), **fields})
 
 
 class _NoFollowFileHandler(logging.FileHandler):

@@ -17,9 +17,12 @@ from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.exits import ExitPolicy, RestartPolicy
 from janus_mp.core.health_check import HealthCheck
 from janus_mp.core.hooks_config import HooksConfig
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
+LOG_FORMATS = ("text", "json")
+MEMORY_MEASURES = ("uss", "pss", "rss")
 
 
 def _number(key: str, value: object, *, minimum: float = 0.0, strict: bool = False,
@@ -74,6 +77,16 @@ class SupervisorConfig:
     upgrade_timeout: float = 60.0
     #: Commands run on lifecycle notices (``[hooks]``); see core/hooks_config.py.
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    #: gc.freeze() around each fork: the worker's collector never touches what it inherited,
+    #: so those pages stay shared (copy-on-write) instead of being copied by GC bookkeeping.
+    gc_freeze: bool = True
+    #: Captured worker output: one NAME.log per service here (None: into the supervisor's log),
+    #: rotated past log_max_bytes ("10MiB" works), keeping log_backups old files.
+    log_dir: str | None = None
+    log_max_bytes: int | str = 10 * 1024 * 1024
+    log_backups: int = 5
+    #: "text", or "json": one object a line (time, service, worker, pid, stream, message).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -82,6 +95,7 @@ class SupervisorConfig:
         _number("kill_timeout", self.kill_timeout)
         _flag("install_signal_handlers", self.install_signal_handlers)
         _flag("reap_orphans", self.reap_orphans)
+        _flag("gc_freeze", self.gc_freeze)
         if self.start_method is not None and self.start_method not in START_METHODS:
             raise ConfigError("start_method", f"must be one of {', '.join(START_METHODS)}")
         if self.metrics_dir is not None and not isinstance(self.metrics_dir, str):
@@ -94,6 +108,13 @@ class SupervisorConfig:
             object.__setattr__(self, "hooks", _hooks(self.hooks))
         if not isinstance(self.hooks, HooksConfig):
             raise ConfigError("hooks", "must be a HooksConfig or a table")
+        if self.log_dir is not None and not (isinstance(self.log_dir, str) and self.log_dir):
+            raise ConfigError("log_dir", "must be a directory path")
+        object.__setattr__(self, "log_max_bytes", parse_size("log_max_bytes",
+                                                             self.log_max_bytes))
+        _integer("log_backups", self.log_backups)
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:
@@ -160,6 +181,15 @@ class SpawnOptions:
     #: spawn and forkserver start methods they travel to the worker pickled (dill).
     post_fork: Callable[[str, int], None] | None = None
     worker_exit: Callable[[str, int, int], None] | None = None
+    #: max_rss's newer name: recycle a worker whose whole process tree (the worker and all its
+    #: descendants) uses more than this, measured as ``memory_measure``: "uss" (memory only
+    #: the tree has: what a recycle frees), "pss" (shared pages split among their users) or
+    #: "rss" (every resident page, shared ones in full).
+    max_memory: int | str | None = None
+    memory_measure: str = "uss"
+    #: env, env_file, cwd, user/group, umask, rlimits, nice, cpus: applied in each worker
+    #: before the service's code runs (core/process_settings.py).
+    process: ProcessSettings = field(default_factory=ProcessSettings)
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
@@ -197,6 +227,21 @@ class SpawnOptions:
         for key in ("post_fork", "worker_exit"):
             if getattr(self, key) is not None and not callable(getattr(self, key)):
                 raise ConfigError(key, "must be a callable (Python API only)")
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_size("max_memory", self.max_memory))
+            if self.max_rss is not None and self.max_rss != self.max_memory:
+                raise ConfigError("max_memory", "and max_rss (its old name) differ: give one")
+        if self.memory_measure not in MEMORY_MEASURES:
+            raise ConfigError("memory_measure", f"must be one of {', '.join(MEMORY_MEASURES)}")
+        if not isinstance(self.process, ProcessSettings):
+            raise ConfigError("process", "must be a ProcessSettings")
+
+    @property
+    def memory_limit(self) -> int | None:
+        """Bytes of ``memory_measure`` past which a worker is recycled (max_memory/max_rss)."""
+        limit = self.max_memory if self.max_memory is not None else self.max_rss
+        assert limit is None or isinstance(limit, int)  # parsed in __post_init__
+        return limit
 
     def exit_policy(self) -> ExitPolicy:
         return ExitPolicy(

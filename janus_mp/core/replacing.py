@@ -148,14 +148,14 @@ def on_ready(step: Step, worker: WorkerState) -> None:
 
 def on_rss_measured(step: Step, service: ServiceState,
                     samples: tuple[tuple[int, int], ...]) -> None:
-    limit = service.options.max_rss
+    limit = service.options.memory_limit
     if limit is None or service.stopping:
         return
-    assert isinstance(limit, int)  # SpawnOptions parses "512MiB" into bytes
-    for worker_id, rss in samples:
+    measure = service.options.memory_measure
+    for worker_id, used in samples:
         worker = step.state.workers.get(worker_id)
-        if worker is not None and rss > limit:
-            recycle(step, worker, f"rss {rss / 2**20:.0f} MiB > max_rss "
+        if worker is not None and used > limit:
+            recycle(step, worker, f"{measure} {used / 2**20:.0f} MiB > max_memory "
                                   f"{limit / 2**20:.0f} MiB")
     arm_rss_check(step, service)
 

@@ -95,7 +95,7 @@ def on_start_timeout(step: Step, worker: WorkerState) -> None:
 
 
 def on_rss_due(step: Step, service: ServiceState) -> None:
-    if service.stopping or service.options.max_rss is None:
+    if service.stopping or service.options.memory_limit is None:
         return
     watched = tuple(slot.current.id for slot in service.slots.values()
                     if slot.current is not None and slot.current.ready
@@ -105,7 +105,7 @@ def on_rss_due(step: Step, service: ServiceState) -> None:
 
 def arm_rss_check(step: Step, service: ServiceState) -> None:
     key = TimerKey(TimerKind.RSS_CHECK, service.name)
-    if service.options.max_rss is None or service.stopping:
+    if service.options.memory_limit is None or service.stopping:
         step.cancel(key)
         return
     step.schedule(key, step.now + service.options.rss_check_interval)

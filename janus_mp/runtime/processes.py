@@ -28,7 +28,9 @@ from janus_mp import osproc
 from janus_mp.core import events as ev
 from janus_mp.core.actions import Spawn
 from janus_mp.core.cancel import CancellationToken
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.runtime.arena import Arena
+from janus_mp.runtime.output_pipes import open_output_pipes
 from janus_mp.runtime.worker import WorkerSpec, worker_main
 from janus_mp.service import CANCEL, EXITING, PARKED, PROMOTE, READY, RECYCLE, JanusService
 
@@ -46,6 +48,8 @@ class WorkerProcess:
     heartbeat: Any
     direct_child: bool
     fds: tuple[int, ...] = field(default=())
+    #: Read ends of its stdout/stderr pipes, until the output capture takes them over.
+    output_fds: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_source(self) -> Any:
@@ -103,11 +107,13 @@ class Processes:
         self._region = _fd_region()
         self._low_fds: set[int] = set()
         self._heartbeats = Arena("d", context)
+        self.gc_freeze = True  # the worker freezes what it inherited (SupervisorConfig)
 
     def spawn(self, action: Spawn, payload: JanusService | bytes, token: CancellationToken, *,
               now: float, wait_for_ready: bool, metrics: Any, listeners: tuple[Any, ...],
               other_fds: list[int], watchdog_timeout: float | None,
-              extras: dict[str, Any] | None = None) -> WorkerProcess:
+              extras: dict[str, Any] | None = None,
+              process_settings: ProcessSettings | None = None) -> WorkerProcess:
         """Fork (or spawn) one worker; raises OSError when the system refuses a process.
         ``extras``: more WorkerSpec fields (dump_path, post_fork, worker_exit...)."""
         parent_conn, child_conn = self.context.Pipe(duplex=True)
@@ -124,20 +130,27 @@ class Processes:
             listeners=listeners, max_requests=action.max_requests,
             stop_timeout=action.stop_timeout, watchdog_timeout=watchdog_timeout,
             **(extras or {}),
+            process=process_settings, gc_freeze=self.gc_freeze,
         )
         process = self.context.Process(target=worker_main, args=(spec,), daemon=False,
                                        name=f"janus-mp:{action.service}[{action.slot}]")
+        output = open_output_pipes()
+        spec.output = output.write_ends
         try:
             if fork:  # the child closes them first thing (see WorkerSpec.close_fds)
-                spec.close_fds = (*other_fds, *self._low_fds, parent_conn.fileno())
+                region = self._region or 1 << 30
+                spec.close_fds = (*(fd for fd in other_fds if fd < region), *self._low_fds,
+                                  parent_conn.fileno(), *output.parent_fds)
                 spec.close_from = self._region
             process.start()
         except BaseException:
             parent_conn.close()
             child_conn.close()
+            output.close()
             self._heartbeats.give_back(heartbeat)
             raise
         child_conn.close()
+        output.close_write_ends()
         _forget_in_multiprocess(process)
         pid = int(process.pid)
         if fork:
@@ -151,7 +164,9 @@ class Processes:
             process = None
         worker = WorkerProcess(id=action.worker, service=action.service, slot=action.slot,
                                process=process, pid=pid, pidfd=pidfd, conn=parent_conn,
-                               token=token, heartbeat=heartbeat, direct_child=direct_child)
+                               token=token, heartbeat=heartbeat, direct_child=direct_child,
+                               output_fds={stream: self._move_up(fd) or fd
+                                           for stream, fd in output.read_fds.items()})
         worker.fds = tuple(fd for fd in (parent_conn.fileno(), pidfd) if fd is not None)
         self._low_fds.update(fd for fd in worker.fds if self._region is None or
                              fd < self._region)
@@ -214,21 +229,6 @@ class Processes:
         worker.conn.close()
         worker.token.detach()
         self._heartbeats.give_back(worker.heartbeat)
-
-    def measure_rss(self, workers: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-        """Resident set sizes of these workers (those still here), in bytes."""
-        import psutil
-
-        samples = []
-        for worker_id in workers:
-            worker = self.by_id.get(worker_id)
-            if worker is None:
-                continue
-            try:
-                samples.append((worker_id, int(psutil.Process(worker.pid).memory_info().rss)))
-            except psutil.Error:
-                continue
-        return tuple(samples)
 
     def kill_all_now(self) -> None:
         """Last resort (an exception escaped the loop): SIGKILL every worker and wait."""

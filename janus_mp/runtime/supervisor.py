@@ -64,9 +64,11 @@ from janus_mp.private_fds import PrivateFds
 from janus_mp.runtime.handover import HandoverPort
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
+from janus_mp.runtime.memory import measure_workers
 from janus_mp.runtime.notice_hub import NoticeSubscription
 from janus_mp.runtime.observability import Observability
 from janus_mp.runtime.orphans import Orphans
+from janus_mp.runtime.output_capture import OutputCapture, OutputDropsCollector
 from janus_mp.runtime.processes import Processes, WorkerProcess
 from janus_mp.runtime.shared_event import SharedEventFactory
 from janus_mp.runtime.specs import ServiceSpec, make_spec
@@ -95,6 +97,7 @@ class JanusSupervisor:
         self._start_method = self._context.get_start_method()
         self._loop = Loop(clock)
         self._processes = Processes(self._context, self._start_method)
+        self._processes.gc_freeze = self.config.gc_freeze
         self._orphans = Orphans(self.config.name, self.config.reap_orphans, self._worker_pids)
         self._specs: dict[str, ServiceSpec] = {}
         self._tokens = ServiceTokens(SharedEventFactory(self._start_method))
@@ -112,6 +115,8 @@ class JanusSupervisor:
         #: fds of the supervisor's own threads (control, HTTP): never inherited by workers.
         self.private_fds = PrivateFds()
         self._published = self._state.metrics.snapshot()
+        #: Every worker's stdout/stderr; set ``output.sink`` before running to send it elsewhere.
+        self.output = OutputCapture(self.private_fds)
         self._observability = Observability(
             self.config, self._start_method, self.private_fds, metrics=self.metrics_snapshot,
             ping=lambda timeout: bool(self._loop.call(lambda: True, timeout=timeout)),
@@ -153,8 +158,9 @@ class JanusSupervisor:
         # Everything imported and built so far lives as long as the supervisor: out of the
         # collector's sight, a collection no longer walks it (in the middle of an exit's
         # handling), and forked workers do not dirty its pages by collecting it either.
-        gc.collect()
-        gc.freeze()
+        if self.config.gc_freeze:
+            gc.collect()
+            gc.freeze()
         try:
             self._feed(ev.Begin())
             self._after_turn()
@@ -368,8 +374,9 @@ class JanusSupervisor:
                 if process is not None:
                     self._queue.append(ev.HeartbeatRead(worker, process.heartbeat.value))
             case MeasureRss():
-                self._queue.append(ev.RssMeasured(
-                    action.service, self._processes.measure_rss(action.workers)))
+                self._queue.append(ev.RssMeasured(action.service, measure_workers(
+                    self._processes.by_id, action.workers,
+                    self._specs[action.service].options.memory_measure)))
             case OpenService(service=name):
                 self._tokens.open(name)
             case CancelService(service=name, reason=reason):
@@ -408,11 +415,13 @@ class JanusSupervisor:
                     watchdog_timeout=spec.options.watchdog_timeout,
                     extras={**self._watchers.worker_extras(action.worker),
                             "post_fork": spec.options.post_fork,
-                            "worker_exit": spec.options.worker_exit})
+                            "worker_exit": spec.options.worker_exit},
+                    process_settings=spec.options.process)
         except OSError as exc:  # fork failed (EAGAIN under a pids limit, ENOMEM): back off
             token.detach()
             self._queue.append(ev.SpawnFailed(action.worker, str(exc)))
             return
+        self.output.attach(worker.service, worker.slot, worker.pid, worker.output_fds)
         token.on_cancel(lambda _node: worker.send_cancel())
         self._orphans.track(worker.pid)
         self._loop.add_reader(worker.exit_source, lambda: self._on_exit_source(worker))
@@ -533,6 +542,8 @@ class JanusSupervisor:
     # ==========================================================================================
     def _open(self) -> None:
         self._observability.open()  # first: a bad metrics dir or a busy port starts nothing
+        self._observability.registry.register(OutputDropsCollector(self.output))
+        self.output.open()
         self._loop.open()
         self._watchers.open()
         self._tokens.open_root()
@@ -550,6 +561,7 @@ class JanusSupervisor:
             self._orphans.close()
         finally:
             self._watchers.close()
+            self.output.close()
             self._observability.close()
             self._listeners.close()
             self._loop.close()

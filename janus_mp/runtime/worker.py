@@ -19,6 +19,7 @@ service's verdict (see :mod:`janus_mp.core.exits`).
 from __future__ import annotations
 
 import faulthandler
+import gc
 import logging
 import os
 import signal
@@ -33,6 +34,9 @@ import multiprocess.connection as mpc
 from janus_mp import osproc
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.exits import ReservedExit
+from janus_mp.core.process_settings import ProcessSettings
+from janus_mp.runtime import process_settings
+from janus_mp.runtime.output_pipes import redirect_output
 from janus_mp.runtime.shared_event import SharedEvent
 from janus_mp.service import CANCEL, PARKED, PROMOTE, JanusService, WorkerContext
 
@@ -67,6 +71,9 @@ class WorkerSpec:
     stop_timeout: float = 30.0  # cooperative grace after a stop is asked, before SIGTERM
     watchdog_timeout: float | None = None  # heartbeat at least this often, if set
     standby: bool = False  # boot, say PARKED, and run only once promoted into a slot
+    output: dict[str, Any] | None = None  # write ends for fd 1 and 2 (runtime.output_pipes)
+    process: ProcessSettings | None = None  # env, cwd, user, limits... (runtime.process_settings)
+    gc_freeze: bool = True  # freeze what was inherited: its pages stay shared (copy-on-write)
     dump_path: str | None = None  # faulthandler writes every thread's stack here on request
     dump_signal: int = int(signal.SIGUSR2)
     post_fork: Callable[[str, int], None] | None = None  # SpawnOptions.post_fork
@@ -84,12 +91,21 @@ class _Parking:
 
 def worker_main(spec: WorkerSpec) -> None:
     """Process target. Ends by raising SystemExit with the worker's exit code."""
+    if spec.gc_freeze:
+        # What this process inherited is never collected here: the collector never writes
+        # to those objects, so their pages stay shared with the supervisor (O(1) to do).
+        gc.freeze()
     parking = _Parking() if spec.standby else None
     _detach_from_supervisor(spec, parking)
     _arm_stack_dumps(spec)
     ctx: WorkerContext | None = None
     code: int = int(ReservedExit.FAILURE)
     try:
+        if spec.process is not None and not spec.process.empty:
+            try:
+                process_settings.apply(spec.process)
+            except process_settings.SettingsError as exc:
+                raise _BootError(f"process settings: {exc}") from None
         if spec.post_fork is not None:
             try:
                 spec.post_fork(spec.service_name, spec.index)
@@ -227,6 +243,8 @@ def _detach_from_supervisor(spec: WorkerSpec, parking: _Parking | None) -> None:
     osproc.close_fds(spec.close_fds)
     if spec.close_from is not None:
         os.closerange(spec.close_from, osproc.open_file_limit())
+    if spec.output is not None:
+        redirect_output(spec.output)
     osproc.set_child_subreaper()
     if spec.title:
         _set_title(spec.title)

@@ -83,7 +83,8 @@ def build(sup):
     with SupervisorProcess(tmp_path, scenario) as sup:
         exit_ = wait_until(lambda: sup.exits("leaky"), timeout=20)[0]
         assert exit_["reason"] == "recycled" and exit_["worker"] == 1
-        assert "recycling: rss" in sup.log_text() and "> max_rss 100 MiB" in sup.log_text()
+        # max_rss is max_memory's old name; the default measure is uss
+        assert "recycling: uss" in sup.log_text() and "> max_memory 100 MiB" in sup.log_text()
         workers = wait_until(lambda: (w := sup.service("leaky")["workers"]) and
                              w[1]["generation"] == 2 and w[1]["ready"] and w)
         assert workers[0]["generation"] == 1  # the small one is left alone

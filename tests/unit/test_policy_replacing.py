@@ -235,7 +235,7 @@ def test_max_rss_recycles_only_the_workers_over_the_limit():
     assert measured == [MeasureRss("a", (fat.id, lean.id, unmeasured.id))]
     assert [slot for slot, _ in _incoming(sim)] == [0]
     assert timer(sim, TimerKind.RSS_CHECK) == 10.0
-    assert any("rss 200 MiB > max_rss 100 MiB" in line for line in sim.logs())
+    assert any("uss 200 MiB > max_memory 100 MiB" in line for line in sim.logs())
     sim.ready(_incoming(sim)[0][1])
     assert sim.cancelled == [fat.id]
     sim.exit(fat, 0)

@@ -1,0 +1,317 @@
+"""Every worker's stdout and stderr, read off the supervision loop, line by line, in bounded memory.
+
+    worker pipes ──► reader thread ──────────► pending chunks ──► sink thread ──► OutputSink
+    (all of them,     one selector; reads,      (at most BUDGET     splits lines,   (log files,
+     out and err)     cuts at the last "\\n"     bytes: past it a    calls the sink  `logs -f`,
+                      of each read              chunk is DROPPED,                   the log)
+                                                lines counted)
+
+Why two threads: the reader must never wait for anything but the pipes, so a worker is never
+held up by a slow disk or a stalled stderr; the sink thread does the slow part. What is
+dropped, when the sink falls behind (a worker writing 50 MB/s, a disk that stalls): whole
+chunks of complete lines that find the pending budget full — counted per service
+(``janus_supervisor_log_lines_dropped_total{service}``) and announced in that service's output
+once the sink catches up. The supervisor's memory for output is BUDGET plus one unfinished
+line (at most MAX_LINE) per pipe. The loop never touches any of this: spawning only hands the
+read ends over (``attach``), a thread-safe append.
+
+The read ends are registered in the supervisor's PrivateFds while open, so a worker forked
+meanwhile closes them; the reader closes one (under that registry's lock) at its EOF, which
+comes when the worker and everything it started have exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from janus_mp.private_fds import PrivateFds
+
+#: Bytes of complete lines waiting for the sink, at most, over all workers.
+BUDGET = 4 * 1024 * 1024
+#: Longest line kept whole; a longer one is cut into pieces of this size.
+MAX_LINE = 16 * 1024
+READ_SIZE = 64 * 1024
+#: Bytes handed to the sink in one call at most: the sink's work on one group (joins,
+#: decoding) holds the GIL, and the supervision loop must get it back within a millisecond.
+_GROUP = 128 * 1024
+#: Seconds ``close`` waits for the last lines of workers that already exited.
+CLOSE_GRACE = 2.0
+
+log = logging.getLogger("janus_mp.output")
+
+
+@dataclass(frozen=True)
+class OutputSource:
+    service: str
+    slot: int
+    pid: int
+    stream: str  # "out" or "err"
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.service}[{self.slot}] {self.stream}|"
+
+
+class OutputSink(Protocol):
+    """Where captured lines go; called from the sink thread only."""
+
+    def write(self, source: OutputSource, lines: list[bytes], when: float) -> None:
+        """Complete lines (without their newline), read at wall-clock time ``when``."""
+
+    def dropped(self, service: str, lines: int, when: float) -> None:
+        """``lines`` of ``service``'s output were dropped since the last call."""
+
+
+class LoggingSink:
+    """The default: every line into the supervisor's own log (stdout at INFO, stderr at
+    WARNING), as ``name[i] out| text``; with no logging configured at all, onto the
+    supervisor's own stdout and stderr."""
+
+    def write(self, source: OutputSource, lines: list[bytes], when: float) -> None:
+        if not log.hasHandlers():  # the Python API with logging not configured: print them
+            stream = sys.stdout if source.stream == "out" else sys.stderr
+            stream.write("".join(f"{source.prefix} {line.decode('utf-8', 'replace')}\n"
+                                 for line in lines))
+            stream.flush()
+            return
+        level = logging.INFO if source.stream == "out" else logging.WARNING
+        if not log.isEnabledFor(level):
+            return
+        for line in lines:
+            log.log(level, "%s %s", source.prefix, line.decode("utf-8", "replace"))
+
+    def dropped(self, service: str, lines: int, when: float) -> None:
+        log.warning("%s: %d output lines dropped (written faster than they could be logged)",
+                    service, lines)
+
+
+@dataclass(eq=False)
+class _Pipe:
+    fd: int
+    source: OutputSource
+    partial: bytes = b""
+
+
+class OutputCapture:
+    def __init__(self, private_fds: PrivateFds, sink: OutputSink | None = None,
+                 budget: int = BUDGET) -> None:
+        self.sink: OutputSink = sink or LoggingSink()
+        self._private_fds = private_fds
+        self._budget = budget
+        self._lock = threading.Condition()
+        self._pending: deque[tuple[OutputSource, bytes, float]] = deque()
+        self._pending_bytes = 0
+        self._attaching: list[_Pipe] = []
+        self._dropped: dict[str, int] = {}
+        self._reported: dict[str, int] = {}
+        self._closing = False
+        self._reading_done = False
+        self._wake_r = self._wake_w = -1
+        self._reader: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+
+    # -- loop side ------------------------------------------------------------------------------
+    def open(self) -> None:
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._private_fds.add(self._wake_r)
+        self._private_fds.add(self._wake_w)
+        self._reader = threading.Thread(target=self._read_all, name="janus-mp-output-reader",
+                                        daemon=True)
+        self._writer = threading.Thread(target=self._write_all, name="janus-mp-output-sink",
+                                        daemon=True)
+        self._reader.start()
+        self._writer.start()
+
+    def attach(self, service: str, slot: int, pid: int, read_fds: dict[str, int]) -> None:
+        """Start reading a new worker's pipes (they are registered as private at once)."""
+        pipes = []
+        for stream, fd in read_fds.items():
+            self._private_fds.add(fd)
+            pipes.append(_Pipe(fd, OutputSource(service, slot, pid, stream)))
+        if self._reader is None:  # not open (a bare Processes user): nobody reads, close
+            for pipe in pipes:
+                self._close_pipe(pipe)
+            return
+        with self._lock:
+            self._attaching.extend(pipes)
+            self._dropped.setdefault(service, 0)  # the metric shows 0, not nothing
+        self._wake()
+
+    def dropped_lines(self) -> dict[str, int]:
+        """Lines dropped so far, by service."""
+        with self._lock:
+            return dict(self._dropped)
+
+    def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Read what exited workers left in their pipes (``grace`` at most), hand it to the
+        sink, then stop both threads."""
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None:
+            return
+        self._reader = self._writer = None
+        deadline = time.monotonic() + grace
+        self._closing = True
+        self._wake()
+        reader.join(max(deadline - time.monotonic(), 0.0))
+        with self._lock:
+            self._reading_done = True
+            self._lock.notify_all()
+        writer.join(max(deadline - time.monotonic(), 0.0))
+        for fd in (self._wake_r, self._wake_w):
+            self._private_fds.discard(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # -- reader thread -------------------------------------------------------------------------
+    def _read_all(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        try:
+            self._select(selector)
+        finally:
+            for key in list(selector.get_map().values()):
+                if isinstance(key.data, _Pipe):
+                    self._close_pipe(key.data)
+            selector.close()
+
+    def _select(self, selector: selectors.BaseSelector) -> None:
+        deadline: float | None = None
+        while True:
+            if self._closing and deadline is None:
+                deadline = time.monotonic() + CLOSE_GRACE
+            with self._lock:
+                attaching, self._attaching = self._attaching, []
+            for new in attaching:
+                selector.register(new.fd, selectors.EVENT_READ, new)
+            if deadline is not None and len(selector.get_map()) <= 1:
+                return  # closing, and every pipe reached its EOF
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if timeout == 0.0:
+                return
+            for key, _ in selector.select(timeout):
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    continue
+                pipe = key.data
+                try:
+                    data = os.read(pipe.fd, READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    self._take(pipe, data)
+                else:
+                    if pipe.partial:  # a last line without its newline
+                        self._queue(pipe.source, pipe.partial + b"\n")
+                        pipe.partial = b""
+                    selector.unregister(pipe.fd)
+                    self._close_pipe(pipe)
+
+    def _take(self, pipe: _Pipe, data: bytes) -> None:
+        """Queue the complete lines; keep the unfinished one (cut at MAX_LINE)."""
+        if pipe.partial:
+            data = pipe.partial + data
+        end = data.rfind(b"\n") + 1
+        rest = data[end:]
+        while len(rest) >= MAX_LINE:
+            self._queue(pipe.source, data[:end] + rest[:MAX_LINE] + b"\n")
+            data, end, rest = b"", 0, rest[MAX_LINE:]
+        pipe.partial = rest
+        if end:
+            self._queue(pipe.source, data[:end])
+
+    def _queue(self, source: OutputSource, chunk: bytes) -> None:
+        with self._lock:
+            if self._pending_bytes + len(chunk) > self._budget:
+                self._dropped[source.service] = (self._dropped.get(source.service, 0)
+                                                 + chunk.count(b"\n"))
+                return
+            self._pending.append((source, chunk, time.time()))
+            self._pending_bytes += len(chunk)
+            self._lock.notify()
+
+    def _close_pipe(self, pipe: _Pipe) -> None:
+        self._private_fds.close(pipe.fd)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"w")
+
+    # -- sink thread ---------------------------------------------------------------------------
+    def _write_all(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._reading_done:
+                    self._lock.wait()
+                if not self._pending and self._reading_done:
+                    return
+                batch, self._pending = self._pending, deque()
+                self._pending_bytes = 0
+                lost = {service: count - self._reported.get(service, 0)
+                        for service, count in self._dropped.items()
+                        if count > self._reported.get(service, 0)}
+                self._reported.update(self._dropped)
+            for source, lines, when in _by_source(batch):
+                try:
+                    self.sink.write(source, lines, when)
+                except Exception:  # a broken sink must not end the capture
+                    log.exception("writing captured output of %s failed", source.prefix)
+            for service, count in lost.items():
+                with contextlib.suppress(Exception):
+                    self.sink.dropped(service, count, time.time())
+
+
+def _by_source(batch: deque[tuple[OutputSource, bytes, float]]
+               ) -> Iterator[tuple[OutputSource, list[bytes], float]]:
+    """Consecutive chunks of one pipe as one list of lines (fewer sink calls)."""
+    source: OutputSource | None = None
+    lines: list[bytes] = []
+    when = 0.0
+    size = 0
+    for item_source, chunk, item_when in batch:
+        if source is not None and (item_source != source or size >= _GROUP):
+            yield source, lines, when
+            lines, size = [], 0
+        size += len(chunk)
+        source, when = item_source, item_when
+        parts = chunk[:-1].split(b"\n")
+        if len(chunk) > MAX_LINE:  # may hold a line too long to keep whole
+            parts = [part[i:i + MAX_LINE] for part in parts
+                     for i in range(0, max(len(part), 1), MAX_LINE)]
+        lines.extend(parts)
+    if source is not None:
+        yield source, lines, when
+
+
+class OutputDropsCollector:
+    """``janus_supervisor_log_lines_dropped_total{service}`` for /metrics."""
+
+    def __init__(self, capture: OutputCapture) -> None:
+        self._capture = capture
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("janus_supervisor_log_lines_dropped",
+                                     "Lines of workers' output dropped because they were "
+                                     "written faster than the supervisor could log them.",
+                                     labels=["service"])
+        for service, count in sorted(self._capture.dropped_lines().items()):
+            family.add_metric([service], count)
+        yield family

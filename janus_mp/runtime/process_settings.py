@@ -1,0 +1,137 @@
+"""Applying :class:`~janus_mp.core.process_settings.ProcessSettings` in a new worker, before its
+service code runs (called from the worker bootstrap, after the supervisor's plumbing is set up).
+
+Order matters: what needs privileges (rlimits above the hard limit, a lower niceness) comes
+before the user switch, which comes last but one: groups, then gid, then uid (the other way
+round, the process could no longer change its groups). The working directory is entered after
+the switch, so it is checked with the user's own permissions.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import resource
+
+from janus_mp.core.process_settings import UNLIMITED, ProcessSettings
+from janus_mp.errors import ConfigError
+
+
+class SettingsError(Exception):
+    """A setting cannot be applied in this worker (one line, naming the setting)."""
+
+
+def apply(settings: ProcessSettings) -> None:
+    try:
+        _apply(settings)
+    except OSError as exc:
+        raise SettingsError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename
+                                                         else "")) from None
+
+
+def _apply(settings: ProcessSettings) -> None:
+    if settings.env_file is not None:
+        os.environ.update(read_env_file(settings.env_file))
+    os.environ.update(settings.env)
+    for name, limit in settings.rlimits.items():
+        soft, hard = limit
+        which = getattr(resource, f"RLIMIT_{name.upper()}")
+        try:
+            resource.setrlimit(which, (_rlim(soft), _rlim(hard)))
+        except (ValueError, OSError) as exc:
+            raise SettingsError(f"rlimits.{name}: {exc}") from None
+    if settings.nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, settings.nice)
+        except OSError as exc:
+            raise SettingsError(f"nice {settings.nice}: {exc.strerror}") from None
+    if settings.cpus is not None:
+        try:
+            os.sched_setaffinity(0, settings.cpus)
+        except OSError as exc:
+            raise SettingsError(f"cpus {list(settings.cpus)}: {exc.strerror}") from None
+    if isinstance(settings.umask, int):
+        os.umask(settings.umask)
+    if settings.user is not None:
+        switch_user(settings.user, settings.group)
+    if settings.cwd is not None:
+        try:
+            os.chdir(settings.cwd)
+        except OSError as exc:
+            raise SettingsError(f"cwd {settings.cwd}: {exc.strerror}") from None
+
+
+def check(settings: ProcessSettings) -> None:
+    """What can be known before any worker starts: refused with a ConfigError naming the key
+    (a user switch without root, an unknown user, a missing env_file or cwd)."""
+    if settings.user is not None:
+        if os.geteuid() != 0:
+            raise ConfigError("user", f"switching to {settings.user!r} needs a supervisor "
+                                      "running as root")
+        try:
+            resolve_user(settings.user, settings.group)
+        except KeyError:
+            raise ConfigError("user", f"no user {settings.user!r}" + (
+                f" or no group {settings.group!r}" if settings.group is not None else "")
+            ) from None
+    if settings.env_file is not None:
+        try:
+            read_env_file(settings.env_file)
+        except OSError as exc:
+            raise ConfigError("env_file", f"{settings.env_file}: {exc.strerror}") from None
+        except SettingsError as exc:
+            raise ConfigError("env_file", str(exc)) from None
+    if settings.cwd is not None and not os.path.isdir(settings.cwd):
+        raise ConfigError("cwd", f"{settings.cwd!r} is not a directory")
+    if settings.cpus is not None:
+        allowed = os.sched_getaffinity(0)
+        if not set(settings.cpus) <= allowed:
+            raise ConfigError("cpus", f"this supervisor may only use CPUs {sorted(allowed)}")
+
+
+def resolve_user(user: str | int, group: str | int | None) -> tuple[int, int, str]:
+    """(uid, gid, name) of a user and group given by name or number; KeyError if unknown."""
+    entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    gid = entry.pw_gid
+    if group is not None:
+        gid = grp.getgrgid(group).gr_gid if isinstance(group, int) else grp.getgrnam(group).gr_gid
+    return entry.pw_uid, gid, entry.pw_name
+
+
+def switch_user(user: str | int, group: str | int | None) -> None:
+    try:
+        uid, gid, name = resolve_user(user, group)
+    except KeyError:
+        raise SettingsError(f"user {user!r} or group {group!r}: not found") from None
+    try:
+        os.initgroups(name, gid)
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as exc:
+        raise SettingsError(f"user {user!r}: {exc.strerror}") from None
+    os.environ.update(USER=name, LOGNAME=name, HOME=pwd.getpwuid(uid).pw_dir)
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """NAME=value lines; blank lines and # comments skipped; one pair of quotes around a value
+    is removed. A line without "=" is an error naming the line."""
+    values: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, sep, value = line.removeprefix("export ").partition("=")
+            name = name.strip()
+            if not sep or not name:
+                raise SettingsError(f"env_file {path}, line {number}: expected NAME=value")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[name] = value
+    return values
+
+
+def _rlim(value: int) -> int:
+    return resource.RLIM_INFINITY if value == UNLIMITED else value
