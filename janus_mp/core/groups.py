@@ -22,6 +22,7 @@ parks in ``backing_off``).
 
 from __future__ import annotations
 
+from janus_mp.core import announce
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.exits import ExitDecision
 from janus_mp.core.gates import is_up, start_service
@@ -108,6 +109,7 @@ def _member_failed(step: Step, group: GroupState, member: str, why: str) -> None
             inner.affected = []
     step.log(LogLevel.WARNING, f"group {group.name} ({strategy.value}): {member} failed: "
                                f"{why}: restarting {', '.join(group.affected)}")
+    announce.group_restarted(step, group.name, group.affected, f"{member} failed: {why}")
 
 
 def _terminate(step: Step, group: GroupState) -> None:

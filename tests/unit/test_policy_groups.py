@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 
 from janus_mp.core import events as ev
+from janus_mp.core.actions import Publish
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.lifecycle import ServicePhase
+from janus_mp.core.notices import NoticeKind
 from janus_mp.core.pool import SupervisorPhase
 from janus_mp.core.tree import GroupStrategy, ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
@@ -147,6 +149,9 @@ def test_rest_for_one_restarts_the_failed_member_and_those_after_it_only():
     assert after["a"] == before["a"]
     for name in "bcd":
         assert not after[name] & before[name], name
+    (notice,) = [a.notice for a in sim.log if isinstance(a, Publish)
+                 and a.notice.kind is NoticeKind.GROUP_RESTARTED]  # for events and hooks
+    assert notice.group == "g" and notice.members == ("b", "c", "d")
 
 
 def test_a_clean_exit_that_would_restart_is_a_failure_of_the_member_too():
