@@ -377,8 +377,13 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
                          f"{exc.strerror or exc}") from None
     finally:
         sock.close()
+    return _result(data)
+
+
+def _result(line: bytes) -> Any:
+    """The result of a reply line; a refusal (or no reply) raises its one-line error."""
     try:
-        reply = json.loads(data)
+        reply = json.loads(line)
     except json.JSONDecodeError:
         raise JanusError("the supervisor closed the connection without a reply") from None
     if not reply.get("ok"):
@@ -400,13 +405,7 @@ def follow(path: str, command: str, timeout: float = 30.0, **args: Any) -> Itera
         except TimeoutError:
             raise JanusError(f"no reply from the supervisor on {path} within "
                              f"{timeout:g}s") from None
-        try:
-            reply = json.loads(first)
-        except json.JSONDecodeError:
-            raise JanusError("the supervisor closed the connection without a reply") from None
-        if not reply.get("ok"):
-            raise JanusError(reply.get("error", "unknown error"))
-        yield reply.get("result")
+        yield _result(first)
         sock.settimeout(None)
         for line in reader:
             try:
