@@ -77,7 +77,8 @@ class SupervisorConfig:
     upgrade_timeout: float = 60.0
     #: Commands run on lifecycle notices (``[hooks]``); see core/hooks_config.py.
     hooks: HooksConfig = field(default_factory=HooksConfig)
-    #: gc.freeze() around each fork: the worker's collector never touches what it inherited,
+    #: gc.freeze() in each worker first thing (and in the supervisor once at start): the
+    #: worker's collector never touches what it inherited,
     #: so those pages stay shared (copy-on-write) instead of being copied by GC bookkeeping.
     gc_freeze: bool = True
     #: Captured worker output: one NAME.log per service here (None: into the supervisor's log),
