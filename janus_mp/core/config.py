@@ -166,6 +166,11 @@ class SpawnOptions:
     #: checked every ``rss_check_interval`` seconds.
     max_rss: int | str | None = None
     rss_check_interval: float = 5.0
+    #: cgroup v2 limits for the service's workers together (runtime/cgroups.py): memory in
+    #: bytes ("512MiB" works), CPUs (1.5 = one and a half), processes.
+    memory_max: int | str | None = None
+    cpu_max: float | None = None
+    pids_max: int | None = None
     #: Extra workers kept booted and parked, promoted into a slot instead of forking one
     #: when a worker must be replaced at once (see janus_mp.core.standby).
     standby: int = 0
@@ -219,6 +224,11 @@ class SpawnOptions:
             object.__setattr__(self, "max_rss", parse_size("max_rss", self.max_rss))
         _number("rss_check_interval", self.rss_check_interval, strict=True)
         _integer("standby", self.standby)
+        if self.memory_max is not None:
+            object.__setattr__(self, "memory_max", parse_size("memory_max", self.memory_max))
+        _number("cpu_max", self.cpu_max, strict=True, optional=True)
+        if self.pids_max is not None:
+            _integer("pids_max", self.pids_max, minimum=1)
         object.__setattr__(self, "depends_on", _names("depends_on", self.depends_on, self.name))
         if isinstance(self.health, Mapping):
             object.__setattr__(self, "health", HealthCheck.from_mapping(self.health))

@@ -65,6 +65,8 @@ class WorkerExited(Event):
 
     worker: int
     returncode: int
+    #: The kernel's OOM killer sent the SIGKILL (the service's cgroup counted one more).
+    oom_killed: bool = False
 
 
 # -- from the clock and from what the runtime measured for the policy --------------------------

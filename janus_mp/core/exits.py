@@ -49,6 +49,7 @@ class KillCause(StrEnum):
     RECYCLE = "recycle"
     REPLACE = "replace"
     UNHEALTHY = "unhealthy"  # failed its health probe too many times in a row
+    OOM_KILLED = "oom_killed"  # the kernel's OOM killer, in the service's cgroup (told later)
 
 
 class ExitKind(StrEnum):
@@ -66,6 +67,7 @@ class ExitKind(StrEnum):
     RECYCLED = "recycled"
     REPLACED = "replaced"
     UNHEALTHY = "unhealthy"
+    OOM_KILLED = "oom_killed"
 
 
 _CODE_SETS = ("success_codes", "no_restart_codes", "force_restart_codes", "halt_codes")
@@ -144,6 +146,8 @@ def classify_exit(returncode: int, policy: ExitPolicy,
                        restart=restartable)
     if cause is KillCause.UNHEALTHY:
         return _failed(ExitKind.UNHEALTHY, TerminationReason.unhealthy(), restart=restartable)
+    if cause is KillCause.OOM_KILLED:
+        return _failed(ExitKind.OOM_KILLED, TerminationReason.oom_killed(), restart=restartable)
     if returncode >= 0:
         if returncode in policy.halt_codes:
             return ExitDecision(ExitKind.HALT, restart=False, failure=True, fixed_delay=False,

@@ -72,6 +72,7 @@ class TerminationKind(StrEnum):
     STOPPED = "stopped"
     HALTED = "halted"
     UNHEALTHY = "unhealthy"
+    OOM_KILLED = "oom_killed"
 
 
 #: Linux signal names, kept here so this module needs no ``signal`` import.
@@ -142,6 +143,10 @@ class TerminationReason:
         return cls(TerminationKind.UNHEALTHY)
 
     @classmethod
+    def oom_killed(cls) -> TerminationReason:
+        return cls(TerminationKind.OOM_KILLED)
+
+    @classmethod
     def halted(cls, exit_code: int) -> TerminationReason:
         return cls(TerminationKind.HALTED, exit_code=exit_code)
 
@@ -157,6 +162,8 @@ class TerminationReason:
             return f"unrecoverable: {self.message}"
         if k is TerminationKind.FAILED:
             return f"failed (exit code {self.exit_code})"
+        if k is TerminationKind.OOM_KILLED:
+            return "killed by the kernel's OOM killer (its cgroup's memory_max)"
         if k is TerminationKind.HALTED:
             return f"halted (exit code {self.exit_code})"
         if k is TerminationKind.KILLED:

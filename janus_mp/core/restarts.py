@@ -32,7 +32,8 @@ from janus_mp.core.timers import TimerKey, TimerKind
 from janus_mp.core.workers import spawn, stop_worker
 
 
-def on_exit(step: Step, worker: WorkerState, returncode: int) -> None:
+def on_exit(step: Step, worker: WorkerState, returncode: int, *,
+            oom_killed: bool = False) -> None:
     state = step.state
     service = state.services[worker.service]
     del state.workers[worker.id]
@@ -40,7 +41,10 @@ def on_exit(step: Step, worker: WorkerState, returncode: int) -> None:
     if worker.exit_announced:  # decided when it announced its exit: now it is only gone
         service.retiring.remove(worker)
         return
-    decision = classify_exit(returncode, service.exit_policy, worker.stop_cause)
+    cause = worker.stop_cause
+    if oom_killed and cause is None:  # the kernel killed it, not we: its own reason
+        cause = KillCause.OOM_KILLED
+    decision = classify_exit(returncode, service.exit_policy, cause)
     _record(step, worker, returncode, decision)
     if worker.role is WorkerRole.STANDBY:  # it never served: no backoff, no breaker
         standby.on_exit(step, service, worker)

@@ -61,6 +61,7 @@ from janus_mp.core.timers import TimerKey
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
+from janus_mp.runtime.cgroups import CgroupError, Limits, ServiceCgroups, own_cgroup
 from janus_mp.runtime.handover import HandoverPort
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
@@ -105,6 +106,7 @@ class JanusSupervisor:
         self._feeding = False
         self._in_turn = False  # events of one loop turn are settled once, at its end
         self._unsettled = False
+        self._cgroups: ServiceCgroups | None = None  # made when a service asks for limits
         self._after_turn_pids: list[int] = []
         self._logs: list[tuple[int, str]] = []  # a batch's Log actions, written after it
         self._reap_children = False
@@ -415,7 +417,9 @@ class JanusSupervisor:
                     watchdog_timeout=spec.options.watchdog_timeout,
                     extras={**self._watchers.worker_extras(action.worker),
                             "post_fork": spec.options.post_fork,
-                            "worker_exit": spec.options.worker_exit},
+                            "worker_exit": spec.options.worker_exit,
+                            "cgroup_procs": None if self._cgroups is None else
+                            self._cgroups.procs_file(action.service)},
                     process_settings=spec.options.process)
         except OSError as exc:  # fork failed (EAGAIN under a pids limit, ENOMEM): back off
             token.detach()
@@ -442,9 +446,11 @@ class JanusSupervisor:
         if READY in worker.read_messages()[0]:  # a READY just before a crash still counts
             self._feed(ev.WorkerReady(worker.id))
         returncode = self._processes.reap(worker)
+        oom_killed = returncode == -signal.SIGKILL and self._cgroups is not None and \
+            self._cgroups.was_oom_killed(worker.service)
         self._processes.release(worker)
         self._watchers.worker_gone(worker.id)
-        self._feed(ev.WorkerExited(worker.id, returncode))
+        self._feed(ev.WorkerExited(worker.id, returncode, oom_killed))
         self._after_turn_pids.append(worker.pid)
 
     def _on_timer(self, key: TimerKey) -> None:
@@ -505,6 +511,7 @@ class JanusSupervisor:
 
     def _register(self, spec: ServiceSpec) -> str:
         policy.validate_registration(self._state, spec.name, spec.options)
+        self._limit(spec)
         self._bind(spec)
         self._specs[spec.name] = spec
         self._feed(ev.Register(spec.name, spec.options))
@@ -515,11 +522,27 @@ class JanusSupervisor:
         old = self._specs.get(spec.name)
         if old is None:
             return self._register(spec)
+        self._limit(spec)
         self._bind(spec)
         self._specs[spec.name] = spec
         code_changed = old.service.identity() != spec.service.identity()
         self._feed(ev.Update(spec.name, spec.options, code_changed))
         return spec.name
+
+    def _limit(self, spec: ServiceSpec) -> None:
+        """Give the service its cgroup (memory_max, cpu_max, pids_max) now, before any of its
+        workers exists: where cgroup v2 cannot do it, the registration fails in one line."""
+        options = spec.options
+        assert options.memory_max is None or isinstance(options.memory_max, int)
+        limits = Limits(options.memory_max, options.cpu_max, options.pids_max)
+        if not limits.controllers:
+            return
+        try:
+            if self._cgroups is None:
+                self._cgroups = ServiceCgroups(own_cgroup())
+            self._cgroups.prepare({spec.name: limits})
+        except CgroupError as exc:
+            raise CgroupError(f"service {spec.name!r}: {exc}") from None
 
     def _bind(self, spec: ServiceSpec) -> None:
         """Bind the service's listeners now, before any of its workers exists: a refused
@@ -559,6 +582,8 @@ class JanusSupervisor:
             if not policy.finished(self._state):  # an exception escaped: leave nothing behind
                 self._processes.kill_all_now()
             self._orphans.close()
+            if self._cgroups is not None:
+                self._cgroups.remove()  # empty now: every worker was reaped
         finally:
             self._watchers.close()
             self.output.close()

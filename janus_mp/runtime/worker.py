@@ -35,7 +35,7 @@ from janus_mp import osproc
 from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.exits import ReservedExit
 from janus_mp.core.process_settings import ProcessSettings
-from janus_mp.runtime import process_settings
+from janus_mp.runtime import cgroups, process_settings
 from janus_mp.runtime.output_pipes import redirect_output
 from janus_mp.runtime.shared_event import SharedEvent
 from janus_mp.service import CANCEL, PARKED, PROMOTE, JanusService, WorkerContext
@@ -73,6 +73,7 @@ class WorkerSpec:
     standby: bool = False  # boot, say PARKED, and run only once promoted into a slot
     output: dict[str, Any] | None = None  # write ends for fd 1 and 2 (runtime.output_pipes)
     process: ProcessSettings | None = None  # env, cwd, user, limits... (runtime.process_settings)
+    cgroup_procs: str | None = None  # its service's cgroup (runtime.cgroups): joined first
     gc_freeze: bool = True  # freeze what was inherited: its pages stay shared (copy-on-write)
     dump_path: str | None = None  # faulthandler writes every thread's stack here on request
     dump_signal: int = int(signal.SIGUSR2)
@@ -101,6 +102,11 @@ def worker_main(spec: WorkerSpec) -> None:
     ctx: WorkerContext | None = None
     code: int = int(ReservedExit.FAILURE)
     try:
+        if spec.cgroup_procs is not None:  # before the settings: a user switch may forbid it
+            try:
+                cgroups.join(spec.cgroup_procs)
+            except cgroups.CgroupError as exc:
+                raise _BootError(str(exc)) from None
         if spec.process is not None and not spec.process.empty:
             try:
                 process_settings.apply(spec.process)

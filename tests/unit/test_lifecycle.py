@@ -147,6 +147,8 @@ REASON_TEXTS = [
     (TerminationReason.stopped(), "stopped", "stopped"),
     (TerminationReason.halted(3), "halted", "halted (exit code 3)"),
     (TerminationReason.unhealthy(), "unhealthy", "unhealthy"),
+    (TerminationReason.oom_killed(), "oom_killed",
+     "killed by the kernel's OOM killer (its cgroup's memory_max)"),
 ]
 
 

@@ -420,3 +420,14 @@ def test_an_exit_announced_while_being_stopped_waits_for_the_real_exit():
     assert not old.exit_announced and old.id in sim.state.workers
     sim.exit(old, 0)
     assert terminated(sim) == {"stopped": 1}
+
+
+def test_a_sigkill_from_the_oom_killer_has_its_own_reason_and_counts_as_a_failure():
+    sim = pool(1, backoff=BackoffConfig(initial_delay=0.5, max_delay=0.5, max_retries=0))
+    worker = sim.current("a", 0)
+    sim.feed(ev.WorkerExited(worker.id, -9, oom_killed=True))
+    assert terminated(sim) == {"oom_killed": 1}
+    assert sim.state.recent_exits[-1].reason == \
+        "killed by the kernel's OOM killer (its cgroup's memory_max)"
+    assert slot_phase(sim, 0) is ServicePhase.BACKING_OFF  # a failure: backoff applies
+    assert sim.state.services["a"].slots[0].lifecycle.total_failures == 1
