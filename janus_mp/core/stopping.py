@@ -41,9 +41,11 @@ def stop_service(step: Step, service: ServiceState, reason: TerminationReason, *
             # it would never leave that phase).
             step.move(slot.lifecycle, ServicePhase.TERMINATED,
                       service.end_reason or reason)
+    # The service's node first: the runtime tells all its workers at once (one lifeline cut),
+    # so the per-worker cancels that follow find them cancelled already.
+    step.emit(CancelService(service.name, "service stopped"))
     for worker in service.live_workers():
         stop_worker(step, worker, KillCause.STOP_REQUESTED, term_at)
-    step.emit(CancelService(service.name, "service stopped"))
 
 
 def begin_shutdown(step: Step, status: int, *, fast: bool = False) -> None:

@@ -50,6 +50,7 @@ class WorkerProcess:
     fds: tuple[int, ...] = field(default=())
     #: Read ends of its stdout/stderr pipes, until the output capture takes them over.
     output_fds: dict[str, int] = field(default_factory=dict)
+    lifeline: bool = False  # it holds its service's lifeline (runtime/lifelines.py)
 
     @property
     def exit_source(self) -> Any:

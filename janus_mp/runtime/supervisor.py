@@ -63,6 +63,7 @@ from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
 from janus_mp.runtime.cgroups import CgroupError, Limits, ServiceCgroups, own_cgroup
 from janus_mp.runtime.handover import HandoverPort
+from janus_mp.runtime.lifelines import Lifelines
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
 from janus_mp.runtime.memory import measure_workers
@@ -106,6 +107,7 @@ class JanusSupervisor:
         self._feeding = False
         self._in_turn = False  # events of one loop turn are settled once, at its end
         self._unsettled = False
+        self._lifelines = Lifelines()  # one pipe per service: cut = all its workers stop
         self._cgroups: ServiceCgroups | None = None  # made when a service asks for limits
         self._after_turn_pids: list[int] = []
         self._logs: list[tuple[int, str]] = []  # a batch's Log actions, written after it
@@ -381,15 +383,19 @@ class JanusSupervisor:
                     self._specs[action.service].options.memory_measure)))
             case OpenService(service=name):
                 self._tokens.open(name)
+                self._lifelines.open(name)
             case CancelService(service=name, reason=reason):
+                self._lifelines.cut(name)  # first: then no worker of it needs a message
                 self._tokens.cancel(name, reason)
             case CancelRoot(reason=reason):
+                self._lifelines.cut_all()
                 self._tokens.cancel_root(reason)
             case ReleaseListeners(service=name):
                 self._listeners.release(name)
             case ForgetService(service=name):
                 self._specs.pop(name, None)
                 self._tokens.forget(name)
+                self._lifelines.forget(name)
             case ShutdownStarted():
                 for hook in self.on_shutdown:
                     hook()
@@ -408,7 +414,10 @@ class JanusSupervisor:
         try:
             with self.private_fds.frozen() as thread_fds:
                 other_fds = [*self._loop.own_fds(), *self._orphans.guard_fds(), *thread_fds,
-                             *self._listeners.fds_except(action.service)]
+                             *self._listeners.fds_except(action.service),
+                             *self._lifelines.fds_except(action.service)]
+                lifeline = None if action.standby or self._start_method != "fork" else \
+                    self._lifelines.read_end(action.service)
                 worker = self._processes.spawn(
                     action, spec.payload, token, now=self._clock(),
                     wait_for_ready=spec.options.wait_for_ready,
@@ -418,6 +427,7 @@ class JanusSupervisor:
                     extras={**self._watchers.worker_extras(action.worker),
                             "post_fork": spec.options.post_fork,
                             "worker_exit": spec.options.worker_exit,
+                            "lifeline": lifeline,
                             "cgroup_procs": None if self._cgroups is None else
                             self._cgroups.procs_file(action.service)},
                     process_settings=spec.options.process)
@@ -426,11 +436,18 @@ class JanusSupervisor:
             self._queue.append(ev.SpawnFailed(action.worker, str(exc)))
             return
         self.output.attach(worker.service, worker.slot, worker.pid, worker.output_fds)
-        token.on_cancel(lambda _node: worker.send_cancel())
+        worker.lifeline = lifeline is not None
+        token.on_cancel(lambda _node: self._tell_cancel(worker))
         self._orphans.track(worker.pid)
         self._loop.add_reader(worker.exit_source, lambda: self._on_exit_source(worker))
         self._loop.add_reader(worker.conn, lambda: self._on_message(worker))
         self._queue.append(ev.WorkerStarted(action.worker, worker.pid))
+
+    def _tell_cancel(self, worker: WorkerProcess) -> None:
+        """A worker's node was cancelled: tell its process, unless its service's lifeline was
+        cut (it heard that already, with all the others: see runtime/lifelines.py)."""
+        if not (worker.lifeline and self._lifelines.is_cut(worker.service)):
+            worker.send_cancel()
 
     def _on_message(self, worker: WorkerProcess) -> None:
         messages, closed = worker.read_messages()
@@ -587,6 +604,7 @@ class JanusSupervisor:
         finally:
             self._watchers.close()
             self.output.close()
+            self._lifelines.close()
             self._observability.close()
             self._listeners.close()
             self._loop.close()

@@ -73,6 +73,7 @@ class WorkerSpec:
     standby: bool = False  # boot, say PARKED, and run only once promoted into a slot
     output: dict[str, Any] | None = None  # write ends for fd 1 and 2 (runtime.output_pipes)
     process: ProcessSettings | None = None  # env, cwd, user, limits... (runtime.process_settings)
+    lifeline: int | None = None  # its service's lifeline: EOF = stop (runtime.lifelines)
     cgroup_procs: str | None = None  # its service's cgroup (runtime.cgroups): joined first
     gc_freeze: bool = True  # freeze what was inherited: its pages stay shared (copy-on-write)
     dump_path: str | None = None  # faulthandler writes every thread's stack here on request
@@ -147,8 +148,10 @@ def worker_main(spec: WorkerSpec) -> None:
         # children has no descendants at all, so the usual exit skips the /proc scan.
         if osproc.has_children():
             osproc.kill_descendants(os.getpid())
-    if ctx is not None:
-        ctx.announce_exit(code)  # the supervisor acts on it while this process tears down
+    if ctx is not None and not spec.token.is_cancelled():
+        # The supervisor acts on it while this process tears down (a worker it stopped has
+        # nothing to tell: that exit was decided already).
+        ctx.announce_exit(code)
     raise SystemExit(code)
 
 
@@ -263,19 +266,25 @@ def _detach_from_supervisor(spec: WorkerSpec, parking: _Parking | None) -> None:
         # bridge sets the flag locally: waits sleep on the monotonic clock (see shared_event).
         spec.token.flag.relay_here()
     bridge = threading.Thread(target=_bridge, args=(spec.conn, spec.token, supervisor_fd,
-                                                    parking),
+                                                    parking, spec.lifeline),
                               name="janus-mp-bridge", daemon=True)
     bridge.start()
 
 
 def _bridge(conn: Any, token: CancellationToken, supervisor_fd: int,
-            parking: _Parking | None) -> None:
+            parking: _Parking | None, lifeline: int | None = None) -> None:
     # A parked standby's main thread reads the pipe until it is promoted (see _Parking).
     watched: list[Any] = [parking.rearm_r, supervisor_fd] if parking else [conn, supervisor_fd]
+    if lifeline is not None:
+        watched.append(lifeline)
     while True:
         ready = mpc.wait(watched)
         if supervisor_fd in ready:
             _orphaned()
+        if lifeline is not None and lifeline in ready:  # cut: the whole service stops
+            token.cancel("stop requested by the supervisor")
+            watched.remove(lifeline)  # it stays readable (end of file) from now on
+            lifeline = None
         if parking is not None and parking.rearm_r in ready:
             watched = [conn, supervisor_fd]
             continue
