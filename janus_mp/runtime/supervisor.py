@@ -344,13 +344,19 @@ class JanusSupervisor:
         finally:
             self._feeding = False
             self._queue.clear()
-            # Log lines go out once the batch is acted on: writing them (a synchronous
-            # handler, a full pipe) never delays a replacement.
-            logs, self._logs = self._logs, []
-            for level, message in logs:
-                log.log(level, message)
+            self._flush_logs()
+
+    def _flush_logs(self) -> None:
+        """Write the batch's log lines. They wait only for the forks and promotions that follow
+        them (writing them — a synchronous handler, a full pipe — never delays a replacement)
+        and go out before any other action: "killing it" is in the log before the kill."""
+        logs, self._logs = self._logs, []
+        for level, message in logs:
+            log.log(level, message)
 
     def _perform(self, action: Action) -> None:
+        if self._logs and not isinstance(action, (Spawn, Promote, Log)):
+            self._flush_logs()  # a log line says why before anything else is seen to happen
         match action:
             case Spawn():
                 self._spawn(action)

@@ -90,10 +90,11 @@ def test_scrape_after_restarts_counts_everything(tmp_path):
 
 def test_readyz_flips_as_workers_start_crash_and_recover(tmp_path):
     hold = "JANUS_TEST_EVENTS"
-    with SupervisorProcess(tmp_path, SCENARIO) as sup:
+    supervisor = SupervisorProcess(tmp_path, SCENARIO)
+    held = f"{supervisor.events}.hold1"
+    open(held, "w").close()  # before the start: slot 1's third generation waits to be ready
+    with supervisor as sup:
         port = sup.request("port")
-        held = f"{sup.events}.hold1"
-        open(held, "w").close()  # slot 1's third generation will wait before getting ready
         status, body, _ = get(port, "/readyz")
         assert status == 503
         detail = json.loads(body)
