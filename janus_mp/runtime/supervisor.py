@@ -46,6 +46,7 @@ from janus_mp.core.actions import (
     MeasureRss,
     OpenService,
     Promote,
+    Publish,
     ReadHeartbeat,
     ReleaseListeners,
     ScheduleTimer,
@@ -110,7 +111,7 @@ class JanusSupervisor:
         self._lifelines = Lifelines()  # one pipe per service: cut = all its workers stop
         self._cgroups: ServiceCgroups | None = None  # made when a service asks for limits
         self._after_turn_pids: list[int] = []
-        self._logs: list[tuple[int, str]] = []  # a batch's Log actions, written after it
+        self._deferred: list[Action] = []  # a batch's Log and Publish actions (see _flush)
         self._reap_children = False
         self._strays_wake: float | None = None
         self._closed = False
@@ -344,19 +345,27 @@ class JanusSupervisor:
         finally:
             self._feeding = False
             self._queue.clear()
-            self._flush_logs()
+            self._flush()
 
-    def _flush_logs(self) -> None:
-        """Write the batch's log lines. They wait only for the forks and promotions that follow
-        them (writing them — a synchronous handler, a full pipe — never delays a replacement)
-        and go out before any other action: "killing it" is in the log before the kill."""
-        logs, self._logs = self._logs, []
-        for level, message in logs:
-            log.log(level, message)
+    def _flush(self) -> None:
+        """Write the batch's log lines and publish its notices. They wait only for the forks,
+        promotions and timers that follow them (a synchronous log handler, a woken hook
+        thread never delays a replacement) and go before anything else is seen to happen:
+        "killing it" is in the log before the kill."""
+        deferred, self._deferred = self._deferred, []
+        for action in deferred:
+            self._act(action)
 
     def _perform(self, action: Action) -> None:
-        if self._logs and not isinstance(action, (Spawn, Promote, Log)):
-            self._flush_logs()  # a log line says why before anything else is seen to happen
+        if isinstance(action, (Log, Publish)):
+            self._deferred.append(action)  # after the forks and promotions: see _flush
+            return
+        if self._deferred and not isinstance(action, (Spawn, Promote, ScheduleTimer,
+                                                      CancelTimer)):
+            self._flush()  # a log line says why before anything else is seen to happen
+        self._act(action)
+
+    def _act(self, action: Action) -> None:
         match action:
             case Spawn():
                 self._spawn(action)
@@ -378,7 +387,7 @@ class JanusSupervisor:
                 if process is not None:
                     self._processes.signal(process, signal.Signals[sig.value])
             case Log(level=level, message=message):
-                self._logs.append((int(level), message))
+                log.log(int(level), message)
             case ReadHeartbeat(worker=worker):
                 process = self._processes.by_id.get(worker)
                 if process is not None:
