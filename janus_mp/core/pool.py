@@ -77,9 +77,14 @@ class WorkerState:
         """Ready, and its last health probe (if any) passed: what /readyz counts."""
         return self.ready_at is not None and not self.probe_failures
 
-    def label(self) -> str:
+    @property
+    def place(self) -> str:
+        """``service[slot]``, or ``service[standby]`` for a standby (it has no slot yet)."""
         where = "standby" if self.role is WorkerRole.STANDBY else self.slot
-        return f"{self.service}[{where}] (pid {self.pid})"
+        return f"{self.service}[{where}]"
+
+    def label(self) -> str:
+        return f"{self.place} (pid {self.pid})"
 
 
 @dataclass(eq=False, slots=True)

@@ -106,12 +106,8 @@ def _record(step: Step, worker: WorkerState, returncode: int, decision: ExitDeci
     uptime = step.now - worker.spawned_at
     step.state.metrics.record_termination(worker.service, decision.reason.label, uptime)
     level = LogLevel.WARNING if decision.failure else LogLevel.INFO
-    if worker.role is WorkerRole.STANDBY:
-        step.log(level, f"{worker.service}[standby] (pid {worker.pid}) exited: "
-                        f"{decision.reason}")
-    else:
-        step.log(level, f"{worker.service}[{worker.slot}] (pid {worker.pid}, gen "
-                        f"{worker.generation}) exited: {decision.reason}")
+    generation = "" if worker.role is WorkerRole.STANDBY else f", gen {worker.generation}"
+    step.log(level, f"{worker.place} (pid {worker.pid}{generation}) exited: {decision.reason}")
     step.state.recent_exits.append(ExitRecord(
         at=step.now, service=worker.service, worker=worker.slot, generation=worker.generation,
         pid=worker.pid, exit_code=returncode, reason=str(decision.reason),
@@ -217,8 +213,7 @@ def on_spawn_failed(step: Step, worker: WorkerState, error: str) -> None:
     del state.workers[worker.id]
     step.cancel_worker_timers(worker)
     service = state.services[worker.service]
-    where = "standby" if worker.role is WorkerRole.STANDBY else worker.slot
-    step.log(LogLevel.ERROR, f"{service.name}[{where}]: cannot start a worker: {error}")
+    step.log(LogLevel.ERROR, f"{worker.place}: cannot start a worker: {error}")
     if worker.role is WorkerRole.STANDBY:
         standby.on_spawn_failed(step, service, worker)
         return

@@ -24,11 +24,8 @@ class Lifelines:
 
     def open(self, service: str) -> None:
         """A fresh lifeline for a service (started again: the old one was cut already)."""
-        self.cut(service)
-        self._forget(service)
-        read_fd, write_fd = os.pipe()
-        self._pipes[service] = (read_fd, write_fd)
-        self._cut.discard(service)
+        self.forget(service)
+        self._pipes[service] = os.pipe()
 
     def read_end(self, service: str) -> int | None:
         pipe = self._pipes.get(service)
