@@ -96,14 +96,40 @@ def start_gate(state: SupervisorState, name: str) -> str | None:
     member = name
     for group in tree.ancestors(name):
         if group.starting:
-            members = group.spec.members
-            index = members.index(member)
-            if index > 0:
-                before = members[index - 1]
-                if not all(is_up(state.services.get(s)) for s in tree.services_under(before)):
-                    return f"waiting for {before} (group {group.name} starts its members in " \
-                           "order)"
+            before = _started_before(state, group.spec.members, member)
+            if before is not None and not member_settled(state, before):
+                return f"waiting for {before} (group {group.name} starts its members in " \
+                       "order)"
         member = group.name
+    return None
+
+
+def member_settled(state: SupervisorState, member: str) -> bool:
+    """Every service of ``member`` is up, or will not start (so nothing waits for it)."""
+    return all(is_up(state.services.get(s)) or will_not_start(state, s)
+               for s in state.tree.services_under(member))
+
+
+def will_not_start(state: SupervisorState, name: str) -> bool:
+    """OTP's "child not to be started": stopped by hand, removed, or ended for good (a
+    ``never`` member a group restart dropped, one whose start failed, one that ended with a
+    no-restart code). Nothing will bring it up, so a later member must not wait for it."""
+    if name not in state.options or name in state.removed:
+        return True
+    service = state.services.get(name)
+    if service is None:
+        return False  # not started yet: the supervisor's own start reaches it
+    return service.stopped_by_request or service.lifecycle.phase is ServicePhase.TERMINATED
+
+
+def _started_before(state: SupervisorState, members: tuple[str, ...],
+                    member: str) -> str | None:
+    """The nearest member listed before ``member`` that is still to be started (members
+    that will not start are skipped, as OTP skips children it does not start)."""
+    tree = state.tree
+    for before in reversed(members[:members.index(member)]):
+        if not all(will_not_start(state, s) for s in tree.services_under(before)):
+            return before
     return None
 
 

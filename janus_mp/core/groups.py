@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from janus_mp.core import announce
 from janus_mp.core.actions import LogLevel
-from janus_mp.core.exits import ExitDecision
-from janus_mp.core.gates import is_up, start_service
-from janus_mp.core.lifecycle import ServicePhase, TerminationReason
+from janus_mp.core.exits import ExitDecision, RestartPolicy
+from janus_mp.core.gates import member_settled, start_service
+from janus_mp.core.lifecycle import ServicePhase, TerminationKind, TerminationReason
 from janus_mp.core.ordering import find_cycle, order_edges
 from janus_mp.core.pool import ServiceState, SlotState, SupervisorPhase, SupervisorState
 from janus_mp.core.step import Step
@@ -72,6 +72,18 @@ def member_failed(step: Step, service: ServiceState, slot: SlotState,
     return True
 
 
+def member_broke(step: Step, service: ServiceState, why: str) -> None:
+    """The breaker ended ``service`` for good. For its group that is a failure of the member
+    (OTP: the child exited abnormally): the group's strategy restarts it — a fresh service,
+    with a fresh breaker —, and the restart counts toward the group's intensity, so a member
+    that keeps tripping its breaker ends in escalation, never in a group running without it."""
+    tree = step.state.tree
+    group_name = tree.group_of.get(service.name)
+    if group_name is None or _restart_covers(tree, service.name):
+        return
+    _member_failed(step, tree.groups[group_name], service.name, why)
+
+
 def advance_groups(step: Step) -> None:
     """Settling: move every restart plan on, and see which starting groups are all up."""
     state = step.state
@@ -82,8 +94,7 @@ def advance_groups(step: Step) -> None:
         if group.affected:
             _advance_restart(step, group)
     for group in tree.groups.values():
-        if group.starting and not group.affected and all(
-                is_up(state.services.get(s)) for s in tree.services_under(group.name)):
+        if group.starting and not group.affected and member_settled(state, group.name):
             group.starting = False
             step.log(LogLevel.INFO, f"group {group.name}: every member is up")
 
@@ -150,12 +161,31 @@ def _advance_restart(step: Step, group: GroupState) -> None:
     group.starting = True
     step.log(LogLevel.INFO, f"group {group.name}: starting {', '.join(affected)} again")
     for name in services:
-        old = state.services.get(name)
-        if name not in state.options or name in state.removed or \
-                (old is not None and old.stopped_by_request):
-            continue  # stopped by hand or removed: a group restart does not bring it back
+        why_not = _left_down(state, name)
+        if why_not is not None:
+            step.log(LogLevel.INFO, f"group {group.name}: {name} is not started again: "
+                                    f"{why_not}")
+            continue
         state.metrics.record_restart(name)
         start_service(step, name)
+
+
+def _left_down(state: SupervisorState, name: str) -> str | None:
+    """Why a group restart does not start ``name`` again (None: it starts). Each member's
+    restart policy holds, as OTP's restart types do: a ``never`` (temporary) member is
+    dropped, an ``on_failure`` (transient) one that had completed stays completed."""
+    options = state.options.get(name)
+    old = state.services.get(name)
+    if options is None or name in state.removed:
+        return "removed"
+    if old is not None and old.stopped_by_request:
+        return "stopped by hand"
+    if options.restart is RestartPolicy.NEVER:
+        return "its restart policy is never"
+    if options.restart is RestartPolicy.ON_FAILURE and old is not None and \
+            old.end_reason is not None and old.end_reason.kind is TerminationKind.COMPLETED:
+        return "it had completed (restart policy on_failure)"
+    return None
 
 
 def _restart_covers(tree: Tree, service: str) -> bool:

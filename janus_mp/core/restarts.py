@@ -15,7 +15,7 @@ from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState, CircuitOpen, RetryAfter, decide_restart
 from janus_mp.core.exits import ExitDecision, ExitKind, KillCause, classify_exit
 from janus_mp.core.gates import hold_restart
-from janus_mp.core.groups import member_failed
+from janus_mp.core.groups import member_broke, member_failed
 from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase, TerminationReason
 from janus_mp.core.pool import (
     ExitRecord,
@@ -307,6 +307,8 @@ def trip(step: Step, service: ServiceState, action: CircuitOpen) -> None:
             step.log(LogLevel.ERROR, f"{service.name} is critical: shutting the supervisor "
                                      "down")
             begin_shutdown(step, 1)
+        else:
+            member_broke(step, service, str(reason))  # its group decides, as for a crash
         return
     step.log(LogLevel.WARNING, f"{service.name}: half-open trial in {due - step.now:.1f}s")
     step.schedule(TimerKey(TimerKind.HALF_OPEN, service.name), due)

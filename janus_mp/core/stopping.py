@@ -2,8 +2,10 @@
 
 Shutdown stops services in reverse ``start_order`` (and, within one, dependents and later group
 members before what they start after: ``gates.shutdown_stages``), one stage after the previous
-one drained; every stage's SIGTERM deadline counts from the moment shutdown began (global
-deadlines), so a slow first stage does not buy the later ones more time. The root of the
+one drained. Each service's stop_timeout counts from the moment its own stop begins (its stage's
+start), as OTP's shutdown time counts from the shutdown signal sent to that child: a database
+stopped after its clients gets its whole budget however long they took. The overall bound is
+the sum, over the stages, of each stage's longest stop_timeout + kill_timeout. The root of the
 cancellation tree is cancelled with the last stage.
 """
 
@@ -87,8 +89,7 @@ def advance_shutdown(step: Step) -> None:
         services = [state.services[name] for name in stage if name in state.services]
         for service in services:
             if not service.stopping:  # one already stopping (stop, breaker) holds none back
-                term_at = state.shutdown_started + service.grace(step.config)
-                stop_service(step, service, TerminationReason.cancelled(), term_at=term_at)
+                stop_service(step, service, TerminationReason.cancelled())
         if len(state.shutdown_stages) == 1 and not state.root_cancelled:
             state.root_cancelled = True
             step.emit(CancelRoot("supervisor shutdown"))

@@ -135,13 +135,38 @@ def test_sigterm_at_shutdown_started_plus_grace_then_sigkill_kill_timeout_later(
     assert sim.finished
 
 
-def test_a_later_stage_counts_its_deadline_from_the_start_of_the_shutdown():
+def test_a_later_stage_counts_its_stop_timeout_from_when_its_own_stop_begins():
     sim = _staged(orders={"a": 0, "c": 1})
     sim.feed(ev.Shutdown())
     sim.advance(20.0)
     sim.exit(sim.current("c", 0), 0)  # a's stage starts 20 s in
-    sim.advance(10.0)
-    assert sim.signal_times == [(30.0, sim.current("a", 0).id, StopSignal.TERM)]
+    a = sim.current("a", 0)
+    assert a.id in sim.cancelled
+    sim.advance(29.75)  # not 30 s after the shutdown began: 30 s after a's own stop began
+    assert sim.signal_times == []
+    sim.advance(0.25)
+    assert sim.signal_times == [(50.0, a.id, StopSignal.TERM)]
+    sim.advance(5.0)
+    assert sim.signal_times[1] == (55.0, a.id, StopSignal.KILL)
+
+
+def test_a_dependency_stopped_after_its_slow_client_still_gets_its_whole_stop_timeout():
+    sim = TimedSim(SupervisorConfig(shutdown_timeout=30.0, kill_timeout=5.0))
+    sim.register("db", SpawnOptions(name="db", stop_timeout=2.0))
+    sim.register("app", SpawnOptions(name="app", depends_on=("db",), stop_timeout=0.5))
+    sim.begin()
+    sim.ready_all()
+    sim.ready_all()
+    sim.feed(ev.Shutdown())
+    app, db = sim.current("app", 0), sim.current("db", 0)
+    sim.advance(0.5)
+    assert sim.signal_times == [(0.5, app.id, StopSignal.TERM)]
+    sim.exit(app, -15)  # the client is gone 0.5 s in: db's stop begins now
+    assert db.id in sim.cancelled
+    sim.advance(1.99)
+    assert [t for t in sim.signal_times if t[1] == db.id] == []
+    sim.advance(0.01)
+    assert (2.5, db.id, StopSignal.TERM) in sim.signal_times
 
 
 def test_a_service_stop_timeout_is_its_grace():
