@@ -38,6 +38,44 @@ def api(ctx):
     Path(f"api-{os.getpid()}").write_text(seen)
     ctx.ready()
     ctx.shutdown.wait()
+
+def _started(ctx):
+    with open(f"starts-{ctx.service}", "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+def counted(ctx):
+    _started(ctx)
+    ctx.ready()
+    ctx.shutdown.wait()
+
+def job(ctx):
+    _started(ctx)
+    ctx.ready()
+    return 0
+
+def crash(ctx):
+    _started(ctx)
+    return 1
+
+def crash_when_told(ctx):
+    _started(ctx)
+    while not Path("go").exists():
+        if ctx.shutdown.wait(0.02):
+            return 0
+    return 1
+
+def stubborn(ctx):
+    # Ignores the cooperative stop; notes when its own cancel and its SIGTERM came.
+    import signal, time
+    def on_term(signum, frame):
+        Path(f"term-{ctx.service}").write_text(repr(time.monotonic()))
+        os._exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+    ctx.ready()
+    ctx.shutdown.wait()
+    Path(f"cancel-{ctx.service}").write_text(repr(time.monotonic()))
+    while True:
+        time.sleep(60)
 '''
 
 SUPERVISOR = """
@@ -142,3 +180,133 @@ def test_check_spells_out_a_dependency_cycle_in_one_line(cli, tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "janus-mp: error: services.x.depends_on: cycle x -> y -> x"]
+
+
+def _services(cli: Cli) -> dict[str, dict]:  # type: ignore[type-arg]
+    return {s["name"]: s for s in _status(cli)["services"]}
+
+
+def _up(svc: dict) -> bool:  # type: ignore[type-arg]
+    return svc["phase"] == "running" and svc["ready"] == len(svc["pids"]) == 1
+
+
+def _starts(tmp_path: Path, name: str) -> list[str]:
+    path = tmp_path / f"starts-{name}"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_group_restart_drops_never_members_and_leaves_completed_on_failure_ones(cli, tmp_path):
+    config = tmp_path / "tree.toml"
+    config.write_text(SUPERVISOR + _member("once", "counted") + 'restart = "never"\n' +
+                      _member("job", "job") + 'restart = "on_failure"\n' +
+                      _member("app", "counted") + _member("web", "counted") + """
+[groups.g]
+members = ["once", "job", "app", "web"]
+strategy = "one_for_all"
+max_restarts = 3
+within = 60
+""")
+    cli.start("-c", str(config))
+    before = wait_until(lambda: (s := _services(cli)) and all(_up(s[n]) for n in
+                        ("once", "app", "web")) and s["job"]["phase"] == "terminated" and s,
+                        timeout=30, message="once, app, web up; job completed")
+    os.kill(before["web"]["pids"][0], signal.SIGKILL)
+    after = wait_until(lambda: (s := _services(cli)) and _up(s["app"]) and _up(s["web"]) and
+                       s["web"]["pids"] != before["web"]["pids"] and s, timeout=30,
+                       message="app and web restarted")
+    assert after["app"]["pids"] != before["app"]["pids"]
+    assert after["once"]["phase"] == "terminated" and after["once"]["pids"] == []
+    assert after["job"]["phase"] == "terminated" and after["job"]["pids"] == []
+    assert _starts(tmp_path, "once") == [str(before["once"]["pids"][0])]  # never again
+    assert len(_starts(tmp_path, "job")) == 1
+    assert len(_starts(tmp_path, "web")) == 2
+    assert [g["phase"] for g in _status(cli)["groups"]] == ["running"]
+    assert "group g: once is not started again: its restart policy is never" in \
+        cli.log.read_text()
+
+
+def test_rest_for_one_skips_a_member_stopped_by_hand_instead_of_waiting_for_it(cli, tmp_path):
+    config = tmp_path / "tree.toml"
+    config.write_text(SUPERVISOR + "".join(_member(n, "counted") for n in "abc") + """
+[groups.chain]
+members = ["a", "b", "c"]
+strategy = "rest_for_one"
+max_restarts = 3
+within = 60
+""")
+    cli.start("-c", str(config))
+    before = wait_until(lambda: _all_ready(cli, "abc"), timeout=30, message="a, b, c ready")
+    assert cli.ctl("stop", "b").returncode == 0
+    wait_until(lambda: _services(cli)["b"]["phase"] == "terminated", timeout=30,
+               message="b stopped")
+    os.kill(before["a"][0], signal.SIGKILL)
+    after = wait_until(lambda: (s := _services(cli)) and _up(s["a"]) and _up(s["c"]) and
+                       s["c"]["pids"] != before["c"] and s, timeout=30,
+                       message="a and c restarted, c not waiting for b")
+    assert after["a"]["pids"] != before["a"]
+    assert after["c"]["waiting"] is None
+    assert after["b"]["pids"] == [] and len(_starts(tmp_path, "b")) == 1
+    assert [g["phase"] for g in _status(cli)["groups"]] == ["running"]
+
+
+def test_a_never_member_whose_start_failed_does_not_hold_the_members_after_it(cli, tmp_path):
+    config = tmp_path / "tree.toml"
+    config.write_text(SUPERVISOR + _member("migrate", "crash") + 'restart = "never"\n' +
+                      _member("app", "counted") + """
+[groups.g]
+members = ["migrate", "app"]
+""")
+    cli.start("-c", str(config))
+    services = wait_until(lambda: (s := _services(cli)) and _up(s["app"]) and s, timeout=30,
+                          message="app up although migrate failed")
+    assert services["migrate"]["phase"] == "terminated"
+    assert len(_starts(tmp_path, "migrate")) == 1
+    assert services["app"]["waiting"] is None
+
+
+def test_each_member_gets_its_whole_stop_timeout_from_when_its_own_stop_begins(cli, tmp_path):
+    config = tmp_path / "tree.toml"
+    config.write_text("[supervisor]\nkill_timeout = 5\n" +
+                      _member("db", "stubborn") + "stop_timeout = 3\n" +
+                      _member("app", "stubborn") + "stop_timeout = 1\n" + """
+[groups.g]
+members = ["db", "app"]
+""")
+    cli.start("-c", str(config))
+    wait_until(lambda: _all_ready(cli, ["db", "app"]), timeout=30, message="db, app ready")
+    assert cli.proc is not None
+    cli.proc.send_signal(signal.SIGTERM)
+    assert cli.proc.wait(timeout=30) == 0
+    app_term = float((tmp_path / "term-app").read_text())
+    db_cancel = float((tmp_path / "cancel-db").read_text())
+    db_term = float((tmp_path / "term-db").read_text())
+    assert db_cancel >= app_term  # stopped after its client, as the group orders
+    # db's 3 s count from its own stop (once app was gone), not from the start of the
+    # shutdown (which would have left it 2 s after app's SIGTERM)
+    assert db_term - app_term >= 2.9, (app_term, db_cancel, db_term)
+
+
+def test_a_member_that_keeps_tripping_its_breaker_makes_its_group_escalate(cli, tmp_path):
+    config = tmp_path / "tree.toml"
+    config.write_text(SUPERVISOR + _member("db", "counted") + _member("flaky", "crash_when_told") + """
+[services.flaky.backoff]
+initial_delay = 0.05
+max_delay = 0.1
+max_retries = 2
+window = 120
+
+[groups.g]
+members = ["db", "flaky"]
+max_restarts = 3
+within = 120
+""")
+    cli.start("-c", str(config))
+    assert cli.proc is not None
+    (tmp_path / "go").write_text("")  # from now on every flaky worker crashes at once
+    assert cli.proc.wait(timeout=60) == 1
+    log = cli.log.read_text()
+    assert "flaky: circuit breaker open (2/2 failures)" in log
+    assert "group g: more than 3 restarts within 120s: terminating it" in log
+    # two starts until the breaker ended it (2 restarts of the group), the breaker's end (the
+    # 3rd) and a fresh start by the group, whose crash is one restart too many
+    assert len(_starts(tmp_path, "flaky")) == 3
