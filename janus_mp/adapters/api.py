@@ -149,7 +149,7 @@ class ApiModuleAdapter(JanusService):
                 counter.answered(time.perf_counter() - began, status[0])
 
         config = uvicorn.Config(counted, lifespan="auto", log_config=None, access_log=False,
-                                timeout_graceful_shutdown=max(int(ctx.stop_timeout) - 1, 1),
+                                timeout_graceful_shutdown=_graceful(ctx.stop_timeout),
                                 timeout_keep_alive=5, server_header=False)
         class Server(uvicorn.Server):  # uvicorn ticks every 0.1 s: each tick proves life
             async def on_tick(self, counter: int) -> bool:
@@ -251,3 +251,10 @@ def _default_name(target: str | None, app: object) -> str:
         getattr(app, "__name__", None) or type(app).__name__
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(raw).lower())[:64]
     return name or "api"
+
+
+def _graceful(stop_timeout: float) -> int | None:
+    """uvicorn's own drain time: a second less than ours; None (no limit) for "infinity"."""
+    if stop_timeout == float("inf"):
+        return None
+    return max(int(stop_timeout) - 1, 1)

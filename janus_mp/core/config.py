@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from janus_mp.core.backoff import BackoffConfig
@@ -21,8 +22,37 @@ from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
+#: OTP's two shutdown values besides a number of seconds: SIGKILL at once, or wait for ever.
+BRUTAL_KILL = "brutal_kill"
+INFINITY = "infinity"
 LOG_FORMATS = ("text", "json")
 MEMORY_MEASURES = ("uss", "pss", "rss")
+
+
+class AutoShutdown(StrEnum):
+    """OTP 24's ``auto_shutdown``: when a group (or the supervisor) ends by itself, after its
+    *significant* members ended by themselves (see :mod:`janus_mp.core.groups`)."""
+
+    NEVER = "never"
+    ANY_SIGNIFICANT = "any_significant"  # the first significant member that ends
+    ALL_SIGNIFICANT = "all_significant"  # once no significant member is left running
+
+    @classmethod
+    def parse(cls, value: object) -> AutoShutdown:
+        key = str(value).strip().lower().replace("-", "_")
+        for mode in cls:
+            if key == mode.value:
+                return mode
+        raise ConfigError("auto_shutdown", "must be one of never, any_significant, "
+                                           "all_significant")
+
+
+def check_significant(significant: object, restart: RestartPolicy) -> None:
+    """OTP refuses a significant permanent child: it is restarted, so it never ends."""
+    _flag("significant", significant)
+    if significant and restart is RestartPolicy.ALWAYS:
+        raise ConfigError("significant", 'needs restart = "on_failure" or "never" (an '
+                                         '"always" member is restarted: it never ends)')
 
 
 def _number(key: str, value: object, *, minimum: float = 0.0, strict: bool = False,
@@ -88,6 +118,9 @@ class SupervisorConfig:
     log_backups: int = 5
     #: "text", or "json": one object a line (time, service, worker, pid, stream, message).
     log_format: str = "text"
+    #: The supervisor ends by itself once its significant members (services in no group,
+    #: top-level groups) ended: "any_significant" / "all_significant" (OTP's auto_shutdown).
+    auto_shutdown: AutoShutdown = AutoShutdown.NEVER
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -116,6 +149,8 @@ class SupervisorConfig:
         _integer("log_backups", self.log_backups)
         if self.log_format not in LOG_FORMATS:
             raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
+        if not isinstance(self.auto_shutdown, AutoShutdown):
+            object.__setattr__(self, "auto_shutdown", AutoShutdown.parse(self.auto_shutdown))
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:
@@ -150,8 +185,10 @@ class SpawnOptions:
     start_timeout: float | None = None
     #: True: a worker is starting until it calls ``ctx.ready()``; False: ready when it runs.
     wait_for_ready: bool = False
-    #: Cooperative grace for this service's workers; None = the supervisor's shutdown_timeout.
-    stop_timeout: float | None = None
+    #: Cooperative grace for this service's workers; None = the supervisor's shutdown_timeout;
+    #: "brutal_kill": SIGKILL at once, no grace; "infinity": never SIGTERM or SIGKILL, wait
+    #: for the worker however long it takes (for a service that supervises its own tree).
+    stop_timeout: float | str | None = None
     #: Services start in ascending order and stop in descending order.
     start_order: int = 0
     #: Recycling (replace a worker gracefully: the new one is ready before the old one drains).
@@ -196,6 +233,9 @@ class SpawnOptions:
     #: env, env_file, cwd, user/group, umask, rlimits, nice, cpus: applied in each worker
     #: before the service's code runs (core/process_settings.py).
     process: ProcessSettings = field(default_factory=ProcessSettings)
+    #: A significant service ending by itself (every worker done) may end its group, or the
+    #: supervisor, per their ``auto_shutdown`` (OTP's significant child); not with "always".
+    significant: bool = False
 
     def __post_init__(self) -> None:
         _integer("workers", self.workers)
@@ -213,7 +253,7 @@ class SpawnOptions:
         _flag("wait_for_ready", self.wait_for_ready)
         _number("watchdog_timeout", self.watchdog_timeout, strict=True, optional=True)
         _number("start_timeout", self.start_timeout, strict=True, optional=True)
-        _number("stop_timeout", self.stop_timeout, optional=True)
+        object.__setattr__(self, "stop_timeout", _stop_timeout(self.stop_timeout))
         _integer("start_order", self.start_order, minimum=-(2**31))
         if self.max_requests is not None:
             _integer("max_requests", self.max_requests, minimum=1)
@@ -246,6 +286,7 @@ class SpawnOptions:
             raise ConfigError("memory_measure", f"must be one of {', '.join(MEMORY_MEASURES)}")
         if not isinstance(self.process, ProcessSettings):
             raise ConfigError("process", "must be a ProcessSettings")
+        check_significant(self.significant, self.restart)
 
     @property
     def memory_limit(self) -> int | None:
@@ -265,6 +306,18 @@ class SpawnOptions:
 
     def backoff_or(self, default: BackoffConfig) -> BackoffConfig:
         return self.backoff if self.backoff is not None else default
+
+
+def _stop_timeout(value: object) -> float | str | None:
+    if value == float("inf"):
+        return INFINITY
+    if isinstance(value, str):
+        if value.strip().lower().replace("-", "_") in (BRUTAL_KILL, INFINITY):
+            return value.strip().lower().replace("-", "_")
+        raise ConfigError("stop_timeout", 'must be seconds >= 0, "brutal_kill" or "infinity"')
+    _number("stop_timeout", value, optional=True)
+    assert value is None or isinstance(value, (int, float))
+    return value
 
 
 def _codes(key: str, value: Iterable[int]) -> frozenset[int]:

@@ -18,12 +18,23 @@ OTP's supervisor, with services as children:
 A plan of an outer group supersedes the plans of the groups inside the members it restarts;
 a member being restarted by a plan that has not stopped it yet only waits (its failed slot
 parks in ``backing_off``).
+
+Ending (OTP 24's significant children): a member *ends by itself* when it ends for good with
+nobody asking — a service whose every worker ended and that restarts nothing, a group that
+ended. If it is ``significant``, its group's ``auto_shutdown`` (at the top: the supervisor's)
+decides: ``any_significant`` ends the group at once, ``all_significant`` once no significant
+member is left running. An ending group stops every member, last first (the stop half of a
+plan that starts nothing), then has *completed*; a group past its intensity whose restart is
+``never`` ends the same way as *terminated*. Its parent then looks at the group's own restart
+type: ``always`` restarts it (a failure of that member), ``on_failure`` and ``never`` leave it
+ended, which is an end of that member in turn.
 """
 
 from __future__ import annotations
 
 from janus_mp.core import announce
 from janus_mp.core.actions import LogLevel
+from janus_mp.core.config import AutoShutdown
 from janus_mp.core.exits import ExitDecision, RestartPolicy
 from janus_mp.core.gates import member_settled, start_service
 from janus_mp.core.lifecycle import ServicePhase, TerminationKind, TerminationReason
@@ -47,6 +58,7 @@ def add_group(state: SupervisorState, spec: ServiceGroup) -> None:
     if cycle:
         raise ConfigError("members", f"start order cycle {' -> '.join(cycle)} (depends_on "
                                      "against the member order)")
+    check_significant_members(state, spec)
     state.tree.add(spec, state.options)
 
 
@@ -84,6 +96,34 @@ def member_broke(step: Step, service: ServiceState, why: str) -> None:
     _member_failed(step, tree.groups[group_name], service.name, why)
 
 
+def service_ended(step: Step, service: ServiceState) -> None:
+    """``service`` just terminated: if it ended by itself (not stopped by hand, not stopped by
+    a plan), that is an end of a member for its group's (or the supervisor's) auto_shutdown."""
+    state = step.state
+    tree = state.tree
+    if state.phase is not SupervisorPhase.RUNNING or service.stopped_by_request or \
+            service.end_reason is None or service.name in state.removed or \
+            _restart_covers(tree, service.name):
+        return
+    group_name = tree.group_of.get(service.name)
+    _member_ended(step, tree.groups[group_name] if group_name else None, service.name)
+
+
+def check_significant_members(state: SupervisorState, group: ServiceGroup | None) -> None:
+    """OTP refuses a significant child under a supervisor whose auto_shutdown is never: for
+    ``group``'s members, or (None) for the supervisor's own (services in no group, top-level
+    groups)."""
+    mode = group.auto_shutdown if group is not None else state.config.auto_shutdown
+    if mode is not AutoShutdown.NEVER:
+        return
+    for member in group.members if group is not None else _top_level(state):
+        if _significant(state, member):
+            where = "member" if group is not None else "the top-level member"
+            raise ConfigError("auto_shutdown", f'is "never" but {where} {member!r} is '
+                                               "significant (use any_significant or "
+                                               "all_significant)")
+
+
 def advance_groups(step: Step) -> None:
     """Settling: move every restart plan on, and see which starting groups are all up."""
     state = step.state
@@ -101,6 +141,8 @@ def advance_groups(step: Step) -> None:
 
 # -- the decisions ---------------------------------------------------------------------------
 def _member_failed(step: Step, group: GroupState, member: str, why: str) -> None:
+    if group.ending or group.ended:
+        return  # every member stops anyway: nothing restarts
     if not group.count_restart(step.now):
         _terminate(step, group)
         return
@@ -130,6 +172,9 @@ def _terminate(step: Step, group: GroupState) -> None:
     step.log(LogLevel.ERROR, f"group {group.name}: more than {spec.max_restarts} restarts "
                              f"within {spec.within:g}s: terminating it")
     parent = tree.group_of.get(group.name)
+    if spec.restart is RestartPolicy.NEVER:  # nobody restarts it: it ends, members stopped
+        _end_group(step, group, failed=True)
+        return
     if parent is not None:
         _member_failed(step, tree.groups[parent], group.name, "restart intensity exceeded")
         return
@@ -155,13 +200,16 @@ def _advance_restart(step: Step, group: GroupState) -> None:
         if service.has_live_workers():
             return  # draining: the next one stops once this one is gone
     affected, group.affected = group.affected, []
+    if group.ending:
+        _group_ended(step, group)
+        return
     for member in affected:
         for inner in tree.groups_under(member):
             inner.fresh_start()
     group.starting = True
     step.log(LogLevel.INFO, f"group {group.name}: starting {', '.join(affected)} again")
     for name in services:
-        why_not = _left_down(state, name)
+        why_not = _left_down(state, name, direct=name in affected)
         if why_not is not None:
             step.log(LogLevel.INFO, f"group {group.name}: {name} is not started again: "
                                     f"{why_not}")
@@ -170,16 +218,95 @@ def _advance_restart(step: Step, group: GroupState) -> None:
         start_service(step, name)
 
 
-def _left_down(state: SupervisorState, name: str) -> str | None:
-    """Why a group restart does not start ``name`` again (None: it starts). Each member's
-    restart policy holds, as OTP's restart types do: a ``never`` (temporary) member is
-    dropped, an ``on_failure`` (transient) one that had completed stays completed."""
+def _end_group(step: Step, group: GroupState, *, failed: bool) -> None:
+    """Stop every member, last first (the stop half of a plan), then the group has ended."""
+    group.ending, group.end_failed = True, failed
+    group.affected = list(group.spec.members)
+    for member in group.spec.members:  # this plan supersedes the plans inside it
+        for inner in step.state.tree.groups_under(member):
+            inner.affected = []
+    step.log(LogLevel.WARNING if failed else LogLevel.INFO,
+             f"group {group.name}: ending: stopping {', '.join(group.spec.members)}")
+
+
+def _group_ended(step: Step, group: GroupState) -> None:
+    """Its members have stopped: the group has ended, and its parent decides by the group's
+    restart type (a group in no group stays ended: the supervisor restarts no group)."""
+    tree = step.state.tree
+    for inner in tree.groups_under(group.name):
+        inner.ending, inner.ended, inner.end_failed = False, True, group.end_failed
+    outcome = "terminated" if group.end_failed else "completed"
+    step.log(LogLevel.INFO, f"group {group.name}: every member stopped: {outcome}")
+    parent_name = tree.group_of.get(group.name)
+    parent = tree.groups[parent_name] if parent_name else None
+    if parent is not None and group.spec.restart is RestartPolicy.ALWAYS:
+        _member_failed(step, parent, group.name, f"{outcome} (its restart is always)")
+        return
+    _member_ended(step, parent, group.name)
+
+
+def _member_ended(step: Step, group: GroupState | None, member: str) -> None:
+    """``member`` ended by itself for good: its parent's auto_shutdown may end the parent."""
+    state = step.state
+    if not _significant(state, member):
+        return
+    mode = group.spec.auto_shutdown if group is not None else state.config.auto_shutdown
+    members = group.spec.members if group is not None else _top_level(state)
+    if mode is AutoShutdown.NEVER or (group is not None and (group.ending or group.ended)):
+        return
+    if mode is AutoShutdown.ALL_SIGNIFICANT and not all(
+            _ended(state, m) for m in members if _significant(state, m)):
+        return
+    why = f"{member} ended ({mode.value})"
+    if group is not None:
+        step.log(LogLevel.INFO, f"group {group.name}: {why}: shutting the group down")
+        _end_group(step, group, failed=False)
+        return
+    failed = any(s.end_reason is not None and s.end_reason.kind is not TerminationKind.COMPLETED
+                 for s in state.services.values())
+    step.log(LogLevel.INFO, f"auto_shutdown: {why}: shutting the supervisor down")
+    begin_shutdown(step, 1 if failed else 0)
+
+
+def _ended(state: SupervisorState, member: str) -> bool:
+    """No longer running and nothing will start it again (a plan under way will)."""
+    group = state.tree.groups.get(member)
+    if group is not None:
+        return group.ended
+    service = state.services.get(member)
+    return service is None or (service.lifecycle.phase is ServicePhase.TERMINATED
+                               and not _restart_covers(state.tree, member))
+
+
+def _significant(state: SupervisorState, member: str) -> bool:
+    group = state.tree.groups.get(member)
+    if group is not None:
+        return group.spec.significant
+    options = state.options.get(member)
+    return options is not None and options.significant
+
+
+def _top_level(state: SupervisorState) -> list[str]:
+    """The supervisor's own children: services in no group, and groups in no group."""
+    tree = state.tree
+    return [n for n in state.options if n not in tree.group_of and n not in state.removed] + \
+        [g.name for g in tree.top_level()]
+
+
+def _left_down(state: SupervisorState, name: str, *, direct: bool) -> str | None:
+    """Why a group restart does not start ``name`` again (None: it starts). A ``direct``
+    member's restart policy holds, as OTP's restart types do: a ``never`` (temporary) member
+    is dropped, an ``on_failure`` (transient) one that had completed stays completed. A
+    service inside a member group starts as in a new group (OTP: a restarted supervisor
+    starts all its children)."""
     options = state.options.get(name)
     old = state.services.get(name)
     if options is None or name in state.removed:
         return "removed"
     if old is not None and old.stopped_by_request:
         return "stopped by hand"
+    if not direct:
+        return None
     if options.restart is RestartPolicy.NEVER:
         return "its restart policy is never"
     if options.restart is RestartPolicy.ON_FAILURE and old is not None and \
@@ -189,7 +316,7 @@ def _left_down(state: SupervisorState, name: str) -> str | None:
 
 
 def _restart_covers(tree: Tree, service: str) -> bool:
-    """A plan of one of its groups will stop (and restart) this service anyway."""
+    """A plan of one of its groups will stop (and restart, or end) this service anyway."""
     return any(group.affected and service in
                [s for m in group.affected for s in tree.services_under(m)]
                for group in tree.ancestors(service))

@@ -26,7 +26,12 @@ from janus_mp.core.backoff import BreakerState
 from janus_mp.core.config import SpawnOptions
 from janus_mp.core.dumps import on_dump_due, on_dump_read
 from janus_mp.core.gates import check_registration, release_waiting, start_service
-from janus_mp.core.groups import add_group, advance_groups
+from janus_mp.core.groups import (
+    add_group,
+    advance_groups,
+    check_significant_members,
+    service_ended,
+)
 from janus_mp.core.health import arm_probe, on_probe_due, on_probe_finished
 from janus_mp.core.lifecycle import (
     ServicePhase,
@@ -174,6 +179,7 @@ def _begin(step: Step, _event: ev.Begin) -> None:
     state = step.state
     if state.phase is not SupervisorPhase.IDLE:
         raise JanusError("run_until_shutdown() can run once per supervisor")
+    check_significant_members(state, None)
     state.phase = SupervisorPhase.RUNNING
     state.started_at = step.now
     for name in state.start_order():
@@ -333,6 +339,7 @@ def _settle(step: Step) -> None:
         _sync_service_phase(step, service)
         if not ended_before and service.lifecycle.phase is ServicePhase.TERMINATED:
             announce.service_terminated(step, service)
+            service_ended(step, service)  # a significant member's end: auto_shutdown
         if service.name in state.removed and not service.has_live_workers() and \
                 service.lifecycle.phase is ServicePhase.TERMINATED:
             del state.services[service.name]  # removed by a reload, now fully stopped

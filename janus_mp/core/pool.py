@@ -13,13 +13,14 @@ current workers; every worker in ``SupervisorState.workers`` is alive as far as 
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from janus_mp.core.backoff import BackoffConfig, BackoffState, BreakerState, CircuitBreaker
-from janus_mp.core.config import SpawnOptions, SupervisorConfig
+from janus_mp.core.config import BRUTAL_KILL, INFINITY, SpawnOptions, SupervisorConfig
 from janus_mp.core.counters import SupervisorMetrics
 from janus_mp.core.exits import ExitPolicy, KillCause
 from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase, TerminationReason
@@ -176,9 +177,21 @@ class ServiceState:
         return sum(s.restarts for s in self.slots.values())
 
     def grace(self, config: SupervisorConfig) -> float:
-        """Cooperative stop time before SIGTERM: the service's stop_timeout or the default."""
+        """Cooperative stop time before SIGTERM: the service's stop_timeout or the default
+        (0 for brutal_kill, which kills at once; infinite for infinity, which never signals)."""
         stop_timeout = self.options.stop_timeout
-        return config.shutdown_timeout if stop_timeout is None else stop_timeout
+        if stop_timeout is None:
+            return config.shutdown_timeout
+        if stop_timeout == BRUTAL_KILL:
+            return 0.0
+        if stop_timeout == INFINITY:
+            return math.inf
+        assert isinstance(stop_timeout, (int, float))  # validated by SpawnOptions
+        return float(stop_timeout)
+
+    @property
+    def brutal_kill(self) -> bool:
+        return self.options.stop_timeout == BRUTAL_KILL
 
 
 @dataclass(frozen=True)

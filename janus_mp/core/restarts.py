@@ -99,7 +99,9 @@ def on_exit_announced(step: Step, worker: WorkerState, returncode: int) -> None:
     worker.role = WorkerRole.RETIRING
     step.state.workers[worker.id] = worker
     service.retiring.append(worker)
-    stop_worker(step, worker, KillCause.STOP_REQUESTED, step.now + service.grace(step.config))
+    # Its teardown is no stop: a brutal_kill service's worker gets the default grace for it.
+    grace = step.config.shutdown_timeout if service.brutal_kill else service.grace(step.config)
+    stop_worker(step, worker, KillCause.STOP_REQUESTED, step.now + grace)
 
 
 def _record(step: Step, worker: WorkerState, returncode: int, decision: ExitDecision) -> None:

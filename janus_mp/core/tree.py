@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from janus_mp.core.config import valid_service_name
+from janus_mp.core.config import AutoShutdown, check_significant, valid_service_name
+from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError
 
 
@@ -54,6 +55,15 @@ class ServiceGroup:
     strategy: GroupStrategy = GroupStrategy.ONE_FOR_ONE
     max_restarts: int = 3
     within: float = 5.0
+    #: The group's own restart type in its parent (OTP's restart of a supervisor child):
+    #: "always" — its parent restarts it whenever it ends; "on_failure" — only when it gave
+    #: up (intensity), not when it shut itself down; "never" — its parent never restarts it.
+    restart: RestartPolicy = RestartPolicy.ALWAYS
+    #: Ends itself once its significant members ended by themselves: "any_significant" or
+    #: "all_significant" (OTP 24's auto_shutdown); "never" keeps it running.
+    auto_shutdown: AutoShutdown = AutoShutdown.NEVER
+    #: This group, ending by itself, counts for its parent's auto_shutdown.
+    significant: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not valid_service_name(self.name):
@@ -82,13 +92,20 @@ class ServiceGroup:
         if isinstance(self.within, bool) or not isinstance(self.within, (int, float)) or \
                 not math.isfinite(self.within) or self.within <= 0:
             raise ConfigError("within", "must be a number of seconds > 0")
+        if not isinstance(self.restart, RestartPolicy):
+            object.__setattr__(self, "restart", RestartPolicy.parse(str(self.restart)))
+        if not isinstance(self.auto_shutdown, AutoShutdown):
+            object.__setattr__(self, "auto_shutdown", AutoShutdown.parse(self.auto_shutdown))
+        check_significant(self.significant, self.restart)
 
 
 class GroupPhase(StrEnum):
     STARTING = "starting"      # members start one after the other, each once the previous is up
     RUNNING = "running"
     RESTARTING = "restarting"  # affected members are being stopped, last first
-    TERMINATED = "terminated"  # intensity exceeded at the top: the supervisor shuts down
+    STOPPING = "stopping"      # ending: every member is being stopped, last first
+    COMPLETED = "completed"    # ended by itself (auto_shutdown); nothing restarts it
+    TERMINATED = "terminated"  # gave up (intensity) and nothing restarts it
 
 
 @dataclass(eq=False)
@@ -101,6 +118,12 @@ class GroupState:
     affected: list[str] = field(default_factory=list)
     starting: bool = True
     terminated: bool = False
+    #: The plan in ``affected`` ends the group instead of restarting its members;
+    #: ``end_failed``: because it gave up (not because it shut itself down).
+    ending: bool = False
+    end_failed: bool = False
+    #: Ended for good (completed or terminated): stays down until its parent restarts it.
+    ended: bool = False
 
     @property
     def name(self) -> str:
@@ -108,10 +131,12 @@ class GroupState:
 
     @property
     def phase(self) -> GroupPhase:
-        if self.terminated:
+        if self.terminated or (self.ended and self.end_failed):
             return GroupPhase.TERMINATED
+        if self.ended:
+            return GroupPhase.COMPLETED
         if self.affected:
-            return GroupPhase.RESTARTING
+            return GroupPhase.STOPPING if self.ending else GroupPhase.RESTARTING
         return GroupPhase.STARTING if self.starting else GroupPhase.RUNNING
 
     def count_restart(self, now: float) -> bool:
@@ -130,7 +155,7 @@ class GroupState:
         self.recent_restarts.clear()
         self.affected = []
         self.starting = True
-        self.terminated = False
+        self.terminated = self.ending = self.end_failed = self.ended = False
 
 
 class Tree:

@@ -7,6 +7,8 @@ can make the two signals arrive together.
 
 from __future__ import annotations
 
+import math
+
 from janus_mp.core import announce
 from janus_mp.core.actions import (
     CancelWorker,
@@ -113,22 +115,27 @@ def arm_rss_check(step: Step, service: ServiceState) -> None:
 
 def stop_worker(step: Step, worker: WorkerState, cause: KillCause, term_at: float, *,
                 move_slot: bool = True) -> None:
-    """Cooperative stop through the cancellation tree; SIGTERM at ``term_at``. The slot of a
-    current worker shows ``stopping`` unless ``move_slot`` is off (a tripped breaker keeps
-    its slots ``circuit_open`` while their workers drain)."""
+    """Cooperative stop through the cancellation tree; SIGTERM at ``term_at`` (never, when it
+    is infinite: the service's stop_timeout is "infinity"), or SIGKILL at once for a
+    brutal_kill service. The slot of a current worker shows ``stopping`` unless
+    ``move_slot`` is off (a tripped breaker keeps its slots ``circuit_open`` while their
+    workers drain)."""
     if worker.stop_cause is None or worker.stop_cause in (KillCause.WATCHDOG,
                                                           KillCause.START_TIMEOUT):
         worker.stop_cause = worker.stop_cause or cause
     step.emit(CancelWorker(worker.id, "stop requested by the supervisor"))
-    if worker.role is WorkerRole.CURRENT and move_slot:
-        service = step.state.services.get(worker.service)
-        slot = service.slots.get(worker.slot) if service else None
+    service = step.state.services.get(worker.service)
+    if worker.role is WorkerRole.CURRENT and move_slot and service is not None:
+        slot = service.slots.get(worker.slot)
         if slot is not None and slot.current is worker and slot.lifecycle.phase.is_alive:
             step.move(slot.lifecycle, ServicePhase.STOPPING)
+    if service is not None and service.brutal_kill and not worker.exit_announced:
+        kill_now(step, worker, worker.stop_cause or cause)  # OTP's brutal_kill: no grace
+        return
     if worker.term_at is None or term_at < worker.term_at:
         worker.term_at = term_at
-        if TimerKind.KILL not in worker.timers:  # SIGTERM already sent: SIGKILL is on its way
-            step.schedule_worker(worker, TimerKind.TERM, term_at)
+        if TimerKind.KILL not in worker.timers and not math.isinf(term_at):
+            step.schedule_worker(worker, TimerKind.TERM, term_at)  # (KILL: SIGTERM went)
 
 
 def on_term_due(step: Step, worker: WorkerState) -> None:
