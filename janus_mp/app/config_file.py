@@ -27,6 +27,8 @@ did-you-mean. Nothing here starts anything.
     strategy = "rest_for_one"   # one_for_one (default), one_for_all, rest_for_one
     max_restarts = 3
     within = 5
+    auto_shutdown = "never"     # or any_significant / all_significant (significant members)
+    restart = "always"          # its own restart type in its parent group
     health = { http = "/healthz", interval = 5, timeout = 2, failures = 3 }
 
     [hooks]                     # commands run on lifecycle events (core/hooks_config.py)
@@ -49,7 +51,7 @@ from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.core.hooks_config import HooksConfig
-from janus_mp.core.ordering import check_tree
+from janus_mp.core.ordering import check_auto_shutdown, check_tree
 from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError
@@ -114,6 +116,8 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>",
     groups = tuple(_build_group(name, _table(table, _key("groups", name)))
                    for name, table in groups_table.items())
     check_tree(groups, {s.name: s.options.depends_on for s in services})
+    check_auto_shutdown(groups, [s.name for s in services if s.options.significant],
+                        supervisor.auto_shutdown)
     return ConfigFile(path=path, supervisor=supervisor, services=services, groups=groups)
 
 

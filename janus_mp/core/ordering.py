@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from janus_mp.core.config import AutoShutdown
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError
 
@@ -59,6 +60,28 @@ def check_tree(groups: Sequence[ServiceGroup], depends: Mapping[str, Sequence[st
         origin = next(o for p, o in edges[cycle[0]] if p == cycle[1])
         raise ConfigError(origin, f"start order cycle {' -> '.join(cycle)} (depends_on "
                                   "against a group's member order)")
+
+
+def check_auto_shutdown(groups: Sequence[ServiceGroup], significant: Sequence[str],
+                        supervisor: AutoShutdown) -> None:
+    """OTP refuses a significant member whose parent never shuts itself down: each group's
+    significant members need its auto_shutdown, the top-level ones the supervisor's."""
+    by_name = {g.name: g for g in groups}
+    marked = set(significant) | {g.name for g in groups if g.significant}
+    members = {m for g in groups for m in g.members}
+    for group in groups:
+        if group.auto_shutdown is AutoShutdown.NEVER:
+            for member in group.members:
+                if member in marked:
+                    raise ConfigError(f"groups.{group.name}.auto_shutdown",
+                                      f'is "never" but member {member!r} is significant (use '
+                                      "any_significant or all_significant)")
+    if supervisor is AutoShutdown.NEVER:
+        for name in [*significant, *by_name]:
+            if name in marked and name not in members:
+                raise ConfigError("supervisor.auto_shutdown",
+                                  f'is "never" but {name!r} (in no group) is significant (use '
+                                  "any_significant or all_significant)")
 
 
 def order_edges(groups: Mapping[str, ServiceGroup],

@@ -97,3 +97,56 @@ def test_a_reload_that_changes_the_groups_is_refused_before_anything_is_applied(
     path.write_text(SERVICES + '[groups.g]\nmembers = ["db", "api"]\nstrategy = "one_for_all"\n')
     with pytest.raises(ConfigError, match="groups: cannot change while the supervisor runs"):
         reload(None)  # type: ignore[arg-type]  # refused before the supervisor is touched
+
+
+JOB = '[services.job]\ntarget = "m:job"\nrestart = "never"\nsignificant = true\n'
+
+
+def test_otp_keys_parse_into_the_api_objects():
+    parsed = parse_config(tomllib.loads(SERVICES + JOB + """
+[supervisor]
+auto_shutdown = "all_significant"
+
+[groups.batch]
+members = ["job", "web"]
+auto_shutdown = "any_significant"
+restart = "on_failure"
+significant = true
+""" + '[services.slow]\ntarget = "m:s"\nstop_timeout = "infinity"\n'
+    '[services.fast]\ntarget = "m:f"\nstop_timeout = "brutal_kill"\n'))
+    batch = next(g for g in parsed.groups if g.name == "batch")
+    assert (batch.auto_shutdown.value, batch.restart.value, batch.significant) == \
+        ("any_significant", "on_failure", True)
+    assert parsed.supervisor.auto_shutdown.value == "all_significant"
+    options = {s.name: s.options for s in parsed.services}
+    assert options["job"].significant is True
+    assert (options["slow"].stop_timeout, options["fast"].stop_timeout) == \
+        ("infinity", "brutal_kill")
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    (JOB + '[groups.g]\nmembers = ["job", "web"]',
+     "groups.g.auto_shutdown: is \"never\" but member 'job' is significant (use "
+     "any_significant or all_significant)"),
+    (JOB, "supervisor.auto_shutdown: is \"never\" but 'job' (in no group) is significant"),
+    ('[groups.g]\nmembers = ["web"]\nsignificant = true\nrestart = "never"\n'
+     '[supervisor]\nauto_shutdown = "any_significant"\n'
+     '[groups.top]\nmembers = ["g", "db"]',
+     "groups.top.auto_shutdown: is \"never\" but member 'g' is significant"),
+    ('[services.x]\ntarget = "m:x"\nsignificant = true\nrestart = "always"',
+     "services.x.significant: needs restart = \"on_failure\" or \"never\""),
+    ('[groups.g]\nmembers = ["web"]\nsignificant = true',
+     "groups.g.significant: needs restart = \"on_failure\" or \"never\""),
+    ('[groups.g]\nmembers = ["web"]\nauto_shutdown = "sometimes"',
+     "groups.g.auto_shutdown: must be one of never, any_significant, all_significant"),
+    ('[groups.g]\nmembers = ["web"]\nrestart = "sometimes"',
+     "groups.g.restart: must be one of always, on_failure, never"),
+    ('[supervisor]\nauto_shutdown = 1', "supervisor.auto_shutdown: must be one of never"),
+    ('[services.x]\ntarget = "m:x"\nstop_timeout = "forever"',
+     "services.x.stop_timeout: must be seconds >= 0, \"brutal_kill\" or \"infinity\""),
+])
+def test_bad_otp_keys_are_refused_in_one_line(text, line):
+    with pytest.raises(ConfigError) as caught:
+        _parse(text)
+    assert line in str(caught.value)
+    assert "\n" not in str(caught.value)
