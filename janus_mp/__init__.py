@@ -17,7 +17,7 @@ from janus_mp.core.backoff import (
     RetryAfter,
 )
 from janus_mp.core.cancel import CancellationToken
-from janus_mp.core.config import SpawnOptions, SupervisorConfig
+from janus_mp.core.config import AutoShutdown, SpawnOptions, SupervisorConfig
 from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
 from janus_mp.core.exits import ExitKind, ExitPolicy, KillCause, ReservedExit, RestartPolicy
 from janus_mp.core.health_check import HealthCheck
@@ -40,6 +40,7 @@ from janus_mp.service import JanusService, WorkerContext
 from janus_mp.version import __version__
 
 __all__ = [
+    "AutoShutdown",
     "ApiModuleAdapter", "CommandAdapter", "ModuleAdapter",
     "BackoffAction", "BackoffConfig", "BackoffState", "BreakerState", "CancellationToken",
     "CircuitBreaker", "CircuitOpen", "ConfigError", "ExitKind", "ExitPolicy", "GroupStrategy",

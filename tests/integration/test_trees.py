@@ -64,6 +64,14 @@ def crash_when_told(ctx):
             return 0
     return 1
 
+def job_when_told(ctx):
+    _started(ctx)
+    ctx.ready()
+    while not Path("go").exists():
+        if ctx.shutdown.wait(0.02):
+            return 1
+    return 0
+
 def stubborn(ctx):
     # Ignores the cooperative stop; notes when its own cancel and its SIGTERM came.
     import signal, time
@@ -310,3 +318,79 @@ within = 120
     # two starts until the breaker ended it (2 restarts of the group), the breaker's end (the
     # 3rd) and a fresh start by the group, whose crash is one restart too many
     assert len(_starts(tmp_path, "flaky")) == 3
+
+
+def test_a_batch_pipeline_ends_the_supervisor_when_its_significant_members_complete(
+        cli, tmp_path):
+    config = tmp_path / "batch.toml"
+    config.write_text(SUPERVISOR + 'auto_shutdown = "all_significant"\n' +
+                      _member("extract", "job") + 'restart = "never"\nsignificant = true\n' +
+                      _member("load", "job_when_told") +
+                      'restart = "never"\nsignificant = true\n' +
+                      _member("cache", "counted") + _member("metrics", "counted") + """
+[groups.pipeline]
+members = ["extract", "load", "cache"]
+restart = "on_failure"
+significant = true
+auto_shutdown = "all_significant"
+""")
+    cli.start("-c", str(config))
+    services = wait_until(lambda: (s := _services(cli)) and _up(s["cache"]) and
+                          _up(s["metrics"]) and s, timeout=30, message="cache and metrics up")
+    assert services["extract"]["phase"] == "terminated"  # completed; load still runs
+    assert _status(cli)["groups"][0]["phase"] == "running"
+    (tmp_path / "go").write_text("")  # load completes: the last significant member
+    assert cli.proc is not None
+    assert cli.proc.wait(timeout=30) == 0
+    log = cli.log.read_text()
+    assert "group pipeline: load ended (all_significant): shutting the group down" in log
+    assert "auto_shutdown: pipeline ended (all_significant): shutting the supervisor down" in log
+    assert len(_starts(tmp_path, "extract")) == 1 and len(_starts(tmp_path, "load")) == 1
+
+
+def test_brutal_kill_sigkills_a_stopped_member_at_once(cli, tmp_path):
+    config = tmp_path / "brutal.toml"
+    config.write_text("[supervisor]\nshutdown_timeout = 60\n" + _member("x", "stubborn") +
+                      'stop_timeout = "brutal_kill"\n' + _member("keeper", "counted"))
+    cli.start("-c", str(config))
+    pid = wait_until(lambda: _all_ready(cli, ["x", "keeper"]), timeout=30,
+                     message="x ready")["x"][0]
+    assert cli.ctl("stop", "x").returncode == 0
+    # 60 s of grace otherwise; and x would note a SIGTERM
+    wait_until(lambda: _services(cli)["x"]["phase"] == "terminated", timeout=15,
+               message="x killed at once")
+    assert not (tmp_path / "term-x").exists()
+    (exit_,) = [e for e in _status(cli)["recent_exits"] if e["service"] == "x"]
+    assert (exit_["pid"], exit_["exit_code"], exit_["reason"]) == (pid, -9, "stopped")
+    assert "x[0] (pid %d, gen 1) exited: stopped" % pid in cli.log.read_text()
+
+
+def test_infinity_waits_for_a_stopping_member_for_ever(cli, tmp_path):
+    config = tmp_path / "infinity.toml"
+    config.write_text("[supervisor]\nshutdown_timeout = 0.2\nkill_timeout = 0.2\n" +
+                      _member("x", "stubborn") + 'stop_timeout = "infinity"\n' +
+                      _member("z", "stubborn") + "stop_timeout = 1\n")
+    cli.start("-c", str(config))
+    pids = wait_until(lambda: _all_ready(cli, ["x", "z"]), timeout=30, message="x, z ready")
+    assert cli.proc is not None
+    cli.proc.send_signal(signal.SIGTERM)
+    # z, in the same stage, got its SIGTERM 1 s in; x, with any finite stop_timeout of this
+    # supervisor, would have had its own long before
+    wait_until(lambda: (tmp_path / "term-z").exists(), timeout=30, message="z's SIGTERM")
+    wait_until(lambda: (tmp_path / "cancel-x").exists(), timeout=30, message="x's cancel")
+    assert cli.proc.poll() is None and not (tmp_path / "term-x").exists()
+    assert os.path.exists(f"/proc/{pids['x'][0]}")
+    cli.proc.send_signal(signal.SIGTERM)  # a second one: now
+    assert cli.proc.wait(timeout=30) == 0
+    assert not (tmp_path / "term-x").exists()  # SIGKILLed, no SIGTERM ever
+
+
+def test_check_refuses_a_significant_member_of_a_group_that_never_shuts_down(cli, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text(_member("job", "job") + 'restart = "never"\nsignificant = true\n' +
+                      _member("web") + '[groups.g]\nmembers = ["job", "web"]\n')
+    result = cli.janus("check", "--no-imports", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "janus-mp: error: groups.g.auto_shutdown: is \"never\" but member 'job' is "
+        "significant (use any_significant or all_significant)"]

@@ -40,3 +40,19 @@ def test_readyz_names_what_a_waiting_service_waits_for():
     assert body["not_ready"]["api"] == {"phase": "starting", "ready": 0, "desired": 1,
                                         "waiting": "waiting for db (starting)"}
     assert "waiting" not in body["not_ready"]["db"]
+
+
+def test_the_otp_options_through_the_python_api():
+    from janus_mp import AutoShutdown, RestartPolicy
+
+    sup = JanusSupervisor(SupervisorConfig(install_signal_handlers=False,
+                                           auto_shutdown=AutoShutdown.ALL_SIGNIFICANT))
+    sup.spawn_service(idle, SpawnOptions(name="job", restart=RestartPolicy.NEVER,
+                                         significant=True, stop_timeout="brutal_kill"))
+    sup.spawn_service(idle, SpawnOptions(name="web", stop_timeout="infinity"))
+    with pytest.raises(ConfigError, match="^auto_shutdown: is \"never\" but member 'job' is "
+                                          "significant"):
+        sup.spawn_group(ServiceGroup("g", ("job", "web")))
+    sup.spawn_group(ServiceGroup("g", ("job", "web"), restart=RestartPolicy.ON_FAILURE,
+                                 significant=True, auto_shutdown=AutoShutdown.ANY_SIGNIFICANT))
+    assert sup.snapshot().group("g").phase == "starting"
