@@ -362,7 +362,7 @@ def test_brutal_kill_sigkills_a_stopped_member_at_once(cli, tmp_path):
     assert not (tmp_path / "term-x").exists()
     (exit_,) = [e for e in _status(cli)["recent_exits"] if e["service"] == "x"]
     assert (exit_["pid"], exit_["exit_code"], exit_["reason"]) == (pid, -9, "stopped")
-    assert "x[0] (pid %d, gen 1) exited: stopped" % pid in cli.log.read_text()
+    assert f"x[0] (pid {pid}, gen 1) exited: stopped" in cli.log.read_text()
 
 
 def test_infinity_waits_for_a_stopping_member_for_ever(cli, tmp_path):
