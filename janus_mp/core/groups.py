@@ -74,6 +74,8 @@ def member_failed(step: Step, service: ServiceState, slot: SlotState,
     if _restart_covers(tree, service.name):
         _park(step, slot, decision)
         return True
+    if any(g.ended for g in tree.ancestors(service.name)):
+        return False  # started by hand after its group ended: it restarts on its own
     if group.spec.strategy is GroupStrategy.ONE_FOR_ONE and group.count_restart(step.now):
         return False
     _park(step, slot, decision)

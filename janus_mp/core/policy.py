@@ -23,7 +23,7 @@ from janus_mp.core import announce, standby, startup
 from janus_mp.core import events as ev
 from janus_mp.core.actions import Action, ForgetService, ReleaseListeners
 from janus_mp.core.backoff import BreakerState
-from janus_mp.core.config import SpawnOptions
+from janus_mp.core.config import AutoShutdown, SpawnOptions
 from janus_mp.core.dumps import on_dump_due, on_dump_read
 from janus_mp.core.gates import check_registration, release_waiting, start_service
 from janus_mp.core.groups import (
@@ -100,6 +100,10 @@ def validate_registration(state: SupervisorState, name: str, options: SpawnOptio
     if name in state.removed:
         raise JanusError(f"service {name!r} is still stopping; try again when it has stopped")
     check_registration(state, name, options)
+    if options.significant and state.phase is not SupervisorPhase.IDLE and \
+            state.config.auto_shutdown is AutoShutdown.NEVER:
+        raise ConfigError("significant", "a service added while the supervisor runs is in no "
+                                         "group, and the supervisor's auto_shutdown is never")
 
 
 def finished(state: SupervisorState) -> bool:

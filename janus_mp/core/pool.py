@@ -231,7 +231,6 @@ class SupervisorState:
         self.workers: dict[int, WorkerState] = {}
         self.next_worker = 1
         self.shutdown_stages: list[list[str]] = []
-        self.shutdown_started = 0.0
         self.root_cancelled = False
         self.metrics = SupervisorMetrics()
         self.recent_exits: deque[ExitRecord] = deque(maxlen=50)

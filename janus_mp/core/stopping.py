@@ -61,7 +61,6 @@ def begin_shutdown(step: Step, status: int, *, fast: bool = False) -> None:
     if state.phase is not SupervisorPhase.RUNNING:
         return
     state.phase = SupervisorPhase.STOPPING
-    state.shutdown_started = step.now
     step.emit(ShutdownStarted(fast))
     step.log(LogLevel.INFO, f"{step.config.name}: shutting down" + (" (fast)" if fast else ""))
     state.shutdown_stages = shutdown_stages(state)

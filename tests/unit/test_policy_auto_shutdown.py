@@ -138,6 +138,20 @@ def test_an_on_failure_group_past_its_intensity_is_a_failure_in_its_parent():
     assert sim.current("web", 0).pid != web and sim.snapshot().group("top").restarts == 1
 
 
+def test_a_member_started_by_hand_after_its_group_completed_restarts_on_its_own():
+    sim = _sim({"job": JOB, "web": {}, "keeper": {}},
+               ServiceGroup("g", ("job", "web"), GroupStrategy.ONE_FOR_ALL,
+                            auto_shutdown="any_significant"))  # type: ignore[arg-type]
+    _end(sim, "job")
+    _drain(sim)
+    sim.feed(ev.StartService("web"))
+    _ready(sim)
+    _end(sim, "web", code=1)
+    sim.advance(5.0)  # its own backoff, not a plan of a group that has ended
+    _ready(sim)
+    assert service_phase(sim, "web") is ServicePhase.RUNNING and _phase(sim, "g") == "completed"
+
+
 # -- the supervisor ------------------------------------------------------------------------
 @pytest.mark.parametrize(("code", "status"), [(0, 0), (1, 1)])
 def test_the_supervisor_ends_when_a_significant_service_in_no_group_ends(code, status):
@@ -169,6 +183,12 @@ def test_a_significant_always_member_is_refused():
         SpawnOptions(significant=True, restart="always")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="^significant: needs restart"):
         ServiceGroup("g", ("a",), significant=True)
+
+
+def test_a_significant_service_added_while_running_needs_the_supervisors_auto_shutdown():
+    sim = _sim({"web": {}})
+    with pytest.raises(ConfigError, match="^significant: a service added while"):
+        sim.register("job", SpawnOptions(name="job", **JOB))  # type: ignore[arg-type]
 
 
 def test_a_significant_member_under_auto_shutdown_never_is_refused():

@@ -100,7 +100,7 @@ def test_a_service_of_a_stage_gets_its_grace_even_when_another_one_stops_slowly(
     assert keeper.id in sim.cancelled
     sim.advance(29.75)
     assert (keeper.id, StopSignal.TERM) not in sim.signals
-    sim.advance(0.25)  # shutdown_started + grace
+    sim.advance(0.25)  # its stop began with the shutdown: 30 s of grace
     assert (40.0, keeper.id, StopSignal.TERM) in sim.signal_times
 
 
@@ -118,7 +118,7 @@ def test_a_worker_that_crashes_during_shutdown_is_not_restarted():
 
 
 # -- deadlines -----------------------------------------------------------------------------------
-def test_sigterm_at_shutdown_started_plus_grace_then_sigkill_kill_timeout_later():
+def test_sigterm_grace_after_the_stop_began_then_sigkill_kill_timeout_later():
     sim = _staged(orders={"a": 0})
     sim.advance(10.0)
     sim.feed(ev.Shutdown())
