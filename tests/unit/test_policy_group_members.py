@@ -204,3 +204,32 @@ def test_a_critical_member_whose_breaker_ends_it_still_shuts_the_supervisor_down
     sim = _breaker_tree(GroupStrategy.ONE_FOR_ONE, max_restarts=10, critical=True)
     _fail_until_the_breaker_ends_it(sim)
     assert sim.state.phase is SupervisorPhase.STOPPING and sim.state.exit_status == 1
+
+
+# -- how a pool counts toward its group's intensity -------------------------------------------
+def _pool_tree(strategy: GroupStrategy, max_restarts: int) -> Sim:
+    sim = Sim(CONFIG)
+    sim.register("pool", SpawnOptions(name="pool", workers=4, backoff=NO_BREAKER))
+    sim.register("keeper", SpawnOptions(name="keeper"))
+    sim.feed(ev.RegisterGroup(ServiceGroup("g", ("pool", "keeper"), strategy,
+                                           max_restarts=max_restarts, within=60.0)))
+    sim.begin()
+    _ready_in_order(sim)
+    return sim
+
+
+def test_one_for_one_counts_every_worker_of_a_pool():
+    sim = _pool_tree(GroupStrategy.ONE_FOR_ONE, max_restarts=3)
+    for slot in range(3):
+        sim.exit(sim.current("pool", slot), 1)
+    assert sim.state.phase is SupervisorPhase.RUNNING
+    sim.exit(sim.current("pool", 3), 1)  # the whole pool crashed: 4 restarts > 3
+    assert sim.state.phase is SupervisorPhase.STOPPING and sim.state.exit_status == 1
+
+
+def test_one_for_all_counts_a_pool_crashing_at_once_as_one_restart():
+    sim = _pool_tree(GroupStrategy.ONE_FOR_ALL, max_restarts=1)
+    for slot in range(4):  # the later exits join the restart under way
+        sim.exit(sim.current("pool", slot), 1)
+    assert sim.state.phase is SupervisorPhase.RUNNING
+    assert sim.snapshot().group("g").restarts == 1
