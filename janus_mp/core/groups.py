@@ -132,11 +132,14 @@ def advance_groups(step: Step) -> None:
     tree = state.tree
     if not tree.groups or state.phase is not SupervisorPhase.RUNNING:
         return
+    # Groups are kept in the order they were added, every child group before its parent, so
+    # a plan that a child's end puts on its parent is moved on in this same pass.
     for group in list(tree.groups.values()):
         if group.affected:
             _advance_restart(step, group)
     for group in tree.groups.values():
-        if group.starting and not group.affected and member_settled(state, group.name):
+        if group.starting and not group.affected and not group.ended and \
+                member_settled(state, group.name):
             group.starting = False
             step.log(LogLevel.INFO, f"group {group.name}: every member is up")
 

@@ -64,6 +64,9 @@ def test_any_significant_ends_the_group_when_its_first_significant_member_ends()
     assert sim.workers("web") == [] and sim.state.phase is SupervisorPhase.RUNNING
     sim.advance(3600)
     assert sim.workers("web") == []  # nothing restarts a completed group's members
+    assert sim.logs().count("group g: every member is up") == 1  # at the start only
+    assert "group g: job ended (any_significant): shutting the group down" in sim.logs()
+    assert "group g: every member stopped: completed" in sim.logs()
 
 
 def test_all_significant_waits_for_every_significant_member():
