@@ -88,3 +88,9 @@ def test_stop_timeout_values(value, stored):
 def test_a_bad_stop_timeout_names_the_key(value):
     with pytest.raises(ConfigError, match="stop_timeout"):
         SpawnOptions(stop_timeout=value)
+
+
+def test_an_asgi_worker_drains_without_limit_under_infinity():
+    from janus_mp.adapters.api import _graceful
+
+    assert (_graceful(float("inf")), _graceful(30.0), _graceful(0.0)) == (None, 29, 1)
