@@ -1,8 +1,9 @@
 """The start gate: a service's workers start only once what it starts after is up.
 
 "What it starts after" is every service in its ``depends_on``, and, while a group it belongs to
-is starting, the member listed before it in that group (OTP starts a supervisor's children one
-after the other; our "init returned" is "every worker ready"). A closed gate holds the
+is starting, the nearest member listed before it in that group that is still to start (OTP
+starts a supervisor's children one after the other, skipping those it does not start; our
+"init returned" is "every worker ready"). A closed gate holds the
 service's slots in ``starting`` without a worker, the reason recorded in ``Tree.waiting`` (shown
 by status and ``/readyz``); :func:`release_waiting`, run when the policy settles, starts them
 the moment the gate opens. A restart (a RESTART deadline) passes the same gate, so a service

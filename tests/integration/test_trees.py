@@ -394,3 +394,32 @@ def test_check_refuses_a_significant_member_of_a_group_that_never_shuts_down(cli
     assert result.stderr.splitlines() == [
         "janus-mp: error: groups.g.auto_shutdown: is \"never\" but member 'job' is "
         "significant (use any_significant or all_significant)"]
+
+
+def test_a_transient_group_that_completed_stays_down_and_its_parent_runs_on(cli, tmp_path):
+    config = tmp_path / "nested.toml"
+    config.write_text(SUPERVISOR + _member("job", "job_when_told") +
+                      'restart = "never"\nsignificant = true\n' +
+                      _member("helper", "counted") + _member("web", "counted") + """
+[groups.batch]
+members = ["helper", "job"]
+restart = "on_failure"
+auto_shutdown = "any_significant"
+
+[groups.top]
+members = ["batch", "web"]
+strategy = "one_for_all"
+""")
+    cli.start("-c", str(config))
+    before = wait_until(lambda: _all_ready(cli, ["helper", "job", "web"]), timeout=30,
+                        message="every member up")
+    (tmp_path / "go").write_text("")  # job completes: batch shuts itself down
+    groups = wait_until(lambda: (g := {x["name"]: x["phase"] for x in _status(cli)["groups"]})
+                        and g["batch"] == "completed" and g, timeout=30,
+                        message="batch completed")
+    assert groups["top"] == "running"
+    services = _services(cli)
+    assert services["helper"]["phase"] == "terminated" and services["helper"]["pids"] == []
+    assert services["web"]["pids"] == before["web"]  # the parent restarted nothing
+    assert [g["restarts"] for g in _status(cli)["groups"]] == [0, 0]
+    assert len(_starts(tmp_path, "helper")) == 1 and len(_starts(tmp_path, "job")) == 1
