@@ -309,14 +309,16 @@ class SpawnOptions:
 
 
 def _stop_timeout(value: object) -> float | str | None:
+    if value is None:
+        return None
     if value == float("inf"):
         return INFINITY
-    if isinstance(value, str):
-        if value.strip().lower().replace("-", "_") in (BRUTAL_KILL, INFINITY):
-            return value.strip().lower().replace("-", "_")
+    if isinstance(value, str) and value.strip().lower().replace("-", "_") in (BRUTAL_KILL,
+                                                                               INFINITY):
+        return value.strip().lower().replace("-", "_")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value < 0:
         raise ConfigError("stop_timeout", 'must be seconds >= 0, "brutal_kill" or "infinity"')
-    _number("stop_timeout", value, optional=True)
-    assert value is None or isinstance(value, (int, float))
     return value
 
 

@@ -84,10 +84,13 @@ def test_stop_timeout_values(value, stored):
     assert SpawnOptions(stop_timeout=value).stop_timeout == stored
 
 
-@pytest.mark.parametrize("value", ["forever", -1, float("nan"), True, [1]])
-def test_a_bad_stop_timeout_names_the_key(value):
-    with pytest.raises(ConfigError, match="stop_timeout"):
+@pytest.mark.parametrize("value", ["forever", -1, float("nan"), float("-inf"), True, [1]])
+def test_a_bad_stop_timeout_names_the_key_and_what_it_takes(value):
+    with pytest.raises(ConfigError) as caught:
         SpawnOptions(stop_timeout=value)
+    assert str(caught.value) == \
+        'stop_timeout: must be seconds >= 0, "brutal_kill" or "infinity"'
+
 
 
 def test_an_asgi_worker_drains_without_limit_under_infinity():
