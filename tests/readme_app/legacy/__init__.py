@@ -1,0 +1,1 @@
+"""``legacy.daemon``: a module with ``main()``, as older code is written."""

@@ -1,0 +1,2 @@
+class ConfigurationError(Exception):
+    """Raised by the legacy daemon when its configuration is wrong."""
