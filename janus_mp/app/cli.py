@@ -243,6 +243,10 @@ _SERVICE_FLAGS = [
                  help="--wsgi: comma-separated addresses or networks (or '*') whose "
                       "X-Forwarded-For/-Proto and Forwarded headers are honoured "
                       "[default: 127.0.0.1]."),
+    click.option("--keep-alive", "keepalive", type=click.FloatRange(min=0), default=None,
+                 help="--wsgi with --threads > 1: seconds an idle persistent connection is "
+                      "kept, parked off the request threads; 0 closes after each response "
+                      "(always so with one thread) [default: 2]."),
     click.option("--max-requests", type=click.IntRange(min=1), default=None,
                  help="Recycle an API worker after this many requests."),
     click.option("--max-requests-jitter", type=click.IntRange(min=0), default=None,
