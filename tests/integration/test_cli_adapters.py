@@ -133,3 +133,29 @@ def test_run_wsgi_http_limits_and_access_log_flags(cli, tmp_path):
     assert '"status": 414' in access.read_text()
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0
+
+
+def test_run_wsgi_keep_alive_flag(cli):
+    """--threads 2 --keep-alive 30: one connection serves request after request (and says
+    nothing of closing); --keep-alive 0 closes after each response."""
+    import http.client
+
+    port = _port()
+    cli.start("--wsgi", "tests.http_apps:wsgi_app", "--bind", f"127.0.0.1:{port}",
+              "--threads", "2", "--keep-alive", "30")
+    wait_until(lambda: cli.service("tests")["ready"] == 1)
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        client.request("GET", "/")
+        first = client.getresponse()
+        assert (first.status, first.read(), first.getheader("Connection")) == (200, b"ok\n", None)
+        sock = client.sock
+        client.request("GET", "/")
+        assert client.getresponse().read() == b"ok\n" and client.sock is sock  # not reopened
+    finally:
+        client.close()
+    cli.proc.send_signal(signal.SIGTERM)
+    assert cli.proc.wait(30) == 0
+    result = cli.janus("run", "--metrics-bind", "off", "--socket", "off", "--wsgi",
+                       "tests.http_apps:wsgi_app", "--threads", "2", "--keep-alive", "-1")
+    assert result.returncode == 2 and "'--keep-alive': -1.0 is not in the range" in result.stderr
