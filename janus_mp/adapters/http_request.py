@@ -95,11 +95,6 @@ class RequestReader:
 
     # -- the connection, between requests -------------------------------------------------------
     @property
-    def received_anything(self) -> bool:
-        """Whether the current request has begun arriving."""
-        return bool(self._messages)
-
-    @property
     def pending(self) -> bool:
         """Whether the next request has begun arriving already (pipelined)."""
         return bool(self._messages)

@@ -63,6 +63,8 @@ class KeepAlivePool:
         self._free = threads  # request threads waiting, less the work queued for them
         self._returned: list[tuple[Connection, Gateway]] = []  # to park, from the threads
         self._closed = False  # the poller is gone: a connection handed back is closed
+        # Parked connections by fd, in the order they were parked: every one waits the same
+        # keepalive, so that is also the order their deadlines fall due.
         self._parked: dict[int, tuple[Connection, Gateway, float]] = {}
 
     def run(self) -> None:
@@ -123,10 +125,10 @@ class KeepAlivePool:
             self._heartbeat()
 
     def _wait(self) -> float | None:
-        deadlines = [deadline for _, _, deadline in self._parked.values()]
         wait = self._idle_wait
-        if deadlines:
-            until = max(0.0, min(deadlines) - time.monotonic())
+        if self._parked:  # parked in deadline order: the first one is due first
+            _, _, deadline = next(iter(self._parked.values()))
+            until = max(0.0, deadline - time.monotonic())
             wait = until if wait is None else min(wait, until)
         return wait
 
@@ -160,11 +162,13 @@ class KeepAlivePool:
 
     def _expire(self, selector: selectors.BaseSelector) -> None:
         now = time.monotonic()
-        for fd, (connection, _, deadline) in list(self._parked.items()):
-            if deadline <= now:  # idle for keepalive seconds: closed without a word
-                del self._parked[fd]
-                selector.unregister(connection.sock)
-                connection.sock.close()
+        while self._parked:  # idle for keepalive seconds: closed without a word
+            fd, (connection, _, deadline) = next(iter(self._parked.items()))
+            if deadline > now:
+                return
+            del self._parked[fd]
+            selector.unregister(connection.sock)
+            connection.sock.close()
 
     # -- the request threads --------------------------------------------------------------------
     def _request_thread(self) -> None:
