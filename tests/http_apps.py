@@ -77,6 +77,8 @@ def conformance_app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (f"line {i}\n".encode() for i in range(5))
+    if path == "/sleep":  # a handler that takes a while (I/O-bound, say)
+        time.sleep(float(environ.get("QUERY_STRING") or 0.2))
     if path == "/ignore-body":  # answers without reading the body
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
         return [b"ignored\n"]

@@ -2,8 +2,9 @@
 an idle connection waits in a selector, never in a request thread.
 
     poller (the worker's main thread): one selector over
-        the listening sockets — registered only while a request thread is free, so a busy
-                                 worker leaves new connections to the other workers
+        the listening sockets — registered while fewer requests wait for a thread than
+                                 there are threads, so a saturated worker leaves new
+                                 connections to the other workers
         parked connections   — idle between requests, each until ``keepalive`` seconds pass
         the wake-up pipe     — a stop, or a connection handed back for parking
         │ a new connection, or a parked one turning readable
@@ -12,8 +13,12 @@ an idle connection waits in a selector, never in a request thread.
                   already (pipelined), then hands the connection back (kept) or closes it
 
 A request thread is held only while a request is read or served: a client that stays
-connected but silent costs a file descriptor and a selector slot, not a thread. A stop closes
-the parked connections at once; requests in flight are answered with ``Connection: close``.
+connected but silent costs a file descriptor and a selector slot, not a thread. Kept
+connections must not starve new ones: when no thread is free and a connection waits in the
+listen backlog, a response says ``Connection: close`` instead of keeping its connection, so
+under saturation clients take turns through the backlog as with one request per connection.
+A stop closes the parked connections at once; requests in flight are answered with
+``Connection: close``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
 import selectors
 import socket
 import threading
@@ -100,7 +106,7 @@ class KeepAlivePool:
             if self._draining():
                 return
             with self._lock:
-                want = self._free > 0
+                want = self._free > -self._threads
             if want != listening:
                 for sock in self._listeners:
                     if want:
@@ -136,7 +142,7 @@ class KeepAlivePool:
         gateway = self._listeners[listener]
         while not self._draining():
             with self._lock:
-                if self._free <= 0:
+                if self._free <= -self._threads:  # as many waiting as there are threads
                     return
             accepted = self._accept(listener)
             if accepted is None:
@@ -210,7 +216,15 @@ class KeepAlivePool:
             began = time.monotonic()  # pipelined: its head deadline starts now
 
     def _persist(self) -> bool:
-        return not self._draining()
+        """Whether the connection of the response going out may stay open."""
+        if self._draining():
+            return False
+        with self._lock:
+            saturated = self._free <= 0
+        if not saturated:
+            return True
+        waiting, _, _ = select.select(list(self._listeners), [], [], 0)
+        return not waiting  # a new client waits: this one reconnects behind it
 
     def _wake(self) -> None:
         try:

@@ -42,9 +42,12 @@ def build(sup):
     sup.spawn_service(ApiModuleAdapter(conformance_app, bind="127.0.0.5:0", name="drain",
                                        threads=2, keepalive=60.0),
                       SpawnOptions(workers=1, stop_timeout=30.0))
+    sup.spawn_service(ApiModuleAdapter(conformance_app, bind="127.0.0.6:0", name="busy",
+                                       threads=2, keepalive=60.0),
+                      SpawnOptions(workers=1))
 """
 
-SERVICES = ("ka", "brief", "single", "off", "drain")
+SERVICES = ("ka", "brief", "single", "off", "drain", "busy")
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +291,65 @@ def test_a_stop_closes_parked_connections_at_once(sup):
         assert time.monotonic() - began < 20  # not the 60 s keepalive, nor the stop timeout
         exit_ = wait_until(lambda: sup.exits("drain"), timeout=20)[0]
         assert "SIG" not in exit_["reason"], exit_  # it left by itself, nobody killed it
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_kept_connections_do_not_starve_a_new_one(sup):
+    """Four clients keep both request threads busy for good (0.2 s requests back to back on
+    persistent connections). A fifth client, waiting in the listen backlog, is still served
+    (the poller accepts while fewer requests wait than there are threads, and a saturated
+    worker closes a kept connection rather than keep a newcomer waiting)."""
+    address = _address(sup, "busy")
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = http.client.HTTPConnection(*address, timeout=20)
+        try:
+            while not stop.is_set():
+                client.request("GET", "/sleep?0.2")
+                client.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            pass  # the test is over
+        finally:
+            client.close()
+
+    clients = [threading.Thread(target=hammer) for _ in range(4)]
+    try:
+        for thread in clients:
+            thread.start()
+        wait_until(lambda: _busy(sup, "busy") == "2.0", message="both threads busy")
+        status, _, body = get(f"{address[0]}:{address[1]}", "/newcomer", timeout=20)
+        assert status == 200 and json.loads(body)["PATH_INFO"] == "/newcomer"
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+
+
+def test_a_saturated_worker_closes_a_kept_connection_while_a_client_waits(sup):
+    """Two requests hold both threads (their apps wait for a body byte we hold back); two
+    more connections fill the work queue (as many as threads), so a fifth waits in the listen
+    backlog. The first request's response then says Connection: close: its client reconnects
+    behind the waiting one, and everyone is served."""
+    address = _address(sup, "busy")
+    wait_until(lambda: _busy(sup, "busy") == "0.0", message="the previous test's load gone")
+    held = b"POST /first-byte HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n%s\r\n"
+    conns = [socket.create_connection(address, timeout=30) for _ in range(2)]
+    try:
+        conns[0].sendall(held % b"")  # this one leaves the choice to the server
+        conns[1].sendall(held % b"Connection: close\r\n")
+        wait_until(lambda: _busy(sup, "busy") == "2.0", message="both threads held")
+        for path in ("/queued-1", "/queued-2", "/waiting"):
+            conns.append(socket.create_connection(address, timeout=30))
+            conns[-1].sendall(_get(path, b"Connection: close\r\n"))
+        conns[0].sendall(b"a")
+        [(status, headers, body)] = responses(_read_until_closed(conns[0]))
+        assert (status, headers["connection"], body) == (200, "close", b"app ran, first byte a\n")
+        conns[1].sendall(b"b")
+        for conn in conns[1:]:  # everyone is served in the end
+            assert [answer[0] for answer in responses(_read_until_closed(conn))] == [200]
     finally:
         for conn in conns:
             conn.close()
