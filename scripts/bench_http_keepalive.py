@@ -161,7 +161,7 @@ def main() -> int:
             samples.setdefault(system, []).append(result)
             print(f"  round {round_no + 1}: {system:16} "
                   + (f"{result['rps']:8.1f} req/s p50 {result['p50_ms']:.2f} ms "
-                     f"p99 {result['p99_ms']:.2f} ms idle held {result['idle_held']} "
+                     f"p99 {result['p99_ms']:.2f} ms idle opened {result['idle_held']} "
                      f"{result['errors']}" if result["status"] == "ok" else result["status"]),
                   flush=True)
     summary: dict[str, dict[str, float]] = {}

@@ -331,7 +331,8 @@ def _adapter_settings(kind: str | None, flags: dict[str, Any]) -> dict[str, Any]
     allowed = KINDS.get(kind or "", frozenset())
     for key in given:
         if key not in allowed:
-            _fail(f"--{key.replace('_', '-')} applies to --wsgi/--asgi services only")
+            flag = "keep-alive" if key == "keepalive" else key.replace("_", "-")  # gunicorn's
+            _fail(f"--{flag} applies to --wsgi/--asgi services only")
     return given
 
 

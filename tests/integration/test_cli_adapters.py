@@ -97,6 +97,8 @@ def _answers(address: str) -> bool:
      "--bind: '127.0.0.1:99999': the port must be a number from 0 to 65535"),
     (["--command", "sleep 5", "--bind", "127.0.0.1:9"],
      "--bind applies to --wsgi/--asgi services only"),
+    (["--command", "sleep 5", "--keep-alive", "3"],
+     "--keep-alive applies to --wsgi/--asgi services only"),
     (["--command", "no-such-program-q"], "--command no-such-program-q: command "
                                          "'no-such-program-q': not found or not executable"),
     (["--wsgi", "tests.http_apps:wsgi_app", "--command", "sleep 1"],
