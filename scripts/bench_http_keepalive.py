@@ -6,13 +6,14 @@ the same app, worker count, threads and keepalive, in one run.
 
 Systems, interleaved round by round (the machine is shared and noisy; read the medians and
 the ratios measured in the same run):
-    janus-mp         janus-mp run --wsgi ... --threads T --keep-alive 2
-    gunicorn-gthread gunicorn -k gthread --threads T --keep-alive 2
+    janus-mp         janus-mp run --wsgi ... --threads T --keep-alive K (--keepalive, 2 s)
+    gunicorn-gthread gunicorn -k gthread --threads T --keep-alive K
     janus-mp-close   janus-mp with --keep-alive 0: a new connection per request (the anchor
                      showing what persistence saves)
 Load: wrk (keeps its connections open) when installed, else a Python generator in its own
 process holding one persistent http.client connection per client thread. ``--idle N`` also
-holds N idle persistent connections open during the run (each made one request first): with
+holds N idle persistent connections open during the run (each made one request first; give a
+``--keepalive`` longer than the run, else both servers close them after K seconds): with
 janus-mp they wait in the poller, not in a request thread, so the throughput should not drop.
 The exit status is 1 only when a system failed to produce numbers.
 """
@@ -28,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -42,19 +42,20 @@ import bench_http_app  # noqa: E402
 SYSTEMS = ("janus-mp", "gunicorn-gthread", "janus-mp-close")
 
 
-def command(system: str, workers: int, threads: int, port: int) -> list[str] | None:
+def command(system: str, workers: int, threads: int, port: int,
+            keepalive: float) -> list[str] | None:
     bindir = Path(sys.executable).parent
     if system.startswith("janus-mp"):
-        keepalive = "0" if system == "janus-mp-close" else "2"
+        keepalive_flag = "0" if system == "janus-mp-close" else f"{keepalive:g}"
         return [str(bindir / "janus-mp"), "run", "--wsgi", "bench_http_app:app", "-w",
-                str(workers), "--threads", str(threads), "--keep-alive", keepalive,
+                str(workers), "--threads", str(threads), "--keep-alive", keepalive_flag,
                 "--bind", f"127.0.0.1:{port}", "--metrics-bind", "off", "--socket", "off",
                 "--log-level", "warning"]
     gunicorn = shutil.which("gunicorn", path=f"{bindir}:{os.environ.get('PATH', '')}")
     if gunicorn is None:
         return None
     return [gunicorn, "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-            "--keep-alive", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+            "--keep-alive", f"{keepalive:g}", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
             "bench_http_app:app"]
 
 
@@ -106,7 +107,7 @@ def hold_idle(port: int, count: int, stack: ExitStack) -> int:
 def measure(system: str, args: argparse.Namespace, env: dict[str, str],
             load: Any) -> dict[str, Any]:
     port = bench_http.free_port()
-    argv = command(system, args.workers, args.threads, port)
+    argv = command(system, args.workers, args.threads, port, args.keepalive)
     if argv is None:
         return {"status": "not installed"}
     with tempfile.TemporaryFile() as log, ExitStack() as idle:
@@ -137,6 +138,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--idle", type=int, default=0)
+    parser.add_argument("--keepalive", type=float, default=2.0,
+                        help="keepalive seconds of both servers (gunicorn's default: 2)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -147,12 +150,12 @@ def main() -> int:
     wrk = shutil.which("wrk")
     load = bench_http.run_wrk if wrk else run_python_load
     generator = "wrk -t1 (persistent)" if wrk else "python http.client threads (persistent)"
-    began = time.perf_counter()
-    bench_http_app.work(iterations)
-    print(f"handler: {iterations} iterations ~ {1000 * (time.perf_counter() - began):.2f} ms "
+    handler_ms = 1000 * min(bench_http._time(bench_http_app.work, iterations) for _ in range(5))
+    print(f"handler: {iterations} iterations ~ {handler_ms:.2f} ms "
           f"of CPU; load: {generator}, {args.connections} connections"
           f"{f' + {args.idle} idle' if args.idle else ''}, {args.duration:g} s x "
-          f"{args.rounds} rounds; {args.workers} workers x {args.threads} threads; "
+          f"{args.rounds} rounds; {args.workers} workers x {args.threads} threads, "
+          f"keepalive {args.keepalive:g} s; "
           f"{os.cpu_count()} CPUs", flush=True)
     samples: dict[str, list[dict[str, Any]]] = {}
     for round_no in range(args.rounds):
