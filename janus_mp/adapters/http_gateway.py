@@ -15,7 +15,8 @@ Who answers what:
   * an app error, or a status/header that cannot be sent → 500, logged with the worker's name
   * an app error after the head was sent → the connection closes without ending the body
     (no last chunk, or short of Content-Length): the client sees a broken response
-Keeping: only when ``persist()`` (the engine offers it), the client accepts it, the request
+Keeping: only when ``persist(pipelined)`` (the engine offers it; ``pipelined``: the next
+request has begun arriving already), the client accepts it, the request
 was read to its end without a refusal and the response went out whole; after anything else
 the connection closes, so no byte of one request is ever read as the start of another.
 Closing: after a refusal or with request bytes unread, the write side is shut first and what
@@ -89,7 +90,8 @@ class Gateway:
         return Connection(sock, peer, peer_port, reader)
 
     def serve(self, connection: Connection, began: float,
-              persist: Callable[[], bool] = lambda: False) -> tuple[int | None, bool]:
+              persist: Callable[[bool], bool] = lambda pipelined: False
+              ) -> tuple[int | None, bool]:
         """Answer the next request on ``connection`` (its head deadline counts from
         ``began``); (the status answered or None, whether the connection was kept open for
         the next request). A connection not kept is closed."""
@@ -107,7 +109,8 @@ class Gateway:
             apply_forwarding(environ, self._settings, peer)
             client_keeps = head.keep_alive
             response = Response(conn, head.method, head.version,
-                                persist=lambda: client_keeps and reader.reusable and persist())
+                                persist=lambda: client_keeps and reader.reusable and
+                                persist(reader.pipelined))
             status = self._exchange(environ, response, reader, head)
             body_bytes = response.body_bytes
             keep = response.keep_alive and response.complete and reader.reusable

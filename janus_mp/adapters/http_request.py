@@ -21,7 +21,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httptools
 
@@ -98,6 +98,11 @@ class RequestReader:
     def pending(self) -> bool:
         """Whether the next request has begun arriving already (pipelined)."""
         return bool(self._messages)
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the request after the current one has begun arriving already."""
+        return len(self._messages) > 1
 
     @property
     def method(self) -> str:
@@ -330,10 +335,8 @@ class RequestReader:
     def on_message_complete(self) -> None:
         message = self._messages[-1]
         message.complete = True
-        if message.parsed is not None and not message.parsed.complete:
-            parsed = message.parsed
-            message.parsed = ParsedHead(parsed.method, parsed.version, parsed.target,
-                                        parsed.headers, parsed.keep_alive, complete=True)
+        if message.parsed is not None:
+            message.parsed = replace(message.parsed, complete=True)
 
 
 class RequestBody:

@@ -15,8 +15,9 @@ an idle connection waits in a selector, never in a request thread.
 A request thread is held only while a request is read or served: a client that stays
 connected but silent costs a file descriptor and a selector slot, not a thread. Kept
 connections must not starve new ones: when no thread is free and a connection waits in the
-listen backlog, a response says ``Connection: close`` instead of keeping its connection, so
-under saturation clients take turns through the backlog as with one request per connection.
+listen backlog, a response says ``Connection: close`` instead of keeping its connection (unless
+that client's next request is here already), so under saturation clients take turns through
+the backlog as with one request per connection.
 A stop closes the parked connections at once; requests in flight are answered with
 ``Connection: close``.
 """
@@ -215,10 +216,14 @@ class KeepAlivePool:
                 return True
             began = time.monotonic()  # pipelined: its head deadline starts now
 
-    def _persist(self) -> bool:
-        """Whether the connection of the response going out may stay open."""
+    def _persist(self, pipelined: bool) -> bool:
+        """Whether the connection of the response going out may stay open: not during a
+        stop; always when the client's next request is here already (closing would drop it
+        unanswered); else unless the worker is saturated and a newcomer waits."""
         if self._draining():
             return False
+        if pipelined:
+            return True
         with self._lock:
             saturated = self._free <= 0
         if not saturated:

@@ -353,3 +353,83 @@ def test_a_saturated_worker_closes_a_kept_connection_while_a_client_waits(sup):
     finally:
         for conn in conns:
             conn.close()
+
+
+class _Answers:
+    """The responses of one connection, read one at a time by their own framing."""
+
+    class _Unclosing(io.BufferedReader):
+        def close(self) -> None:  # http.client closes it after each body: keep reading
+            pass
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.file = self._Unclosing(socket.SocketIO(conn, "rb"))
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return self.file
+
+    def next(self) -> tuple[int, dict[str, str], bytes]:
+        response = http.client.HTTPResponse(self)  # type: ignore[arg-type]
+        response.begin()
+        return (response.status, {k.lower(): v for k, v in response.getheaders()},
+                response.read())
+
+
+def _random_request(rng, path: str) -> tuple[bytes, bytes]:
+    body = bytes(rng.randrange(97, 123) for _ in range(rng.randint(1, 300)))
+    kind = rng.choice(["get", "length", "chunked"])
+    if kind == "get":
+        return _get(path), b""
+    if kind == "length":
+        return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                % (path.encode(), len(body)) + body), body
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"%x;n=1\r\n%s\r\n0\r\n\r\n" % (path.encode(), len(body), body)), body
+
+
+def test_many_clients_pipelining_at_random_never_get_an_answer_out_of_step(sup):
+    """Eight clients, each on a persistent connection, send batches of 1 to 4 pipelined
+    requests (GET, Content-Length and chunked bodies, chosen by a fixed seed) to a worker of
+    two threads: every answer is the echo of the request in its place. When an answer closes
+    the connection (a saturated worker makes room for a newcomer), the requests it left
+    unanswered were not served and are sent again on a new connection, as clients do."""
+    import random
+
+    address = _address(sup, "ka")
+    failures: list[str] = []
+    closes = [0]
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        conn = socket.create_connection(address, timeout=20)
+        try:
+            for batch in range(12):
+                todo = [_random_request(rng, f"/c{seed}/b{batch}/r{i}") + (f"/c{seed}/b{batch}/r{i}",)
+                        for i in range(rng.randint(1, 4))]
+                while todo:
+                    conn.sendall(b"".join(wire for wire, _, _ in todo))
+                    answers = _Answers(conn)
+                    while todo:
+                        status, headers, answer = answers.next()
+                        _, body, path = todo.pop(0)
+                        seen = json.loads(answer)
+                        if (status, seen["PATH_INFO"], seen["body"]) != (200, path,
+                                                                         body.decode()):
+                            failures.append(f"{path}: got {status} {seen['PATH_INFO']}")
+                            return
+                        if headers.get("connection") == "close":
+                            closes[0] += 1
+                            conn.close()
+                            conn = socket.create_connection(address, timeout=20)
+                            break
+        except Exception as exc:  # reported below, with the client it happened to
+            failures.append(f"client {seed}: {exc!r}")
+        finally:
+            conn.close()
+
+    clients = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(60)
+    assert failures == []
