@@ -11,7 +11,9 @@ The limits keep gunicorn's names and defaults, so a deployment's settings carry 
     keepalive                  2 s   how long an idle persistent connection is kept
                                      (threads > 1 only; 0 = one request per connection)
 
-A deadline bounds the whole head or body, not each read: a client trickling one byte a second
+The body deadline of a chunked body starts when the engine reads it ahead of the app (its
+first MiB, so its framing is checked before the app runs). A deadline bounds the whole head or
+body, not each read: a client trickling one byte a second
 frees its worker when the deadline passes. ``timeout`` (on the adapter) still bounds each
 single read or write in between.
 """
