@@ -45,9 +45,12 @@ def build(sup):
     sup.spawn_service(ApiModuleAdapter(conformance_app, bind="127.0.0.6:0", name="busy",
                                        threads=2, keepalive=60.0),
                       SpawnOptions(workers=1))
+    sup.spawn_service(ApiModuleAdapter(conformance_app, bind="127.0.0.7:0", name="watched",
+                                       threads=2, keepalive=60.0),
+                      SpawnOptions(workers=1, watchdog_timeout=1.0))
 """
 
-SERVICES = ("ka", "brief", "single", "off", "drain", "busy")
+SERVICES = ("ka", "brief", "single", "off", "drain", "busy", "watched")
 
 
 @pytest.fixture(scope="module")
@@ -433,3 +436,16 @@ def test_many_clients_pipelining_at_random_never_get_an_answer_out_of_step(sup):
     for thread in clients:
         thread.join(60)
     assert failures == []
+
+
+def test_a_worker_with_idle_connections_keeps_feeding_its_watchdog(sup):
+    """Idle connections parked for several 1 s watchdog periods: the worker is not taken for
+    stuck (its poller beats while it waits), and the connection still serves."""
+    with socket.create_connection(_address(sup, "watched"), timeout=10) as conn:
+        conn.sendall(_get("/"))
+        assert _read_one(conn)[0] == 200
+        with pytest.raises(AssertionError):  # nobody exits within three watchdog periods
+            wait_until(lambda: sup.exits("watched"), timeout=3.0)
+        conn.sendall(_get("/later"))
+        status, _, body = _read_one(conn)
+        assert status == 200 and json.loads(body)["PATH_INFO"] == "/later"
