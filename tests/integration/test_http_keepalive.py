@@ -449,3 +449,15 @@ def test_a_worker_with_idle_connections_keeps_feeding_its_watchdog(sup):
         conn.sendall(_get("/later"))
         status, _, body = _read_one(conn)
         assert status == 200 and json.loads(body)["PATH_INFO"] == "/later"
+
+
+def test_an_upgrade_request_is_answered_as_http_and_ends_the_connection(sup):
+    """No protocol switch here (RFC 9110 §7.8 lets a server ignore Upgrade): the request is
+    served as HTTP/1.1, and since what follows it on the wire may be another protocol, the
+    connection closes — the bytes after it are not read as a request."""
+    with socket.create_connection(_address(sup, "ka"), timeout=10) as conn:
+        conn.sendall(_get("/up", b"Connection: Upgrade\r\nUpgrade: websocket\r\n") +
+                     _get("/after"))
+        answers = responses(_read_until_closed(conn))
+    assert [(s, h["connection"], json.loads(b)["PATH_INFO"]) for s, h, b in answers] == \
+        [(200, "close", "/up")]
