@@ -461,3 +461,22 @@ def test_an_upgrade_request_is_answered_as_http_and_ends_the_connection(sup):
         answers = responses(_read_until_closed(conn))
     assert [(s, h["connection"], json.loads(b)["PATH_INFO"]) for s, h, b in answers] == \
         [(200, "close", "/up")]
+
+
+def test_expect_100_continue_on_a_kept_connection(sup):
+    """The interim 100 goes out when the app reads; the body read whole, the connection is
+    kept and serves the next request."""
+    with socket.create_connection(_address(sup, "ka"), timeout=10) as conn:
+        conn.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += conn.recv(1)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(b"hello")
+        status, headers, body = _read_one(conn)
+        assert (status, json.loads(body)["body"]) == (200, "hello")
+        assert "connection" not in headers
+        conn.sendall(_get("/next"))
+        status, _, body = _read_one(conn)
+        assert status == 200 and json.loads(body)["PATH_INFO"] == "/next"
