@@ -65,6 +65,7 @@ def parse_httptools(raw: bytes) -> tuple[bool, bytes]:
             state["done"] = True
 
     parser = httptools.HttpRequestParser(Callbacks())
+    parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)  # as the engine
     parser.feed_data(raw)
     return state["done"], state["body"]
 

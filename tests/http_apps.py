@@ -77,6 +77,21 @@ def conformance_app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (f"line {i}\n".encode() for i in range(5))
+    if path == "/sleep":  # a handler that takes a while (I/O-bound, say)
+        time.sleep(float(environ.get("QUERY_STRING") or 0.2))
+    if path == "/ignore-body":  # answers without reading the body
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "8")])
+        return [b"ignored\n"]
+    if path == "/first-byte":  # answers after reading one byte of the body
+        first = environ["wsgi.input"].read(1)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app ran, first byte " + first + b"\n"]
+    if path == "/swallow":  # reads the whole body, hiding any error from the server
+        try:
+            environ["wsgi.input"].read()
+        except Exception as exc:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [f"swallowed {type(exc).__name__}\n".encode()]
     body = environ["wsgi.input"].read()
     seen = {k: v for k, v in environ.items() if isinstance(v, (str, bool))}
     seen["body"] = body.decode("latin-1")

@@ -97,6 +97,25 @@ VALID = [
     Case("HTTP/1.1 with Connection: close", _req(b"GET / HTTP/1.1\r\n" + H +
                                                  b"Connection: close\r\n"),
          environ={"HTTP_CONNECTION": "close"}),
+    # RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+    Case("whitespace before a chunk extension",
+         _req(b"POST /u HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+              b"3 ;a=b\r\nabc\r\n0\r\n\r\n"), body=b"abc"),
+    Case("tabs before chunk extensions",
+         _req(b"POST /u HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+              b"3\t;a=b;c\r\nabc\r\n0 \t;last\r\n\r\n"), body=b"abc"),
+    Case("quoted chunk extension value",
+         _req(b"POST /u HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+              b'3;a="x;y"\r\nabc\r\n0\r\n\r\n'), body=b"abc"),
+    # RFC 9110 §5.3: a list field may be split over lines; its lines are combined with ","
+    Case("list field split over lines within the field size",
+         _req(b"GET / HTTP/1.1\r\n" + H + b"Accept: " + b"a" * 4000 + b"\r\nAccept: b\r\n"),
+         environ={"HTTP_ACCEPT": "a" * 4000 + ",b"}),
+    # RFC 9110 §6.5.1: a trailer field its definition allows there is fine (and not passed on)
+    Case("allowed trailer field",
+         _req(b"POST /u HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+              b"3\r\nabc\r\n0\r\nServer-Timing: x;dur=1\r\n\r\n"),
+         environ={"HTTP_SERVER_TIMING": None}, body=b"abc"),
 ]
 
 MALFORMED = [
@@ -220,6 +239,51 @@ MALFORMED = [
     Case("chunk extension with a bare CR", _req(b"POST / HTTP/1.1\r\n" + H +
                                                 b"Transfer-Encoding: chunked\r\n",
                                                 b"5;a=b\rc\r\nhello\r\n0\r\n\r\n"), (400,)),
+    Case("space inside a chunk size", _req(b"POST / HTTP/1.1\r\n" + H +
+                                           b"Transfer-Encoding: chunked\r\n",
+                                           b"3 4\r\nabc\r\n0\r\n\r\n"), (400,)),
+    Case("space before a chunk size", _req(b"POST / HTTP/1.1\r\n" + H +
+                                           b"Transfer-Encoding: chunked\r\n",
+                                           b" 3\r\nabc\r\n0\r\n\r\n"), (400,)),
+    Case("whitespace then a bare semicolon", _req(b"POST / HTTP/1.1\r\n" + H +
+                                                  b"Transfer-Encoding: chunked\r\n",
+                                                  b"3 ;\r\nabc\r\n0\r\n\r\n"), (400,)),
+    Case("chunk extension name with a space inside",
+         _req(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+              b"3;a b=c\r\nabc\r\n0\r\n\r\n"), (400,)),
+    # -- singleton fields (RFC 9110: not a list, so two lines cannot be combined) --
+    Case("duplicate Content-Type", _req(b"POST / HTTP/1.1\r\n" + H + b"Content-Type: a/b\r\n"
+                                        b"Content-Type: c/d\r\nContent-Length: 1\r\n", b"x"),
+         (400,)),
+    Case("duplicate Content-Type with the same value",
+         _req(b"GET / HTTP/1.1\r\n" + H + b"Content-Type: a/b\r\ncontent-type: a/b\r\n"),
+         (400,)),
+    Case("duplicate Authorization", _req(b"GET / HTTP/1.1\r\n" + H + b"Authorization: a\r\n"
+                                         b"Authorization: b\r\n"), (400,)),
+    Case("duplicate If-Modified-Since (a date has a comma)",
+         _req(b"GET / HTTP/1.1\r\n" + H + b"If-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT"
+              b"\r\nIf-Modified-Since: Mon, 07 Nov 1994 08:49:37 GMT\r\n"), (400,)),
+    Case("duplicate Host, second one empty", _req(b"GET / HTTP/1.1\r\n" + H + b"Host:\r\n"),
+         (400,)),
+    Case("two equal Content-Length fields", _req(b"POST / HTTP/1.1\r\n" + H +
+                                                 b"Content-Length: 5\r\nContent-Length: 5\r\n",
+                                                 b"hello"), (400,)),
+    Case("repeated field over 8190 bytes once combined",
+         _req(b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-A: " + b"a" * 3000 + b"\r\n"
+                                                   for _ in range(3))), (431,)),
+    # -- trailer fields RFC 9110 §6.5.1 keeps out of a trailer section --
+    Case("Content-Length in a trailer", _req(b"POST / HTTP/1.1\r\n" + H +
+                                             b"Transfer-Encoding: chunked\r\n",
+                                             b"3\r\nabc\r\n0\r\nContent-Length: 3\r\n\r\n"),
+         (400,)),
+    Case("Transfer-Encoding in a trailer",
+         _req(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+              b"3\r\nabc\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n"), (400,)),
+    Case("Host in a trailer", _req(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+                                   b"3\r\nabc\r\n0\r\nHost: evil.com\r\n\r\n"), (400,)),
+    Case("Authorization in a trailer",
+         _req(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
+              b"3\r\nabc\r\n0\r\nAuthorization: Basic eA==\r\n\r\n"), (400,)),
     Case("chunk extension with an unterminated quote",
          _req(b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n",
               b'5;a="b\r\nhello\r\n0\r\n\r\n'), (400,)),

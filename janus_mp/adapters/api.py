@@ -4,7 +4,8 @@ listening socket(s) once, before any worker starts, and every worker of the pool
     WSGI  → the sync engine (:mod:`janus_mp.adapters.wsgi_sync`): one request per idle thread,
             llhttp parsing, gunicorn's request limits, head and body deadlines, an optional
             access log (:class:`HttpSettings` holds the defaults); ``threads=1`` (the
-            default) suits CPU-bound handlers
+            default) suits CPU-bound handlers; with ``threads > 1`` connections persist
+            for ``keepalive`` seconds of idleness, parked off the request threads
     ASGI  → uvicorn (``pip install 'janus-mp[asgi]'``), serving on the same inherited sockets
 
 A stop (the worker's token) drains: the worker stops accepting, answers the requests in
@@ -50,7 +51,8 @@ class ApiModuleAdapter(JanusService):
                  limit_request_body: int | None = None, header_timeout: float | None = None,
                  body_timeout: float | None = None, access_log: str | None = None,
                  access_log_format: str | None = None,
-                 forwarded_allow_ips: str | Sequence[str] | None = None) -> None:
+                 forwarded_allow_ips: str | Sequence[str] | None = None,
+                 keepalive: float | None = None) -> None:
         """HTTP settings left as None take :class:`HttpSettings`' defaults (WSGI only)."""
         self.target = app if isinstance(app, str) else None
         if isinstance(app, str):
@@ -84,7 +86,7 @@ class ApiModuleAdapter(JanusService):
                 "limit_request_body": limit_request_body, "header_timeout": header_timeout,
                 "body_timeout": body_timeout, "access_log": access_log,
                 "access_log_format": access_log_format,
-                "forwarded_allow_ips": forwarded_allow_ips}
+                "forwarded_allow_ips": forwarded_allow_ips, "keepalive": keepalive}
         if self.interface == "asgi":
             for key, value in http.items():
                 if value is not None:

@@ -1,19 +1,27 @@
 """One exchange on one connection: read the request, build the WSGI environ (PEP 3333), call
-the app, send its response, close cleanly, log it.
+the app, send its response, then keep the connection for the next request or close it
+cleanly, log it.
 
-    RequestReader.read_head ─► build_environ (+ trusted forwarding headers)
-        ─► app(environ, Response.start_response) ─► Response.send_result ─► close ─► access log
+    RequestReader.read_head ─► (a chunked body: preread_chunked) ─► build_environ
+        ─► app(environ, Response.start_response) ─► Response.send_result
+        ─► keep (the next request) or close ─► access log
 
 Who answers what:
-  * a request refused while reading its head → that status (HttpError), the app is not called
-  * a framing error met while the app reads the body → that status, whatever the app
+  * a request refused while reading its head, or its chunked body's framing while that is
+    read before the app runs → that status (HttpError), the app is not called; a HEAD gets
+    the head of that answer only
+  * a framing error met while the app reads a longer body → that status, whatever the app
     answered, as long as nothing was sent yet (the app may have turned it into its own 500)
   * an app error, or a status/header that cannot be sent → 500, logged with the worker's name
   * an app error after the head was sent → the connection closes without ending the body
     (no last chunk, or short of Content-Length): the client sees a broken response
-Closing: after a refusal or an unread body, the write side is shut first and what the client
-still sends is drained briefly, so the kernel never answers it with a reset that would destroy
-the response in flight.
+Keeping: only when ``persist(pipelined)`` (the engine offers it; ``pipelined``: the next
+request has begun arriving already), the client accepts it, the request
+was read to its end without a refusal and the response went out whole; after anything else
+the connection closes, so no byte of one request is ever read as the start of another.
+Closing: after a refusal or with request bytes unread, the write side is shut first and what
+the client still sends is drained briefly, so the kernel never answers it with a reset that
+would destroy the response in flight.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -37,12 +46,24 @@ from janus_mp.adapters.http_request import (
 )
 from janus_mp.adapters.http_response import InvalidResponse, Response, error_response
 from janus_mp.adapters.http_settings import HttpSettings
+from janus_mp.version import __version__
 
 log = logging.getLogger("janus_mp.http")
 
 #: How long, and how much, a closing connection reads of what the client still sends.
 _DRAIN_SECONDS = 0.5
 _DRAIN_BYTES = 4 * 2**20
+SERVER_SOFTWARE = f"janus-mp/{__version__}"
+
+
+@dataclass
+class Connection:
+    """An accepted connection and the reader its requests are read with, one after another."""
+
+    sock: socket.socket
+    peer: str  # "" for a unix socket
+    peer_port: str
+    reader: RequestReader
 
 
 class Gateway:
@@ -62,23 +83,37 @@ class Gateway:
         self._heartbeat = heartbeat
         self._heartbeat_interval = heartbeat_interval
 
-    def serve(self, conn: socket.socket, peer: str, peer_port: str, began: float) -> int | None:
-        """Answer one request on ``conn`` and close it; the status answered, or None."""
-        started = time.time()
-        reader = RequestReader(conn, self._settings, began=began, io_timeout=self._io_timeout,
+    def connection(self, sock: socket.socket, peer: str, peer_port: str) -> Connection:
+        reader = RequestReader(sock, self._settings, io_timeout=self._io_timeout,
                                heartbeat=self._heartbeat,
                                heartbeat_interval=self._heartbeat_interval)
+        return Connection(sock, peer, peer_port, reader)
+
+    def serve(self, connection: Connection, began: float,
+              persist: Callable[[bool], bool] = lambda pipelined: False
+              ) -> tuple[int | None, bool]:
+        """Answer the next request on ``connection`` (its head deadline counts from
+        ``began``); (the status answered or None, whether the connection was kept open for
+        the next request). A connection not kept is closed."""
+        started = time.time()
+        conn, reader, peer = connection.sock, connection.reader, connection.peer
         head: RequestHead | None = None
         environ: dict[str, Any] = {}
         body_bytes = 0
+        keep = False
         try:
-            head = reader.read_head()
-            environ = build_environ(head, reader, peer, peer_port, self._server,
+            head = reader.read_head(began)
+            reader.preread_chunked()  # a malformed chunked body is refused before the app
+            environ = build_environ(head, reader, peer, connection.peer_port, self._server,
                                     self._multithread)
             apply_forwarding(environ, self._settings, peer)
-            response = Response(conn, head.method, head.version)
+            client_keeps = head.keep_alive
+            response = Response(conn, head.method, head.version,
+                                persist=lambda: client_keeps and reader.reusable and
+                                persist(reader.pipelined))
             status = self._exchange(environ, response, reader, head)
             body_bytes = response.body_bytes
+            keep = response.keep_alive and response.complete and reader.reusable
         except ClientGone as exc:
             log.debug("%s: connection from %s closed: %s", self._worker, peer or "unix", exc)
             status = None
@@ -86,15 +121,17 @@ class Gateway:
             status = exc.status
             log.debug("%s: refused a request from %s: %d %s", self._worker, peer or "unix",
                       exc.status, exc.detail)
-            _send_quietly(conn, error_response(exc.status), self._io_timeout)
+            _send_quietly(conn, error_response(exc.status, head_request=reader.method == "HEAD"),
+                          self._io_timeout)
         finally:
-            # Unread request bytes would make close() send a reset: drain them first.
-            unread = reader.received_anything and (not reader.complete or
-                                                   reader.error is not None)
-            _close(conn, lingering=unread, io_timeout=self._io_timeout)
+            if keep:
+                reader.next_request()
+            else:
+                # Unread request bytes would make close() send a reset: drain them first.
+                _close(conn, lingering=reader.unread, io_timeout=self._io_timeout)
         if self._access_log is not None and status is not None:
             self._access_log.write(_record(head, environ, peer, status, body_bytes, started))
-        return status
+        return status, keep
 
     def _exchange(self, environ: dict[str, Any], response: Response, reader: RequestReader,
                   head: RequestHead) -> int:
@@ -130,11 +167,14 @@ class Gateway:
                     log.exception("%s: error closing the response iterable", self._worker)
 
     def _fail(self, response: Response, status: int) -> int:
+        response.keep_alive = False  # whatever was promised, the connection ends here
         if response.head_sent:  # too late for a status: the client sees a broken body
             return response.status or status
         response.head_sent = True
         response.body_bytes = 0
-        _send_quietly(response.sock, error_response(status), self._io_timeout)
+        _send_quietly(response.sock, error_response(status,
+                                                    head_request=response.method == "HEAD"),
+                      self._io_timeout)
         return status
 
 
@@ -151,6 +191,7 @@ def build_environ(head: RequestHead, reader: RequestReader, peer: str, peer_port
         "SERVER_NAME": server[0],
         "SERVER_PORT": server[1],
         "SERVER_PROTOCOL": f"HTTP/{head.version}",
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
         "REMOTE_ADDR": peer,
         "REMOTE_PORT": peer_port,
         "wsgi.version": (1, 0),

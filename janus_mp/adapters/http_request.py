@@ -1,40 +1,46 @@
-"""Reading one request from a connection. llhttp (through httptools) parses the wire; this
-module feeds it under the deadlines and limits of :class:`HttpSettings`, checks what RFC 9112
-asks of a server beyond the grammar (one Host, no Content-Length beside Transfer-Encoding, a
-known transfer coding, a supported version), and serves the decoded body to the app.
+"""Reading requests from a connection, one after the other. llhttp (through httptools) parses
+the wire — one parser per connection, so pipelined requests are split where llhttp says one
+message ends; this module feeds it under the deadlines and limits of :class:`HttpSettings`,
+hands each head to :func:`check_head`, and serves the decoded body to the app.
 
-    socket ──recv (head deadline)──► llhttp ──callbacks──► RequestHead  (then _check_head)
-           ──recv (body deadline)──► llhttp ──on_body────► body buffer ──► RequestBody.read()
+    socket ──recv (head deadline)──► llhttp ──callbacks──► _Message (head, body, error) ─┐
+           ──recv (body deadline)──►   (one parser, every message of the connection)     │
+    RequestReader.read_head ◄── the oldest message not served yet ◄──────────────────────┘
+    RequestReader.read      ◄── its body
 
-Any refusal is an :class:`HttpError` carrying the status to answer. One request per
-connection: parsing stops at the end of the first message, nothing after it is looked at.
+A recv may carry the end of one message and the start of the next: llhttp reports both, and
+the next one waits in its own :class:`_Message`. A refusal belongs to the message it was met
+in (a malformed second request never spoils the answer to the first); after it llhttp parses
+nothing more, so the connection closes after that message. Any refusal is an
+:class:`HttpError` carrying the status to answer.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import httptools
 
+from janus_mp.adapters.http_head import (
+    HttpError,
+    ParsedHead,
+    RequestHead,
+    check_head,
+    check_trailer,
+)
 from janus_mp.adapters.http_settings import HttpSettings
+
+__all__ = ["ClientGone", "HttpError", "RequestBody", "RequestHead", "RequestReader"]
 
 _RECV_SIZE = 64 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# RFC 3986 host (IP-literal, IPv4 or reg-name, percent-encoded allowed) and an optional port.
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?\Z")
-
-
-class HttpError(Exception):
-    """The request cannot be served: answer ``status`` and close."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
+#: A chunked body is read this far before the app is called, so a malformed one is refused
+#: before the app runs; a longer one streams to the app (see RequestReader.preread_chunked).
+PREREAD_BYTES = 1024 * 1024
 
 
 class ClientGone(Exception):
@@ -42,35 +48,31 @@ class ClientGone(Exception):
     head deadline without sending a byte, or stopped reading what we send."""
 
 
-class _NextMessage(Exception):
-    """Raised from llhttp's callback at a second message: parsing stops there."""
-
-
 @dataclass
-class RequestHead:
-    method: str
-    target: bytes
-    version: str  # "1.0" or "1.1"
-    headers: list[tuple[bytes, bytes]]  # as received; names keep their case
-    path: bytes
-    query: bytes
-    content_length: int | None
-    chunked: bool
-    expect_continue: bool
+class _Message:
+    """What llhttp reported of one message so far."""
 
-    def request_line(self) -> str:
-        return f"{self.method} {self.target.decode('latin-1')} HTTP/{self.version}"
+    url: bytearray = field(default_factory=bytearray)
+    method: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    trailers: int = 0
+    parsed: ParsedHead | None = None  # set when the head ended
+    body: bytearray = field(default_factory=bytearray)
+    body_seen: int = 0
+    complete: bool = False
+    upgrade: bool = False
+    error: HttpError | None = None
 
 
 class RequestReader:
-    """Read the head of one request from ``sock``, then its body on demand.
+    """Read the heads of the requests on ``sock`` in turn, and each one's body on demand.
 
-    ``began`` is when the connection was accepted: the head deadline counts from there. The
-    body deadline counts from the app's first read of the body. ``io_timeout`` bounds each
-    single recv. While it waits, ``heartbeat`` is called every ``heartbeat_interval``.
+    The head deadline counts from ``began`` given to :meth:`read_head`; the body deadline from
+    the first read of the body. ``io_timeout`` bounds each single recv. While it waits,
+    ``heartbeat`` is called every ``heartbeat_interval``.
     """
 
-    def __init__(self, sock: socket.socket, settings: HttpSettings, *, began: float,
+    def __init__(self, sock: socket.socket, settings: HttpSettings, *,
                  io_timeout: float, heartbeat: Callable[[], None] = lambda: None,
                  heartbeat_interval: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -81,69 +83,136 @@ class RequestReader:
         self._io_timeout = io_timeout
         self._heartbeat = heartbeat
         self._beat = heartbeat_interval
-        self._head_deadline = began + settings.header_timeout
-        self._body_deadline: float | None = None
         self._parser = httptools.HttpRequestParser(self)
-        self._url = bytearray()
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._trailers = 0
-        self._received = 0
-        self._line_done = False
-        self._head_done = False
-        self._began = False
-        self.complete = False
-        self._body = bytearray()
-        self._body_seen = 0
+        # RFC 9112 §7.1.1 allows whitespace before a chunk extension's ";" (`5 ;a=b`).
+        self._parser.set_dangerous_leniencies(lenient_spaces_after_chunk_size=True)
+        self._messages: deque[_Message] = deque()  # begun, not served yet; [0] is current
+        self._dead = False  # llhttp stopped (an error or an upgrade): nothing more is parsed
+        self._received_for_head = 0
+        self._body_deadline: float | None = None
         self._expect_continue = False
-        self.error: HttpError | None = None  # a refusal met while the app read the body
         self.head: RequestHead | None = None
 
+    # -- the connection, between requests -------------------------------------------------------
     @property
-    def received_anything(self) -> bool:
-        return self._received > 0
+    def pending(self) -> bool:
+        """Whether the next request has begun arriving already (pipelined)."""
+        return bool(self._messages)
 
-    def read_head(self) -> RequestHead:
-        while not self._head_done:
-            data = self._recv(self._head_deadline, "request head")
+    @property
+    def pipelined(self) -> bool:
+        """Whether the request after the current one has begun arriving already."""
+        return len(self._messages) > 1
+
+    @property
+    def method(self) -> str:
+        """The current request's method, as soon as it is known ("" before)."""
+        return self._messages[0].method.decode("latin-1") if self._messages else ""
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._messages) and self._messages[0].complete
+
+    @property
+    def error(self) -> HttpError | None:
+        """A refusal met in the current request (while the app read its body, say)."""
+        return self._messages[0].error if self._messages else None
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the next request may be read here: this one was read to its end, without
+        a refusal, and was not a protocol switch."""
+        current = self._messages[0] if self._messages else None
+        return (current is not None and current.complete and current.error is None
+                and not current.upgrade)
+
+    @property
+    def unread(self) -> bool:
+        """Whether request bytes were left unread (a body, a refused or a pipelined request)."""
+        return bool(self._messages) and (not self.reusable or len(self._messages) > 1)
+
+    def next_request(self) -> None:
+        """Forget the request just served; the next one (maybe begun already) is current."""
+        self._messages.popleft()
+        self.head = None
+        self._body_deadline = None
+        self._expect_continue = False
+
+    # -- the head ---------------------------------------------------------------------------------
+    def read_head(self, began: float) -> RequestHead:
+        deadline = began + self._settings.header_timeout
+        self._received_for_head = 0
+        while True:
+            current = self._messages[0] if self._messages else None
+            if current is not None and current.parsed is not None:
+                break
+            if current is not None and current.error is not None:
+                raise current.error
+            if self._dead:  # an upgrade ended parsing: nothing after it is a request
+                raise ClientGone("nothing more to read after a protocol switch")
+            data = self._recv(deadline, "request head")
             if not data:
-                if not self._received:
+                if current is None:
                     raise ClientGone("closed before sending a request")
                 raise HttpError(400, "connection closed inside the request head")
-            self._received += len(data)
+            self._received_for_head += len(data)
             self._feed(data)
-            if not self._head_done and self._received > self._settings.max_head_bytes():
-                if not self._line_done:
-                    raise HttpError(414, "request line too long")
-                raise HttpError(431, "request head too large")
-        self.head = _check_head(self._parser, bytes(self._url), self._headers,
-                                complete=self.complete, settings=self._settings)
+            current = self._messages[0] if self._messages else None
+            if self._received_for_head > self._settings.max_head_bytes():
+                if current is None:  # llhttp skips empty lines before a request: bound them
+                    raise HttpError(400, "no request line")
+                if current.parsed is None and current.error is None:
+                    raise HttpError(414 if not current.headers else 431,
+                                    "request line too long" if not current.headers else
+                                    "request head too large")
+        assert current is not None and current.parsed is not None
+        self.head = check_head(current.parsed, self._settings)
         self._expect_continue = self.head.expect_continue
         return self.head
 
-    # -- the body, as the app reads it --------------------------------------------------------
+    def preread_chunked(self) -> None:
+        """Read a chunked body before the app runs, up to :data:`PREREAD_BYTES`, so that its
+        framing is checked (and a malformed one refused) before the app sees a byte of it.
+        A longer body streams: a framing error past that point reaches the app as an
+        :class:`HttpError` from ``wsgi.input``, and the connection closes after the answer.
+        A client that asked for 100-continue waits for the app's first read, as it asked."""
+        current = self._messages[0]
+        if self.head is None or not self.head.chunked or self._expect_continue:
+            return
+        while not current.complete and current.error is None and \
+                len(current.body) < PREREAD_BYTES:
+            self._receive_body()
+        if current.error is not None:
+            raise current.error
+
+    # -- the body, as the app reads it ------------------------------------------------------------
     def read(self, size: int = -1) -> bytes:
         """Up to ``size`` body bytes (all that remain if negative); b"" at the end."""
-        if self.error is not None:  # the body was refused: every later read says so again
-            raise self.error
-        while (size < 0 or len(self._body) < size) and not self.complete:
+        current = self._messages[0]
+        if current.error is not None:  # the body was refused: every later read says so again
+            raise current.error
+        while (size < 0 or len(current.body) < size) and not current.complete:
             self._receive_body()
-        take = len(self._body) if size < 0 else min(size, len(self._body))
-        data = bytes(self._body[:take])
-        del self._body[:take]
+        body = current.body
+        take = len(body) if size < 0 else min(size, len(body))
+        data = bytes(body[:take])
+        del body[:take]
         return data
 
     def readline(self, size: int = -1) -> bytes:
-        if self.error is not None:
-            raise self.error
+        current = self._messages[0]
+        if current.error is not None:
+            raise current.error
         while True:
-            end = self._body.find(b"\n")
+            end = current.body.find(b"\n")
             if end >= 0:
                 return self.read(end + 1 if size < 0 else min(size, end + 1))
-            if self.complete or 0 <= size <= len(self._body):
+            if current.complete or 0 <= size <= len(current.body):
                 return self.read(size)
             self._receive_body()
 
     def _receive_body(self) -> None:
+        current = self._messages[0]
         try:
             if self._expect_continue:  # the app wants the body: now the client may send it
                 self._expect_continue = False
@@ -155,10 +224,12 @@ class RequestReader:
                 raise HttpError(400, "connection closed inside the request body")
             self._feed(data)
         except HttpError as exc:
-            self.error = exc
+            current.error = exc
             raise
         except OSError as exc:  # sending 100 Continue failed: the client left
             raise ClientGone(f"sending 100 Continue failed: {exc}") from None
+        if current.error is not None:
+            raise current.error
 
     # -- feeding llhttp -------------------------------------------------------------------------
     def _recv(self, deadline: float, what: str) -> bytes:
@@ -169,7 +240,7 @@ class RequestReader:
             while True:
                 remaining = min(deadline, silent_until) - self._clock()
                 if remaining <= 0:
-                    if not self._received and what == "request head":
+                    if not self._messages and what == "request head":
                         raise ClientGone("sent nothing before the head deadline")
                     raise HttpError(408, f"{what} not received in time")
                 wait = remaining
@@ -189,58 +260,83 @@ class RequestReader:
             self._sock.settimeout(self._io_timeout)
 
     def _feed(self, data: bytes) -> None:
+        if self._dead:
+            return  # bytes after a refused message or a protocol switch are not looked at
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, HttpError):
-                raise exc.__context__ from None
-            if not self.complete:
-                raise HttpError(400, f"malformed request: {exc}") from None
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, HttpError) else
+                       HttpError(400, f"malformed request: {exc}"))
         except httptools.HttpParserUpgrade:
-            self.complete = True  # no protocol switch here: the request is served as HTTP
+            # No protocol switch here: the request is served as HTTP, then the connection
+            # closes (what follows is not HTTP/1.1 any more).
+            self._dead = True
+            if self._messages:
+                last = self._messages[-1]
+                last.complete = last.upgrade = True
         except httptools.HttpParserError as exc:
-            if not self.complete:  # bytes after the one message we serve are not looked at
-                raise HttpError(400, f"malformed request: {exc}") from None
+            self._fail(HttpError(400, f"malformed request: {exc}"))
+
+    def _fail(self, error: HttpError) -> None:
+        """A refusal of the message llhttp was parsing (a new one if it had not begun)."""
+        self._dead = True
+        if not self._messages or self._messages[-1].complete:
+            self._messages.append(_Message())
+        self._messages[-1].error = error
 
     # llhttp's callbacks (httptools calls them by name) ---------------------------------------
     def on_message_begin(self) -> None:
-        if self._began:
-            raise _NextMessage
-        self._began = True
+        self._messages.append(_Message())
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        method = self._parser.get_method()
-        if len(method) + len(self._url) + len(" HTTP/1.1") + 1 > \
+        message = self._messages[-1]
+        message.url += url
+        message.method = self._parser.get_method()
+        if message.method == b"PRI":
+            # The HTTP/2 connection preface (RFC 9113 §3.4): llhttp would wait for its second
+            # half, and the client for our SETTINGS frame. Refuse at once.
+            raise HttpError(505, "HTTP/2 is not served here (HTTP/2 connection preface)")
+        if len(message.method) + len(message.url) + len(" HTTP/1.1") + 1 > \
                 self._settings.limit_request_line:
             raise HttpError(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._line_done = True
+        message = self._messages[-1]
         settings = self._settings
         if len(name) + 2 + len(value) > settings.limit_request_field_size:
             raise HttpError(431, "header field line too large")
-        if self._head_done:  # a trailer of a chunked body: bounded, not passed on
-            self._trailers += 1
-            if self._trailers > settings.limit_request_fields:
+        if message.parsed is not None:  # a trailer of a chunked body: checked, not passed on
+            check_trailer(name)
+            message.trailers += 1
+            if message.trailers > settings.limit_request_fields:
                 raise HttpError(431, "too many trailer fields")
             return
-        if len(self._headers) >= settings.limit_request_fields:
+        if len(message.headers) >= settings.limit_request_fields:
             raise HttpError(431, "too many header fields")
-        self._headers.append((name, value))
+        message.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._line_done = self._head_done = True
+        message = self._messages[-1]
+        parser = self._parser
+        message.parsed = ParsedHead(method=parser.get_method(),
+                                    version=parser.get_http_version(),
+                                    target=bytes(message.url), headers=message.headers,
+                                    keep_alive=parser.should_keep_alive(), complete=False)
 
     def on_body(self, data: bytes) -> None:
-        self._body_seen += len(data)
+        message = self._messages[-1]
+        message.body_seen += len(data)
         limit = self._settings.limit_request_body
-        if limit and self._body_seen > limit:
+        if limit and message.body_seen > limit:
             raise HttpError(413, "request body too large")
-        self._body += data
+        message.body += data
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        message = self._messages[-1]
+        message.complete = True
+        if message.parsed is not None:
+            message.parsed = replace(message.parsed, complete=True)
 
 
 class RequestBody:
@@ -267,64 +363,3 @@ class RequestBody:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
-
-
-def _check_head(parser: httptools.HttpRequestParser, target: bytes,
-                headers: list[tuple[bytes, bytes]], *, complete: bool,
-                settings: HttpSettings) -> RequestHead:
-    """What RFC 9112 asks of a server beyond the grammar llhttp checks."""
-    version = parser.get_http_version()
-    if version == "0.9":
-        raise HttpError(400, "HTTP/0.9 requests are not served")
-    if version not in ("1.0", "1.1"):
-        raise HttpError(505, f"HTTP/{version} is not supported")
-    hosts, codings, length, expect = [], [], None, None
-    for name, raw in headers:
-        lower, value = name.lower(), raw.strip(b" \t")
-        if lower == b"host":
-            hosts.append(value)
-        elif lower == b"transfer-encoding":
-            codings.append(value)
-        elif lower == b"content-length":
-            length = int(value)  # llhttp accepts digits only, and one value
-        elif lower == b"expect":
-            expect = value.lower()
-    if len(hosts) > 1:
-        raise HttpError(400, "more than one Host field")
-    if version == "1.1" and not hosts:
-        raise HttpError(400, "HTTP/1.1 request without Host")
-    if hosts and not _HOST.match(hosts[0]):
-        raise HttpError(400, "invalid Host")
-    if codings:
-        if version == "1.0":
-            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if length is not None:
-            raise HttpError(400, "both Content-Length and Transfer-Encoding")
-        if len(codings) != 1 or codings[0].strip().lower() != b"chunked":
-            raise HttpError(501, "only the chunked transfer coding is supported")
-    limit = settings.limit_request_body
-    if limit and length is not None and length > limit:
-        raise HttpError(413, "request body too large")
-    if expect is not None and expect != b"100-continue":
-        raise HttpError(417, "unsupported expectation")
-    path, query = _split_target(parser.get_method(), target)
-    return RequestHead(method=parser.get_method().decode("ascii"), target=target,
-                       version=version, headers=headers, path=path, query=query,
-                       content_length=length, chunked=bool(codings),
-                       expect_continue=expect is not None and version == "1.1" and
-                       not complete)
-
-
-def _split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
-    """(path, query) of origin-form or absolute-form; the fragment is dropped."""
-    if target == b"*" and method == b"OPTIONS":
-        return b"*", b""
-    try:
-        url = httptools.parse_url(target)
-    except httptools.HttpParserInvalidURLError:
-        raise HttpError(400, "invalid request target") from None
-    if url.schema is None and not target.startswith(b"/"):
-        raise HttpError(400, "invalid request target")
-    if url.schema is not None and url.schema.lower() not in (b"http", b"https"):
-        raise HttpError(400, "invalid request target")
-    return url.path or b"/", url.query or b""

@@ -10,7 +10,10 @@ instead. Hop-by-hop headers are the server's business: the app's are dropped. Fr
     anything else, HTTP/1.0 client → delimited by the close
     HEAD, 1xx, 204, 304            → no body (and no Content-Length for 1xx and 204)
 
-Every response carries ``Connection: close``: one request per connection.
+The connection stays open after a response only when the engine offers persistent
+connections, the client accepts one, its request was read to its end and the body's end is
+marked (a length, chunked, or no body); otherwise the head says ``Connection: close``. An
+HTTP/1.0 client that asked for ``keep-alive`` is told ``Connection: keep-alive``.
 """
 
 from __future__ import annotations
@@ -42,9 +45,13 @@ class InvalidResponse(Exception):
 class Response:
     """One response on ``sock`` to a request made with ``method`` over HTTP/``version``."""
 
-    def __init__(self, sock: socket.socket, method: str, version: str) -> None:
+    def __init__(self, sock: socket.socket, method: str, version: str,
+                 persist: Callable[[], bool] = lambda: False) -> None:
         self.sock = sock
-        self._method = method
+        self.method = method
+        #: Asked when the head goes out: may the connection stay open after this response?
+        self._persist = persist
+        self.keep_alive = False
         self._version = version
         self.status: int | None = None
         self._status_line = ""
@@ -167,7 +174,7 @@ class Response:
         no_length = self.status < 200 or self.status == 204
         if no_length:
             self._length = None
-        self._no_body = self._method == "HEAD" or no_length or self.status == 304
+        self._no_body = self.method == "HEAD" or no_length or self.status == 304
         if self._length is not None:
             self._headers.append(("Content-Length", str(self._length)))
             self._remaining = 0 if self._no_body else self._length
@@ -176,9 +183,16 @@ class Response:
             self._headers.append(("Transfer-Encoding", "chunked"))
 
     def _head(self) -> bytes:
+        delimited = self._length is not None or self._chunked or self._no_body
+        self.keep_alive = delimited and self._persist()
         lines = [f"HTTP/1.1 {self._status_line}\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in self._headers]
-        lines.append(f"Date: {_http_date()}\r\nConnection: close\r\n\r\n")
+        lines.append(f"Date: {_http_date()}\r\n")
+        if not self.keep_alive:
+            lines.append("Connection: close\r\n")
+        elif self._version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
         return "".join(lines).encode("latin-1")
 
     def _refuse(self, why: str) -> None:
@@ -191,13 +205,15 @@ class Response:
         return not self._remaining
 
 
-def error_response(status: int, detail: str = "") -> bytes:
-    """A whole response refusing a request: short plain text, then the connection closes."""
+def error_response(status: int, *, head_request: bool = False) -> bytes:
+    """A whole response refusing a request: short plain text, then the connection closes.
+    The answer to a HEAD request has the same head and no body (RFC 9110 §9.3.2)."""
     phrase = HTTPStatus(status).phrase
     body = f"{status} {phrase}\n".encode()
-    return (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    head = (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nDate: {_http_date()}\r\n"
-            f"Connection: close\r\n\r\n").encode("latin-1") + body
+            f"Connection: close\r\n\r\n").encode("latin-1")
+    return head if head_request else head + body
 
 
 _date_cache: tuple[int, str] = (0, "")

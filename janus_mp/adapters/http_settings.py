@@ -8,8 +8,12 @@ The limits keep gunicorn's names and defaults, so a deployment's settings carry 
     limit_request_body           0   largest request body in bytes, 0 = no limit     → 413
     header_timeout            10 s   deadline for the whole request head             → 408
     body_timeout              60 s   deadline for the whole body, from the first read → 408
+    keepalive                  2 s   how long an idle persistent connection is kept
+                                     (threads > 1 only; 0 = one request per connection)
 
-A deadline bounds the whole head or body, not each read: a client trickling one byte a second
+The body deadline of a chunked body starts when the engine reads it ahead of the app (its
+first MiB, so its framing is checked before the app runs). A deadline bounds the whole head or
+body, not each read: a client trickling one byte a second
 frees its worker when the deadline passes. ``timeout`` (on the adapter) still bounds each
 single read or write in between.
 """
@@ -36,6 +40,10 @@ class HttpSettings:
     limit_request_body: int = 0
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    #: gunicorn's ``keepalive``: seconds an idle persistent connection waits for its next
+    #: request, parked off the request threads. Used when a worker has threads > 1; a
+    #: single-threaded worker serves one request per connection. 0 turns it off.
+    keepalive: float = 2.0
     #: A file path, "-" for stderr, or None (no access log, the default).
     access_log: str | None = None
     access_log_format: str = "common"
@@ -54,6 +62,9 @@ class HttpSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(name, "must be a number of seconds > 0")
+        if isinstance(self.keepalive, bool) or not isinstance(self.keepalive, (int, float)) \
+                or self.keepalive < 0:
+            raise ConfigError("keepalive", "must be a number of seconds >= 0 (0: off)")
         if self.access_log is not None and (not isinstance(self.access_log, str)
                                             or not self.access_log):
             raise ConfigError("access_log", 'must be a file path or "-" (stderr)')

@@ -1,6 +1,8 @@
 """The sync WSGI engine: each worker thread accepts one connection when it is idle, answers
 it, and closes it — gunicorn's sync-worker model, measured best for CPU-bound handlers (see
-``scripts/bench_http.py``). The wire is parsed by llhttp (httptools), chosen by measurement
+``scripts/bench_http.py``). With ``threads > 1`` and ``keepalive`` on, connections persist
+instead, parked between requests off the request threads (:mod:`.wsgi_keepalive`).
+The wire is parsed by llhttp (httptools), chosen by measurement
 (``scripts/bench_http_parsers.py``): :mod:`.http_request` reads, :mod:`.http_response`
 writes, :mod:`.http_gateway` runs one exchange.
 
@@ -30,6 +32,7 @@ from typing import Any
 from janus_mp.adapters.http_access_log import AccessLog
 from janus_mp.adapters.http_gateway import Gateway
 from janus_mp.adapters.http_settings import HttpSettings
+from janus_mp.adapters.wsgi_keepalive import KeepAlivePool
 
 log = logging.getLogger("janus_mp.http")
 
@@ -75,19 +78,31 @@ class SyncWsgiServer:
                 self._app, settings, io_timeout=self._timeout, server=_server_address(sock),
                 multithread=self._threads > 1, worker=self._worker, access_log=access_log,
                 heartbeat=self._heartbeat, heartbeat_interval=self._idle_wait)
-        workers = [threading.Thread(target=self._accept_loop, name=f"janus-mp-http-{i}",
-                                    daemon=True) for i in range(1, self._threads)]
-        for thread in workers:
-            thread.start()
         try:
-            self._accept_loop()
-            for thread in workers:
-                thread.join()
+            if self._threads > 1 and settings.keepalive > 0:
+                KeepAlivePool({sock: self._gateways[sock.fileno()] for sock in self._listeners},
+                              threads=self._threads, keepalive=settings.keepalive,
+                              wake=(self._wake_r, self._wake_w),
+                              draining=lambda: self._draining, accept=self._accept,
+                              heartbeat=self._heartbeat, idle_wait=self._idle_wait,
+                              busy=self._busy, on_request=self._on_request,
+                              worker=self._worker).run()
+            else:
+                self._serve_one_per_connection()
         finally:
             os.close(self._wake_r)
             os.close(self._wake_w)
             if access_log is not None:
                 access_log.close()
+
+    def _serve_one_per_connection(self) -> None:
+        workers = [threading.Thread(target=self._accept_loop, name=f"janus-mp-http-{i}",
+                                    daemon=True) for i in range(1, self._threads)]
+        for thread in workers:
+            thread.start()
+        self._accept_loop()
+        for thread in workers:
+            thread.join()
 
     def drain(self) -> None:
         """Stop accepting (from any thread); requests in flight are answered first."""
@@ -116,34 +131,47 @@ class SyncWsgiServer:
 
     def _accept_one(self, listener: socket.socket) -> bool:
         """Serve one connection if one is waiting; False if none was (or none could be)."""
-        try:
-            conn, address = listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return False  # nothing waiting, or another worker took it
-        except OSError as exc:
-            if exc.errno in _RESOURCE_ERRORS:
-                log.warning("%s: accept failed: %s; waiting for a connection to close",
-                            self._worker, exc)
-                threading.Event().wait(0.1)  # out of fds: accepting again at once would spin
-                return False
-            raise
+        accepted = self._accept(listener)
+        if accepted is None:
+            return False
+        conn, peer, port = accepted
+        gateway = self._gateways[listener.fileno()]
         began = time.perf_counter()
         self._busy(1)
         status: int | None = None
         try:
-            if conn.family == socket.AF_INET or conn.family == socket.AF_INET6:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            peer, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) \
-                else ("", "")
-            status = self._gateways[listener.fileno()].serve(conn, peer, port, time.monotonic())
+            status, _ = gateway.serve(gateway.connection(conn, peer, port), time.monotonic())
         except Exception:  # a bug of ours: log it, keep the worker serving
-            log.exception("%s: error while serving a connection from %s", self._worker, address)
+            log.exception("%s: error while serving a connection from %s", self._worker,
+                          peer or "unix")
             conn.close()
         finally:
             self._busy(-1)
             if self._on_request is not None and status is not None:
                 self._on_request(time.perf_counter() - began, status)
         return True
+
+    def _accept(self, listener: socket.socket) -> tuple[socket.socket, str, str] | None:
+        """A waiting connection (blocking, TCP_NODELAY) and its peer; None if none was."""
+        try:
+            conn, address = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return None  # nothing waiting, or another worker took it
+        except OSError as exc:
+            if exc.errno in _RESOURCE_ERRORS:
+                log.warning("%s: accept failed: %s; waiting for a connection to close",
+                            self._worker, exc)
+                threading.Event().wait(0.1)  # out of fds: accepting again at once would spin
+                return None
+            raise
+        try:
+            if conn.family == socket.AF_INET or conn.family == socket.AF_INET6:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # reset already: serving it finds out
+            pass
+        peer, port = (str(address[0]), str(address[1])) if isinstance(address, tuple) \
+            else ("", "")
+        return conn, peer, port
 
 
 def _server_address(sock: socket.socket) -> tuple[str, str]:

@@ -243,6 +243,10 @@ _SERVICE_FLAGS = [
                  help="--wsgi: comma-separated addresses or networks (or '*') whose "
                       "X-Forwarded-For/-Proto and Forwarded headers are honoured "
                       "[default: 127.0.0.1]."),
+    click.option("--keep-alive", "keepalive", type=click.FloatRange(min=0), default=None,
+                 help="--wsgi with --threads > 1: seconds an idle persistent connection is "
+                      "kept, parked off the request threads; 0 closes after each response "
+                      "(always so with one thread) [default: 2]."),
     click.option("--max-requests", type=click.IntRange(min=1), default=None,
                  help="Recycle an API worker after this many requests."),
     click.option("--max-requests-jitter", type=click.IntRange(min=0), default=None,
@@ -327,7 +331,8 @@ def _adapter_settings(kind: str | None, flags: dict[str, Any]) -> dict[str, Any]
     allowed = KINDS.get(kind or "", frozenset())
     for key in given:
         if key not in allowed:
-            _fail(f"--{key.replace('_', '-')} applies to --wsgi/--asgi services only")
+            flag = "keep-alive" if key == "keepalive" else key.replace("_", "-")  # gunicorn's
+            _fail(f"--{flag} applies to --wsgi/--asgi services only")
     return given
 
 

@@ -97,6 +97,8 @@ def _answers(address: str) -> bool:
      "--bind: '127.0.0.1:99999': the port must be a number from 0 to 65535"),
     (["--command", "sleep 5", "--bind", "127.0.0.1:9"],
      "--bind applies to --wsgi/--asgi services only"),
+    (["--command", "sleep 5", "--keep-alive", "3"],
+     "--keep-alive applies to --wsgi/--asgi services only"),
     (["--command", "no-such-program-q"], "--command no-such-program-q: command "
                                          "'no-such-program-q': not found or not executable"),
     (["--wsgi", "tests.http_apps:wsgi_app", "--command", "sleep 1"],
@@ -133,3 +135,29 @@ def test_run_wsgi_http_limits_and_access_log_flags(cli, tmp_path):
     assert '"status": 414' in access.read_text()
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0
+
+
+def test_run_wsgi_keep_alive_flag(cli):
+    """--threads 2 --keep-alive 30: one connection serves request after request (and says
+    nothing of closing); --keep-alive 0 closes after each response."""
+    import http.client
+
+    port = _port()
+    cli.start("--wsgi", "tests.http_apps:wsgi_app", "--bind", f"127.0.0.1:{port}",
+              "--threads", "2", "--keep-alive", "30")
+    wait_until(lambda: cli.service("tests")["ready"] == 1)
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        client.request("GET", "/")
+        first = client.getresponse()
+        assert (first.status, first.read(), first.getheader("Connection")) == (200, b"ok\n", None)
+        sock = client.sock
+        client.request("GET", "/")
+        assert client.getresponse().read() == b"ok\n" and client.sock is sock  # not reopened
+    finally:
+        client.close()
+    cli.proc.send_signal(signal.SIGTERM)
+    assert cli.proc.wait(30) == 0
+    result = cli.janus("run", "--metrics-bind", "off", "--socket", "off", "--wsgi",
+                       "tests.http_apps:wsgi_app", "--threads", "2", "--keep-alive", "-1")
+    assert result.returncode == 2 and "'--keep-alive': -1.0 is not in the range" in result.stderr

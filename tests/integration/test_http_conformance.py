@@ -38,6 +38,9 @@ def build(sup):
     sup.spawn_service(ApiModuleAdapter(conformance_app, bind="127.0.0.3:0", name="slow",
                                        header_timeout=2.0),
                       SpawnOptions(workers=2, watchdog_timeout=1.0))
+    sup.spawn_service(ApiModuleAdapter(conformance_app, bind="127.0.0.4:0", name="patient",
+                                       header_timeout=60.0, body_timeout=60.0),
+                      SpawnOptions(workers=1))
 """
 
 
@@ -48,7 +51,8 @@ def sup(tmp_path_factory):
                                common_log=str(tmp / "access.log"))
     with SupervisorProcess(tmp, scenario) as process:
         wait_until(lambda: all(process.service(name)["ready"] == count for name, count in
-                               (("web", 2), ("strict", 1), ("slow", 2))), timeout=20)
+                               (("web", 2), ("strict", 1), ("slow", 2),
+                                                               ("patient", 1))), timeout=20)
         process.access_json = tmp / "access.json"
         process.access_common = tmp / "access.log"
         yield process
@@ -268,3 +272,66 @@ def test_two_trickling_clients_do_not_stop_a_two_worker_pool(sup):
     assert sup.exits("slow") == []
     text = get(metrics, "/metrics")[2].decode()
     assert re.search(r'janus_http_requests_total\{service="slow",status="408"\} 2\.0', text)
+
+
+def test_http2_preface_is_refused_at_once(sup):
+    """`PRI * HTTP/2.0` plus an empty line is a complete request head (RFC 9113 §3.4): the
+    client now waits for our SETTINGS frame. Answered and closed at once — not after the
+    60 s head deadline of this service."""
+    with socket.create_connection(_address(sup, "patient"), timeout=20) as conn:
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\n")  # our side stays open, as an h2 client's
+        status, headers, _ = split(_read_all(conn))
+    assert status in (400, 505) and headers["connection"] == ["close"]
+    status, _, _ = split(exchange(_address(sup, "web"),
+                                  b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))  # the whole preface
+    assert status in (400, 505)
+
+
+@pytest.mark.parametrize("raw", [
+    b"HEAD / HTTP/1.1\r\n\r\n",  # no Host
+    b"HEAD / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n",
+    b"HEAD /status/200 HTTP/1.1\r\nHost: a\r\nContent-Type: a\r\nContent-Type: a\r\n\r\n"])
+def test_a_refused_head_request_gets_no_body(sup, raw):
+    """RFC 9110 §9.3.2: the answer to HEAD has the head of the GET answer and no content."""
+    status, headers, body = split(exchange(_address(sup, "web"), raw))
+    assert status >= 400 and body == b"" and int(headers["content-length"][0]) > 0
+
+
+def test_server_software_is_in_the_environ(sup):
+    seen = json.loads(split(exchange(_address(sup, "web"),
+                                     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))[2])
+    assert re.fullmatch(r"janus-mp/\d+\.\d+\.\d+\S*", seen["SERVER_SOFTWARE"])
+
+
+@pytest.mark.parametrize("chunk_line", [b"5; a=b", b"5 ; a=b", b"5;a = b"])
+def test_whitespace_after_a_chunk_extension_semicolon_is_refused_by_llhttp(sup, chunk_line):
+    """RFC 9112 §7.1.1 allows BWS after ";" and around "="; llhttp refuses it in every mode
+    (no leniency flag covers it) and janus-mp keeps llhttp's verdict rather than parse chunk
+    lines itself (README: "HTTP conformance"). A refusal, never a different reading."""
+    raw = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk_line +
+           b"\r\nhello\r\n0\r\n\r\n")
+    status, headers, _ = split(exchange(_address(sup, "web"), raw))
+    assert status == 400 and headers["connection"] == ["close"]
+
+
+def test_a_malformed_chunked_body_arriving_late_is_refused_before_the_app_runs(sup):
+    """The head and a first chunk arrive; the app (which answers after reading one byte)
+    must not run before the framing is checked: the server waits for the rest, which is
+    malformed, and refuses it."""
+    with socket.create_connection(_address(sup, "patient"), timeout=20) as conn:
+        conn.sendall(b"POST /first-byte HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                     b"\r\n\r\n5\r\nhello\r\n")
+        # Give an app that would run early the time to answer (its answer fails the test
+        # below either way; waiting only makes the failure show here).
+        early, _, _ = select.select([conn], [], [], 2.0)
+        conn.sendall(b"5\r\nworld\r\nZZ\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        status, _, body = split(_read_all(conn))
+    assert (status, early) == (400, []), body
+    assert b"app ran" not in body
+    # a well-framed one reaches the app whole
+    status, _, body = split(exchange(_address(sup, "patient"),
+                                     b"POST /first-byte HTTP/1.1\r\nHost: x\r\nTransfer-"
+                                     b"Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+    assert (status, body) == (200, b"app ran, first byte h\n")

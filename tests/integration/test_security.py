@@ -111,7 +111,8 @@ def test_http_endpoints_bind_loopback_by_default():
 
 SOCKET_READERS = ("app/control.py", "metrics/http.py", "adapters/wsgi_sync.py", "adapters/api.py",
                   "adapters/http_request.py", "adapters/http_gateway.py",
-                  "adapters/http_response.py", "app/deploy.py", "app/systemd.py")
+                  "adapters/http_response.py", "adapters/http_head.py",
+                  "adapters/wsgi_keepalive.py", "app/deploy.py", "app/systemd.py")
 UNSAFE = {"pickle", "dill", "marshal", "shelve", "cloudpickle", "multiprocess.reduction"}
 
 

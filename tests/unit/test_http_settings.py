@@ -16,12 +16,14 @@ def test_defaults_are_gunicorns_and_none_means_default():
             settings.limit_request_field_size) == (4094, 100, 8190)
     assert settings.limit_request_body == 0 and settings.access_log is None
     assert settings.header_timeout == 10.0 and settings.forwarded_allow_ips == "127.0.0.1"
+    assert settings.keepalive == 2.0  # gunicorn's default
 
 
 @pytest.mark.parametrize("key, value", [
     ("limit_request_line", 0), ("limit_request_fields", "100"), ("limit_request_body", -1),
     ("header_timeout", 0), ("body_timeout", True), ("access_log_format", "apache"),
-    ("access_log", ""), ("forwarded_allow_ips", "not-an-ip")])
+    ("access_log", ""), ("forwarded_allow_ips", "not-an-ip"), ("keepalive", -1),
+    ("keepalive", "2")])
 def test_invalid_values_name_their_key(key, value):
     with pytest.raises(ConfigError) as info:
         HttpSettings(**{key: value})
@@ -40,7 +42,8 @@ def test_forwarding_trust():
 
 def test_config_file_keys_of_a_wsgi_service():
     table = {"wsgi": "tests.http_apps:wsgi_app", "limit_request_body": 1024,
-             "header_timeout": 5, "access_log": "-", "forwarded_allow_ips": ["10.0.0.1"]}
+             "header_timeout": 5, "access_log": "-", "forwarded_allow_ips": ["10.0.0.1"],
+             "keepalive": 5}
     entry = parse_config({"services": {"web": table}}).services[0]
     assert dict(entry.settings) == {k: v for k, v in table.items() if k != "wsgi"}
     assert set(entry.settings) <= HTTP_KEYS
