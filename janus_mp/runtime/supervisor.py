@@ -159,12 +159,17 @@ class JanusSupervisor:
         """Start every service and supervise until shutdown; return the exit status."""
         if self._state.phase is not SupervisorPhase.IDLE or self._closed:
             raise JanusError("run_until_shutdown() can run once per supervisor")
-        self._open()
         # Everything imported and built so far lives as long as the supervisor: out of the
         # collector's sight, a collection no longer walks it (in the middle of an exit's
         # handling), and forked workers do not dirty its pages by collecting it either.
+        # Frozen before _open forks the guard too: a collection after that fork would write
+        # to every object's header, leaving the guard sole owner of the app's old pages.
         if self.config.gc_freeze:
             gc.collect()
+            gc.freeze()
+        self._open()
+        if self.config.gc_freeze:
+            gc.collect()  # cheap: only what _open built (threads, sockets, buffers)
             gc.freeze()
         try:
             self._feed(ev.Begin())
