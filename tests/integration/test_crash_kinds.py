@@ -155,3 +155,36 @@ def test_a_crashing_child_of_a_worker_does_not_speak_for_the_worker(tmp_path):
         assert sup.service("parent")["workers"][0]["generation"] == 1
         sup.signal(signal.SIGTERM)
         assert sup.wait_exit() == 0
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_fault_is_reported_under_every_start_method(tmp_path, method):
+    (tmp_path / "faulty_services.py").write_text(
+        "import ctypes\n"
+        "from janus_mp import JanusService\n"
+        "from tests.scenario_lib import started\n"
+        "class Faulty(JanusService):\n"
+        "    name = 'faulty'\n"
+        "    def run(self, ctx):\n"
+        "        started(ctx)\n"
+        "        if ctx.generation == 1:\n"
+        "            ctypes.string_at(0)\n"
+        "        ctx.shutdown.wait()\n"
+    )
+    scenario = f"""
+import faulty_services
+from janus_mp import *
+CONFIG = SupervisorConfig(start_method={method!r}, shutdown_timeout=5.0)
+def build(sup):
+    sup.spawn_service(faulty_services.Faulty(), SpawnOptions(
+        standby=1, backoff=BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0)))
+"""
+    env = {"PYTHONPATH": f"{tmp_path}:{__import__('tests.harness').harness.ROOT}"}
+    with SupervisorProcess(tmp_path, scenario, env=env) as sup:
+        exits = wait_until(lambda: sup.exits("faulty"), timeout=30, message="the fault")
+        assert exits[0]["exit_code"] == -signal.SIGSEGV
+        wait_until(lambda: sup.service("faulty")["workers"][0]["generation"] == 2, timeout=30)
+        line = "faulty[0] err| Fatal Python error: Segmentation fault"
+        wait_until(lambda: line in sup.log_text(), message=line)
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0
