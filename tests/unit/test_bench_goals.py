@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 _PATH = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "report.py"
 _SPEC = importlib.util.spec_from_file_location("bench_report", _PATH)
 assert _SPEC is not None and _SPEC.loader is not None
 report = importlib.util.module_from_spec(_SPEC)
+sys.modules["bench_report"] = report  # its dataclasses look their module up there
 _SPEC.loader.exec_module(report)  # the benchmark's own module (stdlib imports only)
 
 
