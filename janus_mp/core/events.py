@@ -40,7 +40,8 @@ class WorkerReady(Event):
 
 @dataclass(frozen=True)
 class WorkerExiting(Event):
-    """The worker's service returned ``returncode``; its process is tearing down."""
+    """The worker's service returned ``returncode`` (or a fatal signal hit it: ``returncode``
+    is minus the signal's number); its process is tearing down."""
 
     worker: int
     returncode: int

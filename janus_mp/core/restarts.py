@@ -89,7 +89,8 @@ def on_exit_announced(step: Step, worker: WorkerState, returncode: int) -> None:
     """The worker returned from its service with ``returncode`` and is tearing its process
     down: everything an exit decides is decided now (its replacement need not wait for the
     teardown), and the process drains as a retiring worker, stopped if its teardown hangs.
-    Deaths by signal are never announced: they take the exit path above."""
+    Of the deaths by signal only fatal faults (SIGSEGV, SIGBUS, SIGABRT...) are announced,
+    from the worker's fault handler; SIGKILL takes the exit path above."""
     if worker.exit_announced or worker.stop_cause is not None or \
             worker.role not in (WorkerRole.CURRENT, WorkerRole.INCOMING):
         return  # being stopped: the real exit decides, as for any stop

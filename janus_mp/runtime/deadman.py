@@ -13,6 +13,7 @@ and closes every fd it inherited but its pipe.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import struct
@@ -97,6 +98,10 @@ class DeadMansSwitch:
 
 
 def _guard(read_fd: int) -> None:
+    # Its collector must never walk what it inherited: writing to those objects' headers
+    # would copy their pages (the whole preloaded app) into this process.
+    gc.disable()
+    gc.freeze()
     os.setpgid(0, 0)  # out of the terminal's group: Ctrl-C is for the supervisor
     _set_title(f"janus-mp: guard of supervisor {os.getppid()}")
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT, signal.SIGTTIN,

@@ -15,6 +15,10 @@ once the sink catches up. The supervisor's memory for output is BUDGET plus one 
 line (at most MAX_LINE) per pipe. The loop never touches any of this: spawning only hands the
 read ends over (``attach``), a thread-safe append.
 
+A worker's crash pipe (see :mod:`.output_pipes`) is read like its stderr; the first line of
+it, when it names a fatal signal, is also handed to ``on_fatal_signal`` (from the reader
+thread: the supervisor passes it on to its loop).
+
 The read ends are registered in the supervisor's PrivateFds while open, so a worker forked
 meanwhile closes them; the reader closes one (under that registry's lock) at its EOF, which
 comes when the worker and everything it started have exited.
@@ -30,11 +34,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from janus_mp.private_fds import PrivateFds
+from janus_mp.runtime.output_pipes import CRASH, fatal_signal
 
 #: Bytes of complete lines waiting for the sink, at most, over all workers.
 BUDGET = 4 * 1024 * 1024
@@ -100,6 +105,7 @@ class _Pipe:
     fd: int
     source: OutputSource
     partial: bytes = b""
+    announces: bool = False  # a crash pipe whose first line is still to come
 
 
 class OutputCapture:
@@ -119,6 +125,8 @@ class OutputCapture:
         self._wake_r = self._wake_w = -1
         self._reader: threading.Thread | None = None
         self._writer: threading.Thread | None = None
+        #: Called with (pid, signal number) when a worker's crash pipe names a fatal signal.
+        self.on_fatal_signal: Callable[[int, int], None] | None = None
 
     # -- loop side ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -137,7 +145,9 @@ class OutputCapture:
         pipes = []
         for stream, fd in read_fds.items():
             self._private_fds.add(fd)
-            pipes.append(_Pipe(fd, OutputSource(service, slot, pid, stream)))
+            crash = stream == CRASH
+            pipes.append(_Pipe(fd, OutputSource(service, slot, pid, "err" if crash else stream),
+                               announces=crash))
         if self._reader is None:  # not open (a bare Processes user): nobody reads, close
             for pipe in pipes:
                 self._close_pipe(pipe)
@@ -230,6 +240,11 @@ class OutputCapture:
             self._queue(pipe.source, data[:end] + rest[:MAX_LINE] + b"\n")
             data, end, rest = b"", 0, rest[MAX_LINE:]
         pipe.partial = rest
+        if end and pipe.announces:
+            pipe.announces = False
+            signum = fatal_signal(data[:data.find(b"\n")])
+            if signum is not None and self.on_fatal_signal is not None:
+                self.on_fatal_signal(pipe.source.pid, signum)
         if end:
             self._queue(pipe.source, data[:end])
 

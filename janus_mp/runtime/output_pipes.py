@@ -10,6 +10,12 @@ C stdio lose data. The worker is never slowed by where its lines end up — the 
 reader thread only reads and queues (or drops, counted); a worker can only wait when it writes
 faster than that thread reads, and the enlarged pipe buffer absorbs the reader's pauses.
 
+A third pipe, "crash", carries what faulthandler writes when a fatal signal (SIGSEGV, SIGBUS,
+SIGABRT, SIGFPE, SIGILL) hits the worker, from its C-level handler, before the signal's default
+action tears the process down. Its lines are shown as the worker's stderr; its first line
+("Fatal Python error: Segmentation fault") also tells the supervisor which signal is killing
+the worker (:func:`fatal_signal`) — before the teardown, which grows with the worker's size.
+
 Under spawn and forkserver the write ends travel in the pickled ``WorkerSpec`` as multiprocess
 Connections (multiprocess duplicates their fds into the child).
 """
@@ -17,8 +23,10 @@ Connections (multiprocess duplicates their fds into the child).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +34,13 @@ from typing import Any
 from multiprocess.connection import Connection
 
 STREAMS = ("out", "err")
+#: The pipe faulthandler writes to (see the module docstring); shown as the worker's stderr.
+CRASH = "crash"
+#: faulthandler's names of the fatal signals it handles (the first line it writes).
+_FATAL_SIGNALS = {b"Segmentation fault": signal.SIGSEGV, b"Bus error": signal.SIGBUS,
+                  b"Aborted": signal.SIGABRT, b"Floating-point exception": signal.SIGFPE,
+                  b"Illegal instruction": signal.SIGILL}
+_FATAL_PREFIX = b"Fatal Python error: "
 #: Bytes a worker may write ahead of the reader before write() waits (F_SETPIPE_SZ: capped by
 #: /proc/sys/fs/pipe-max-size; the default 64 KiB is kept where the kernel refuses).
 PIPE_SIZE = 1024 * 1024
@@ -62,12 +77,13 @@ def open_output_pipes() -> OutputPipes:
     read_fds: dict[str, int] = {}
     write_ends: dict[str, Any] = {}
     try:
-        for stream in STREAMS:
+        for stream in (*STREAMS, CRASH):
             read_fd, write_fd = os.pipe()
             read_fds[stream] = read_fd
             write_ends[stream] = Connection(write_fd, readable=False, writable=True)
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            if stream != CRASH:  # a crash report is a few KiB
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     except BaseException:
         OutputPipes(read_fds, write_ends).close()
         raise
@@ -101,3 +117,47 @@ def _writes_to(stream: Any, fd: int) -> bool:
                     and hasattr(stream, "reconfigure"))
     except (OSError, ValueError, AttributeError):
         return False
+
+
+#: The worker's end of its crash pipe, open for as long as the worker lives.
+_crash_end: Any = None
+
+
+def report_fatal_signals(write_ends: dict[str, Any]) -> None:
+    """In the worker: faulthandler writes its report of a fatal signal to the crash pipe.
+
+    A process the worker forks (without exec) gets faulthandler as it was before, on its own
+    stderr: the crash pipe speaks for the worker alone."""
+    global _crash_end
+    end = write_ends.get(CRASH)
+    if end is None:
+        return
+    was_enabled = faulthandler.is_enabled()
+    try:
+        faulthandler.enable(file=end.fileno(), all_threads=True)
+    except (OSError, ValueError, RuntimeError):
+        end.close()
+        return
+    _crash_end = end
+
+    def in_child() -> None:
+        global _crash_end
+        if was_enabled:
+            with contextlib.suppress(Exception):
+                faulthandler.enable(file=sys.stderr, all_threads=True)
+        else:
+            faulthandler.disable()
+        with contextlib.suppress(OSError):
+            end.close()
+        _crash_end = None
+
+    os.register_at_fork(after_in_child=in_child)
+
+
+def fatal_signal(line: bytes) -> int | None:
+    """The signal a crash pipe's first line names ("Fatal Python error: Bus error"), if any."""
+    if not line.startswith(_FATAL_PREFIX):
+        return None
+    name = line[len(_FATAL_PREFIX):].strip()
+    found = _FATAL_SIGNALS.get(name)
+    return None if found is None else int(found)

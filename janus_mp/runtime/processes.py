@@ -218,8 +218,12 @@ class Processes:
                 code = os.waitstatus_to_exitcode(status)
         return int(code) if code is not None else -int(signal.SIGKILL)
 
+    def forget(self, worker: WorkerProcess) -> None:
+        """A reaped worker is no longer addressable (its fds wait for :meth:`release`)."""
+        self.by_id.pop(worker.id, None)
+
     def release(self, worker: WorkerProcess) -> None:
-        """Forget a reaped worker: its fds close, its node leaves the cancellation tree."""
+        """Let a reaped worker go: its fds close, its node leaves the cancellation tree."""
         self.by_id.pop(worker.id, None)
         self._low_fds.difference_update(worker.fds)
         if worker.process is not None:

@@ -122,6 +122,8 @@ class JanusSupervisor:
         self._published = self._state.metrics.snapshot()
         #: Every worker's stdout/stderr; set ``output.sink`` before running to send it elsewhere.
         self.output = OutputCapture(self.private_fds)
+        self.output.on_fatal_signal = lambda pid, signum: self._loop.call(
+            lambda: self._on_fatal_signal(pid, signum), wait=False)
         self._observability = Observability(
             self.config, self._start_method, self.private_fds, metrics=self.metrics_snapshot,
             ping=lambda timeout: bool(self._loop.call(lambda: True, timeout=timeout)),
@@ -159,12 +161,17 @@ class JanusSupervisor:
         """Start every service and supervise until shutdown; return the exit status."""
         if self._state.phase is not SupervisorPhase.IDLE or self._closed:
             raise JanusError("run_until_shutdown() can run once per supervisor")
-        self._open()
         # Everything imported and built so far lives as long as the supervisor: out of the
         # collector's sight, a collection no longer walks it (in the middle of an exit's
         # handling), and forked workers do not dirty its pages by collecting it either.
+        # Frozen before _open forks the guard too: a collection after that fork would write
+        # to every object's header, leaving the guard sole owner of the app's old pages.
         if self.config.gc_freeze:
             gc.collect()
+            gc.freeze()
+        self._open()
+        if self.config.gc_freeze:
+            gc.collect()  # cheap: only what _open built (threads, sockets, buffers)
             gc.freeze()
         try:
             self._feed(ev.Begin())
@@ -472,18 +479,32 @@ class JanusSupervisor:
             self._loop.remove_reader(worker.conn)  # exiting; its exit source will tell us
 
     def _on_exit_source(self, worker: WorkerProcess) -> None:
-        """The one door of a worker's exit: reap it, tell the policy, clean up after the turn."""
-        self._loop.remove_reader(worker.exit_source)
-        self._loop.remove_reader(worker.conn)
-        if READY in worker.read_messages()[0]:  # a READY just before a crash still counts
-            self._feed(ev.WorkerReady(worker.id))
+        """The one door of a worker's exit: reap it, tell the policy, clean up after.
+
+        Between the kernel's report and the policy's decision (a standby's Promote) only
+        what the decision needs: a READY said just before, the exit status. The worker's fds,
+        its node of the cancellation tree and its readers are let go afterwards."""
+        ready = READY in worker.read_messages()[0]  # a READY just before a crash still counts
         returncode = self._processes.reap(worker)
         oom_killed = returncode == -signal.SIGKILL and self._cgroups is not None and \
             self._cgroups.was_oom_killed(worker.service)
+        self._processes.forget(worker)  # no action can reach the reaped pid any more
+        if ready:
+            self._feed(ev.WorkerReady(worker.id))
+        self._feed(ev.WorkerExited(worker.id, returncode, oom_killed))
+        self._loop.remove_reader(worker.exit_source)
+        self._loop.remove_reader(worker.conn)
         self._processes.release(worker)
         self._watchers.worker_gone(worker.id)
-        self._feed(ev.WorkerExited(worker.id, returncode, oom_killed))
         self._after_turn_pids.append(worker.pid)
+
+    def _on_fatal_signal(self, pid: int, signum: int) -> None:
+        """A worker's fault handler reported a fatal signal: its exit is announced now, before
+        the kernel tears the process down (see runtime/output_pipes.py)."""
+        for worker in self._processes.by_id.values():
+            if worker.pid == pid:
+                self._feed(ev.WorkerExiting(worker.id, -signum))
+                return
 
     def _on_timer(self, key: TimerKey) -> None:
         self._feed(ev.TimerDue(key))

@@ -36,7 +36,7 @@ from janus_mp.core.cancel import CancellationToken
 from janus_mp.core.exits import ReservedExit
 from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.runtime import cgroups, process_settings
-from janus_mp.runtime.output_pipes import redirect_output
+from janus_mp.runtime.output_pipes import redirect_output, report_fatal_signals
 from janus_mp.runtime.shared_event import SharedEvent
 from janus_mp.service import CANCEL, PARKED, PROMOTE, JanusService, WorkerContext
 
@@ -254,6 +254,7 @@ def _detach_from_supervisor(spec: WorkerSpec, parking: _Parking | None) -> None:
         os.closerange(spec.close_from, osproc.open_file_limit())
     if spec.output is not None:
         redirect_output(spec.output)
+        report_fatal_signals(spec.output)  # a segfault announces itself before the teardown
     osproc.set_child_subreaper()
     if spec.title:
         _set_title(spec.title)

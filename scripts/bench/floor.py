@@ -3,6 +3,8 @@
     restart/storm  keep N processes alive: wait on their sentinels, join the dead, fork anew
                    (with one worker: fork, wait, repeat — the fork-and-wait loop)
     idle           N processes wait on one Event; SIGTERM (sigwait) → set it → join them all
+    crash:KIND     restart, ending in workload.crash's KIND
+    preload        idle, after importing preload_app (the app workers inherit)
 
 Harness side: :class:`Floor` builds the command. Supervisor side: this file run as a program,
 ``python floor.py MODE EVENTS WORKERS``.
@@ -42,17 +44,20 @@ def keep_alive(mode: str, events: str, workers: int) -> None:
     import workload
     from multiprocess.connection import wait
 
-    target = {"restart": workload.restart, "storm": workload.storm}[mode]
+    if mode.startswith("crash:"):
+        target, args = workload.crash, (events, mode.partition(":")[2])
+    else:
+        target, args = {"restart": workload.restart, "storm": workload.storm}[mode], (events,)
     ctx = mp.get_context("fork")
     alive = {}
     for _ in range(workers):
-        proc = ctx.Process(target=target, args=(events,))
+        proc = ctx.Process(target=target, args=args)
         proc.start()
         alive[proc.sentinel] = proc
     while True:  # until the harness stops us (SIGTERM: default action)
         for sentinel in wait(list(alive)):
             alive.pop(sentinel).join()
-            proc = ctx.Process(target=target, args=(events,))
+            proc = ctx.Process(target=target, args=args)
             proc.start()
             alive[proc.sentinel] = proc
 
@@ -76,7 +81,9 @@ def idle(events: str, workers: int) -> None:
 
 def main(argv: list[str]) -> None:
     mode, events, workers = argv[0], argv[1], int(argv[2])
-    if mode == "idle":
+    if mode == "preload":
+        import preload_app  # noqa: F401 - imported for its memory: the app workers inherit
+    if mode in ("idle", "preload"):
         idle(events, workers)
     else:
         keep_alive(mode, events, workers)

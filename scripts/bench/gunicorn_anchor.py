@@ -39,6 +39,7 @@ HOOKS = {
     "restart": "workload.restart({events!r})",
     "storm": "workload.storm({events!r})",
     "idle": "workload.record({events!r}, 'ready')  # then back into the accept loop",
+    "preload": "workload.record({events!r}, 'ready')  # then back into the accept loop",
 }
 
 
@@ -61,5 +62,6 @@ class Gunicorn:
                                hook=HOOKS[scenario.mode].format(events=events))
         path = workdir / "gunicorn.conf.py"
         path.write_text(config)
-        return Launch([sys.executable, "-m", "gunicorn", "--config", str(path),
-                       "workload:wsgi_app"], cwd=workdir)
+        app = "preload_app:wsgi_app" if scenario.mode == "preload" else "workload:wsgi_app"
+        return Launch([sys.executable, "-m", "gunicorn", "--config", str(path), app],
+                      cwd=workdir)

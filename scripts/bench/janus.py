@@ -12,6 +12,9 @@ Everything else is at its default: SupervisorConfig() (30 s cooperative grace, f
 handlers, orphan reaping), SpawnOptions(restart=ALWAYS). The working tree's janus_mp is put first
 on PYTHONPATH, so the benchmark measures this checkout.
 
+Modes beyond workload.py's: ``crash:KIND`` (workload.crash), ``preload`` (idle workers under a
+supervisor that imported preload_app first, as a preloaded app would be).
+
 Harness side: :class:`Janus`. Supervisor side: this file run as a program,
 ``python janus.py MODE EVENTS WORKERS BACKOFF``.
 """
@@ -84,23 +87,28 @@ def main(argv: list[str]) -> int:
     )
 
     mode, events, workers, backoff = argv[0], argv[1], int(argv[2]), argv[3]
+    if mode == "preload":
+        import preload_app  # noqa: F401 - imported for its memory: the app workers inherit
 
     class Workload(JanusService):
         name = "bench"
 
         def run(self, ctx: Any) -> None:
-            if mode == "idle":
+            if mode in ("idle", "preload"):
                 ctx.ready()
                 workload.idle(events, ctx.shutdown.wait)
             elif mode == "restart":
                 workload.restart(events)
+            elif mode.startswith("crash:"):
+                workload.crash(events, mode.partition(":")[2])
             else:
                 workload.storm(events)
 
     if backoff == "defaults":
         policy = BackoffConfig(max_retries=0)
     else:
-        policy = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0)
+        policy = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0,
+                               clean_restart_delay=0.0)
     sup = JanusSupervisor(SupervisorConfig(max_workers=max(1024, workers)))
     workload.record(events, "begin")
     sup.spawn_service(Workload(), SpawnOptions(workers=workers, restart=RestartPolicy.ALWAYS,

@@ -10,6 +10,8 @@
               stamp; the supervisor's RSS at N and at 1 worker give RSS per worker
     storm     N workers that exit at once, forever: starts per second and supervisor CPU over
               one fixed window, after every slot has started once
+    crashes   restart latency again, for each way a worker can end (workload.CRASHES)
+    memory    N idle workers: USS per worker; with a preloaded app, total PSS of the whole tree
 
 Each function returns plain data for the JSON file; a system that fails gets ``{"error": ...}``
 and the others go on.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 from common import (
     EventLog,
     Launch,
@@ -105,11 +108,11 @@ def guarded(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 # ── restart latency ──────────────────────────────────────────────────────────────────────────
 
-def restart_round(system: System, target: int, budget: float,
-                  ws: Workspace) -> dict[str, Any]:
+def restart_round(system: System, target: int, budget: float, ws: Workspace,
+                  mode: str = "restart") -> dict[str, Any]:
     """Samples from one supervisor run: ``target`` of them, or what ``budget`` seconds give
-    (at least one)."""
-    with run_system(system, "restart", 1, ws, "restart") as (sup, events):
+    (at least one). ``mode``: restart, or crash:KIND."""
+    with run_system(system, mode, 1, ws, mode.replace(":", "-")) as (sup, events):
         wait_until(_reached(sup, events, "start", 1), BOOT_TIMEOUT, f"{system.key} to start")
         began = time.monotonic()
         taken: list[float] = []
@@ -287,3 +290,25 @@ def storm(system: System, workers: int, window: float, ws: Workspace) -> dict[st
                 "start_offsets_s": [round(x, 6) for x in starts],
                 "restarts_per_s": len(starts) / spent, "cpu_s": cpu1 - cpu0,
                 "cpu_percent": 100 * (cpu1 - cpu0) / spent}
+
+
+# ── memory ───────────────────────────────────────────────────────────────────────────────────
+
+def memory(system: System, mode: str, workers: int, ws: Workspace) -> dict[str, Any]:
+    """N idle workers, ready and asleep: each worker's USS (what it alone holds) and the PSS
+    of the whole tree (supervisor, helpers and workers: shared pages counted once in all)."""
+    with run_system(system, mode, workers, ws, f"{mode}{workers}") as (sup, events):
+        _ready_and_asleep(sup, events, workers)
+        worker_pids = {event.pid for event in events.refresh() if event.word == "ready"}
+        tree = [psutil.Process(sup.pid), *descendants(sup.pid)]
+        uss: list[int] = []
+        pss = 0
+        for proc in tree:
+            info = proc.memory_full_info()
+            pss += int(info.pss)
+            if proc.pid in worker_pids:
+                uss.append(int(info.uss))
+        if len(uss) != workers:
+            raise RuntimeError(f"found {len(uss)} of {workers} workers in the tree")
+        return {"workers": workers, "processes": len(tree), "pss_bytes": pss,
+                "uss_per_worker_bytes": sum(uss) / len(uss), "uss_bytes": uss}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MEASUREMENTS = ("restart", "shutdown", "idle", "scale", "storm")
+MEASUREMENTS = ("restart", "shutdown", "idle", "scale", "storm", "crashes", "memory")
 
 
 # ── the table ────────────────────────────────────────────────────────────────────────────────
@@ -191,8 +191,54 @@ def _external(name: str, hook: dict[str, Any]) -> str:
     return head + ("\n" + "\n".join("  " + line for line in body.splitlines()) if body else "")
 
 
+def _crashes(m: dict[str, Any], systems: dict[str, Any]) -> str:
+    rows = []
+    for kind, got in m["kinds"].items():
+        floor = got["rows"].get("floor", {})
+        cells = [kind + (" (real crash)" if got["real_crash"] else " (announced)")]
+        for key in ("floor", "janus-mp", "janus-mp/standby"):
+            row = got["rows"].get(key, {})
+            status = _status(row)
+            if status:
+                cells += [status[:20], ""] if key != "floor" else [status[:20]]
+                continue
+            cells.append(f"{_fmt(row['p50'], 2)} ({_fmt(row['p90'], 2)})")
+            if key != "floor":
+                cells.append(_ratio(row["p50"], floor.get("p50")))
+        rows.append(cells)
+    return _table("6. crash kinds: crash → replacement's first line of service code "
+                  "(ms, p50 (p90))",
+                  ["crash", "floor", "janus-mp", "× floor", "standby=1", "× floor"], rows,
+                  f"one worker serves {m['run_seconds']:g} s then ends as named; backoff 0; "
+                  f"{m['rounds']} round(s) of up to {m['samples_per_round']} samples or "
+                  f"{m['budget_s']:g} s each, systems interleaved")
+
+
+def _memory(m: dict[str, Any], systems: dict[str, Any]) -> str:
+    idle, preload = m["idle"], m["preload"]
+    floor_uss = _number(idle.get("floor"), "uss_per_worker_bytes")
+    rows = []
+    for key, row in idle.items():
+        status = _status(row)
+        rows.append([f"USS per idle worker: {_label(systems, key)}",
+                     *([status] if status else [
+                         _fmt(row["uss_per_worker_bytes"] / 2**20, 2),
+                         _ratio(row["uss_per_worker_bytes"], floor_uss)])])
+    gunicorn = _number(preload.get("gunicorn"), "pss_bytes")
+    for key, row in preload.items():
+        status = _status(row)
+        rows.append([f"PSS of the whole tree, app preloaded: {_label(systems, key)}",
+                     *([status] if status else [_fmt(row["pss_bytes"] / 2**20, 1),
+                                                _ratio(row["pss_bytes"], gunicorn)])])
+    return _table(f"7. memory (MiB): {m['workers']} idle workers; {m['preload_workers']} "
+                  f"workers of a preloaded app ({m['preload_kind']})",
+                  ["what", "MiB", "× floor / × gunicorn"], rows,
+                  "USS: pages only that worker maps; PSS: every process of the tree, each "
+                  "shared page divided among its sharers (a tree's PSS counts it once)")
+
+
 _RENDERERS = {"restart": _restart, "shutdown": _shutdown, "idle": _idle, "scale": _scale,
-              "storm": _storm}
+              "storm": _storm, "crashes": _crashes, "memory": _memory}
 
 
 # ── goals ────────────────────────────────────────────────────────────────────────────────────
@@ -219,6 +265,10 @@ def goals(results: dict[str, Any]) -> list[Goal]:
         found.append(_idle_goal(results["idle"]))
     if "scale" in results:
         found += _scale_goals(results["scale"])
+    if "crashes" in results:
+        found += _crash_goals(results["crashes"])
+    if "memory" in results:
+        found += _memory_goals(results["memory"])
     return found
 
 
@@ -292,6 +342,46 @@ def _scale_goals(m: dict[str, Any]) -> list[Goal]:
         figure = f"{ours / scale:.2f} {unit} = {ours / theirs:.2f}× floor " \
                  f"({theirs / scale:.2f} {unit})"
         found.append(Goal("scale", name, figure, "PASS" if ours <= bound * theirs else "MISS"))
+    return found
+
+
+def _crash_goals(m: dict[str, Any]) -> list[Goal]:
+    found = []
+    for kind, got in m["kinds"].items():
+        floor = _number(got["rows"].get("floor"), "p50")
+        standby_bound = 0.6 if got["real_crash"] else 0.3
+        for key, bound, what in (("janus-mp", 1.3, "backoff 0"),
+                                 ("janus-mp/standby", standby_bound, "standby=1")):
+            name = f"{kind}: restart p50 ≤ {bound}× the floor's ({what})"
+            janus = _number(got["rows"].get(key), "p50")
+            if janus is None or floor is None:
+                found.append(Goal("crashes", name, "not measured", "n/a"))
+                continue
+            found.append(Goal("crashes", name,
+                              f"{janus:.2f} ms = {janus / floor:.2f}× floor ({floor:.2f} ms)",
+                              "PASS" if janus <= bound * floor else "MISS"))
+    return found
+
+
+def _memory_goals(m: dict[str, Any]) -> list[Goal]:
+    found = []
+    name = "USS per worker ≤ 1.3× the floor's"
+    ours = _number(m["idle"].get("janus-mp"), "uss_per_worker_bytes")
+    floor = _number(m["idle"].get("floor"), "uss_per_worker_bytes")
+    if ours is None or floor is None:
+        found.append(Goal("memory", name, "not measured", "n/a"))
+    else:
+        found.append(Goal("memory", name, f"{ours / 2**20:.2f} MiB = {ours / floor:.2f}× floor "
+                          f"({floor / 2**20:.2f} MiB)", "PASS" if ours <= 1.3 * floor else "MISS"))
+    name = "preloaded app: total PSS ≤ 1.05× gunicorn --preload's"
+    ours = _number(m["preload"].get("janus-mp"), "pss_bytes")
+    gunicorn = _number(m["preload"].get("gunicorn"), "pss_bytes")
+    if ours is None or gunicorn is None:
+        found.append(Goal("memory", name, "not measured", "n/a"))
+    else:
+        found.append(Goal("memory", name, f"{ours / 2**20:.1f} MiB = {ours / gunicorn:.2f}× "
+                          f"gunicorn ({gunicorn / 2**20:.1f} MiB)",
+                          "PASS" if ours <= 1.05 * gunicorn else "MISS"))
     return found
 
 

@@ -13,6 +13,10 @@ ratios to janus-mp are what the figures mean.
     idle      supervisor CPU and wake-ups over a window with idle workers
     scale     time until N workers are ready; supervisor RSS per worker
     storm     restarts per second and supervisor CPU while every worker exits at once
+    crashes   restart latency for each way a worker ends (clean return, sys.exit, os._exit,
+              SIGKILL, SIGSEGV): janus-mp (backoff 0, and standby=1) beside the floor's same crash
+    memory    USS per idle worker; total PSS of the whole tree with a ~100 MB preloaded app
+              (numpy arrays and Python objects) beside gunicorn --preload
     scrape    scripts/bench_scrape.py (another benchmark, run as it is; --quick passed on)
     http      scripts/bench_http.py, when it exists (HTTP throughput; --quick passed on)
 
@@ -46,7 +50,7 @@ from gunicorn_anchor import Gunicorn
 from janus import Janus
 from measure import System, Workspace, guarded
 from supervisord_anchor import Supervisord
-from workload import RUN_SECONDS
+from workload import CRASHES, REAL_CRASHES, RUN_SECONDS
 
 RESULTS = ROOT / "scripts" / "results"
 EXTERNAL = {"scrape": ROOT / "scripts" / "bench_scrape.py",
@@ -72,6 +76,13 @@ class Plan:
     storm_workers: int
     storm_window_s: float
     external_timeout_s: float
+    crash_kinds: tuple[str, ...] = CRASHES
+    crash_rounds: int = 2
+    crash_per_round: int = 30
+    crash_budget_s: float = 10.0
+    memory_workers: int = 8  # idle workers whose USS is measured
+    preload_mb: int = 100  # the preloaded app's size
+    preload_workers: int = 2
 
 
 FULL = Plan(quick=False, restart_rounds=3, restart_per_round=50, restart_budget_s=15.0,
@@ -82,7 +93,9 @@ FULL = Plan(quick=False, restart_rounds=3, restart_per_round=50, restart_budget_
 QUICK = Plan(quick=True, restart_rounds=1, restart_per_round=5, restart_budget_s=2.0,
              defaults_budget_s=1.5, shutdown_sizes=(20,), shutdown_repeats=1,
              idle_workers=20, idle_window_s=3.0, scale_workers=100, scale_big=0, storm_workers=4,
-             storm_window_s=1.0, external_timeout_s=60.0)
+             storm_window_s=1.0, external_timeout_s=60.0, crash_kinds=("sys.exit", "sigkill"),
+             crash_rounds=1, crash_per_round=2,
+             crash_budget_s=1.0, memory_workers=2, preload_mb=20, preload_workers=2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,8 +324,60 @@ def run_storm(plan: Plan, systems: dict[str, System], available: set[str],
             "window_s": plan.storm_window_s, "rows": rows}
 
 
+def run_crashes(plan: Plan, systems: dict[str, System], available: set[str],
+                ws: Workspace) -> dict[str, Any]:
+    """The restart measurement for each crash kind: janus-mp and the floor, interleaved."""
+    keys = ("janus-mp", "janus-mp/standby", "floor")
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in plan.crash_kinds:
+        rows, runnable = _rows(keys, available, systems)
+        rounds: dict[str, list[list[float]]] = {s.key: [] for s in runnable}
+        for r in range(plan.crash_rounds):
+            for system in _rotated(runnable, r):
+                if "error" in rows[system.key]:
+                    continue
+                _progress(f"  {kind}: {system.key} round {r + 1}/{plan.crash_rounds}")
+                got = guarded(measure.restart_round, system, plan.crash_per_round,
+                              plan.crash_budget_s, ws, f"crash:{kind}")
+                if "error" in got:
+                    rows[system.key] = got
+                else:
+                    rounds[system.key].append(got["samples_ms"])
+        for key, got_rounds in rounds.items():
+            if "error" not in rows[key]:
+                rows[key] = measure.restart(got_rounds)
+        by_kind[kind] = {"real_crash": kind in REAL_CRASHES, "rows": rows}
+    return {"reference": "floor", "run_seconds": RUN_SECONDS, "rounds": plan.crash_rounds,
+            "samples_per_round": plan.crash_per_round, "budget_s": plan.crash_budget_s,
+            "kinds": by_kind, "rows": {f"{kind}/{key}": row for kind, m in by_kind.items()
+                                      for key, row in m["rows"].items()}}
+
+
+def run_memory(plan: Plan, systems: dict[str, System], available: set[str],
+               ws: Workspace) -> dict[str, Any]:
+    os.environ["BENCH_PRELOAD_MB"] = str(plan.preload_mb)  # read by preload_app.py
+    idle_rows, runnable = _rows(("janus-mp", "floor"), available, systems)
+    for system in runnable:
+        _progress(f"  memory {system.key} {plan.memory_workers} idle workers")
+        idle_rows[system.key] = guarded(measure.memory, system, "idle", plan.memory_workers, ws)
+    preload_rows, runnable = _rows(("janus-mp", "gunicorn", "floor"), available, systems)
+    for system in runnable:
+        _progress(f"  memory {system.key} {plan.preload_mb} MB preloaded app, "
+                  f"{plan.preload_workers} workers")
+        preload_rows[system.key] = guarded(measure.memory, system, "preload",
+                                           plan.preload_workers, ws)
+    kind = subprocess.run([sys.executable, "-c", "import preload_app; print(preload_app.KIND)"],
+                          cwd=Path(measure.__file__).parent, capture_output=True, text=True,
+                          check=False).stdout.strip()
+    return {"reference": "floor", "workers": plan.memory_workers, "idle": idle_rows,
+            "preload_workers": plan.preload_workers, "preload_kind": kind,
+            "preload": preload_rows,
+            "rows": {**{f"idle/{k}": v for k, v in idle_rows.items()},
+                     **{f"preload/{k}": v for k, v in preload_rows.items()}}}
+
+
 RUNNERS = {"restart": run_restart, "shutdown": run_shutdown, "idle": run_idle,
-           "scale": run_scale, "storm": run_storm}
+           "scale": run_scale, "storm": run_storm, "crashes": run_crashes, "memory": run_memory}
 
 
 # ── other benchmarks, run from the same entry point ──────────────────────────────────────────

@@ -1,6 +1,8 @@
 """The work every system supervises, in one place, so every system does exactly the same.
 
     restart  record ``start``, run RUN_SECONDS, record ``crash``, exit 1
+    crash    the same, ending in one of CRASHES: a clean return, ``sys.exit(1)``, ``os._exit(1)``,
+             SIGKILL, a segmentation fault (a real one: a read of address 0 through ctypes)
     storm    record ``start``, exit 1 at once
     idle     record ``ready``, then wait, cooperatively, to be told to stop
 
@@ -15,6 +17,7 @@ Run as a program: ``python workload.py restart|storm|idle EVENTS``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -41,6 +44,33 @@ def restart(events: str) -> None:
     time.sleep(RUN_SECONDS)
     record(events, "crash")
     sys.exit(CRASH_CODE)
+
+
+#: How a worker can end, politest first. The first two run Python's exit path and janus-mp's
+#: worker announces them; the last three are real crashes: nothing of the worker runs after
+#: them (SIGKILL is raised by the worker on itself: the kernel's path is that of a SIGKILL
+#: from outside, the OOM killer's included, and the crash stamp is exact).
+CRASHES = ("return", "sys.exit", "os._exit", "sigkill", "sigsegv")
+#: The ones that announce nothing: a standby's goal is looser for them (the dead worker's
+#: teardown comes before anyone can know).
+REAL_CRASHES = ("os._exit", "sigkill", "sigsegv")
+
+
+def crash(events: str, kind: str) -> None:
+    record(events, "start")
+    time.sleep(RUN_SECONDS)
+    record(events, "crash")
+    if kind == "return":
+        return
+    if kind == "sys.exit":
+        sys.exit(CRASH_CODE)
+    if kind == "os._exit":
+        os._exit(CRASH_CODE)
+    if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "sigsegv":
+        ctypes.string_at(0)
+    raise ValueError(f"unknown crash kind {kind!r}")
 
 
 def storm(events: str) -> None:

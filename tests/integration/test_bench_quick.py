@@ -72,6 +72,20 @@ def test_bench_quick_produces_numbers(tmp_path: Path) -> None:
         storm = data["storm"]["rows"][key]
         assert storm["restarts"] >= 1 and _number(storm["cpu_percent"]), key
 
+    crashes = data["crashes"]["kinds"]
+    assert set(crashes) >= {"sys.exit", "sigkill"}
+    for kind, got in crashes.items():
+        for key in ("janus-mp", "janus-mp/standby", "floor"):
+            assert got["rows"][key]["n"] >= 1 and _positive(got["rows"][key]["p50"]), (kind, key)
+
+    memory = data["memory"]
+    for key in ("janus-mp", "floor"):
+        assert _positive(memory["idle"][key]["uss_per_worker_bytes"]), key
+        assert _positive(memory["preload"][key]["pss_bytes"]), key
+    goals = {goal["goal"] for goal in data["goals"]}
+    assert "sigkill: restart p50 ≤ 0.6× the floor's (standby=1)" in goals
+    assert "preloaded app: total PSS ≤ 1.05× gunicorn --preload's" in goals
+
     # An anchor is either measured or reported missing, never an error.
     for name in ("restart", "shutdown", "idle", "storm"):
         for key, row in data[name]["rows"].items():

@@ -35,3 +35,14 @@ def test_bench_core_quick(tmp_path):
     assert len(data["restart_ms"]["janus_zero_backoff"]) >= 8
     assert len(data["restart_ms"]["floor"]) >= 8
     assert data["shutdown_ms"]["janus"][0] > 0 and data["shutdown_ms"]["floor"][0] > 0
+
+
+@pytest.mark.timeout(120)
+def test_bench_fork_sources_quick():
+    result = subprocess.run([sys.executable, "scripts/bench_fork_sources.py", "--quick"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"supervisor", "zygote", "forkserver"}
+    for cells in rows.values():  # boot ms, ×, teardown ms, ×, USS MiB, ×
+        assert float(cells[1]) > 0 and float(cells[3]) > 0 and float(cells[5]) > 0, cells

@@ -5,11 +5,13 @@ a follower that stops reading losing lines it is told about."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 from janus_mp.app.service_logs import Follower, ServiceLogs
 from janus_mp.private_fds import PrivateFds
 from janus_mp.runtime.output_capture import MAX_LINE, OutputCapture, OutputSource
+from janus_mp.runtime.output_pipes import fatal_signal
 from tests.support import wait_until
 
 
@@ -108,3 +110,30 @@ def test_recent_lines_and_a_follower_miss_nothing_between_them(tmp_path) -> None
     logs.close()
     assert follower.take(0)[2] is True
     assert (tmp_path / "svc.log").read_text().count("svc[1] out| ") == 3
+
+
+def test_a_crash_pipe_is_stderr_and_its_first_line_names_the_fatal_signal() -> None:
+    fds = PrivateFds()
+    sink = RecordingSink()
+    capture = OutputCapture(fds, sink)
+    reported: list[tuple[int, int]] = []
+    capture.on_fatal_signal = lambda pid, signum: reported.append((pid, signum))
+    capture.open()
+    crash_r, crash_w = os.pipe()
+    capture.attach("svc", 0, 4242, {"crash": crash_r})
+    # faulthandler writes its first line in pieces, from a signal handler
+    for piece in (b"Fatal Python error: ", b"Bus error", b"\n\n", b"Current thread 0x1:\n",
+                  b"Fatal Python error: Aborted\n"):
+        os.write(crash_w, piece)
+    os.close(crash_w)
+    wait_until(lambda: len(sink.lines) == 4, timeout=5)
+    assert sink.lines[0] == ("svc", "err", b"Fatal Python error: Bus error")
+    assert reported == [(4242, signal.SIGBUS)]  # the first line only
+    capture.close()
+
+
+def test_only_the_faults_faulthandler_names_are_fatal_signals() -> None:
+    assert fatal_signal(b"Fatal Python error: Segmentation fault") == signal.SIGSEGV
+    assert fatal_signal(b"Fatal Python error: Floating-point exception") == signal.SIGFPE
+    assert fatal_signal(b"Fatal Python error: _PyThreadState_Get: no thread state") is None
+    assert fatal_signal(b"Segmentation fault") is None
