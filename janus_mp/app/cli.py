@@ -237,8 +237,9 @@ _SERVICE_FLAGS = [
     click.option("--access-log", default=None, metavar="FILE|-",
                  help="--wsgi: append one line per request to FILE, or stderr for '-' "
                       "[default: off]."),
-    click.option("--access-log-format", type=click.Choice(["common", "combined", "json"]),
-                 default=None, help="--wsgi: access log layout [default: common]."),
+    click.option("--access-log-format", default=None, metavar="common|combined|json|FORMAT",
+                 help="--wsgi: access log layout, or a format of gunicorn's atoms such as "
+                      "'%(h)s \"%(r)s\" %(s)s %(M)s' [default: common]."),
     click.option("--forwarded-allow-ips", default=None, metavar="IPS",
                  help="--wsgi: comma-separated addresses or networks (or '*') whose "
                       "X-Forwarded-For/-Proto and Forwarded headers are honoured "
@@ -577,6 +578,15 @@ def top(interval: float, once: bool, socket_path: str | None, name: str, timeout
 
     run_top(lambda: _call(socket_path, name, timeout, "status"), interval, once)
 
+
+def _register_commands() -> None:
+    """Commands kept in modules of their own (cli.py holds run and the control commands)."""
+    from janus_mp.app.cli_convert import convert
+
+    cli.add_command(convert)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -66,7 +66,8 @@ GUNICORN_NAMES = _rows(
     ("loglevel", None, "`janus-mp run --log-level LEVEL`"),
     ("accesslog", "access_log", ""),
     ("access_log_format", "access_log_format",
-     "janus-mp names a layout: common, combined or json"),
+     "gunicorn's atoms, less request and response headers (%({name}i)s, %({name}o)s) and the "
+     "environ (%({name}e)s)"),
     ("proc_name", "supervisor.name", ""),
     ("forwarded_allow_ips", "forwarded_allow_ips", ""),
     ("limit_request_line", "limit_request_line", ""),
@@ -135,6 +136,7 @@ SUPERVISORD_NAMES = _rows(
     ("logfile_backups", None, "rotate the supervisor's own log with logrotate and SIGUSR1"),
     ("loglevel", None, "`janus-mp run --log-level LEVEL`"),
     ("pidfile", None, "`janus-mp run --pid-file FILE`"),
+    ("silent", None, "janus-mp logs to stderr or to `run --log-file FILE`"),
     ("nodaemon", None, "janus-mp always stays in the foreground"),
     ("minfds", "rlimits", "per service: rlimits = { nofile = N }"),
     ("minprocs", "rlimits", "per service: rlimits = { nproc = N }"),
