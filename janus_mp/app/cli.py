@@ -582,8 +582,10 @@ def top(interval: float, once: bool, socket_path: str | None, name: str, timeout
 def _register_commands() -> None:
     """Commands kept in modules of their own (cli.py holds run and the control commands)."""
     from janus_mp.app.cli_convert import convert
+    from janus_mp.app.cli_profile import profile
 
     cli.add_command(convert)
+    cli.add_command(profile)
 
 
 _register_commands()
