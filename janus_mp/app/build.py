@@ -55,6 +55,9 @@ class RunFlags:
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: SpawnOptions fields every service gets (-w, --restart, recycling flags).
     service_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: ProcessSettings fields every service's workers get (--user, --umask, -e...); env is
+    #: added to each service's own.
+    process_overrides: Mapping[str, Any] = field(default_factory=dict)
     #: SupervisorConfig fields (--metrics-bind, --start-method, --shutdown-timeout...).
     supervisor_overrides: Mapping[str, Any] = field(default_factory=dict)
     #: --name, when given: the supervisor's name, and the name of a --wsgi/--asgi/--command/
@@ -301,7 +304,7 @@ def plan_services(config_file: ConfigFile | None, flags: RunFlags) -> list[Plann
         origin = f"services.{entry.name}"
         service = build_service(entry.kind, entry.target, name=entry.name,
                                 settings=dict(entry.settings), key=origin)
-        options = dataclasses.replace(entry.options, **overrides)
+        options = _with_process(dataclasses.replace(entry.options, **overrides), flags)
         where = f"{origin}.{entry.kind}: target {entry.target!r}"
         planned.append(PlannedService(instantiate(service, options.name, where), options,
                                       origin))
@@ -311,7 +314,8 @@ def plan_services(config_file: ConfigFile | None, flags: RunFlags) -> list[Plann
 def _command_line_services(flags: RunFlags) -> list[PlannedService] | JanusSupervisor:
     if flags.kind is None or flags.target is None:
         return []
-    options = dataclasses.replace(SpawnOptions(), **_service_overrides(flags))
+    options = _with_process(dataclasses.replace(SpawnOptions(), **_service_overrides(flags)),
+                            flags)
     if flags.kind == "target":
         resolved = resolve_target(flags.target)
         if len(resolved) == 1 and isinstance(resolved[0], JanusSupervisor):
@@ -328,6 +332,20 @@ def _command_line_services(flags: RunFlags) -> list[PlannedService] | JanusSuper
         raise JanusError(f"--{flags.kind} {flags.target}: {exc}") from None
     return [PlannedService(instantiate(service, options.name, f"target {flags.target!r}"),
                            options)]
+
+
+def _with_process(options: SpawnOptions, flags: RunFlags) -> SpawnOptions:
+    """The process flags over a service's own process settings (-e adds to its env)."""
+    if not flags.process_overrides:
+        return options
+    given = dict(flags.process_overrides)
+    if "env" in given:
+        given["env"] = {**options.process.env, **given["env"]}
+    try:
+        return dataclasses.replace(options, process=dataclasses.replace(options.process,
+                                                                        **given))
+    except ConfigError as exc:
+        raise _flag_error(exc) from None
 
 
 def _service_overrides(flags: RunFlags) -> dict[str, Any]:

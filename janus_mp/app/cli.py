@@ -19,6 +19,7 @@ import click
 from click.core import ParameterSource
 
 from janus_mp.adapters.http_settings import HTTP_KEYS
+from janus_mp.app.cli_run_flags import process_overrides, run_flags
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
 from janus_mp.app.logs import SupervisorLog
@@ -279,6 +280,7 @@ def service_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
                    "forkserver, an upgrade under fork). Needs janus-mp[reload].")
 @common_options
 @service_flags
+@run_flags
 def run(target: str | None, config_path: str | None, watch: bool, log_level: str,
         pid_file: str | None, log_file: str | None, log_format: str | None,
         socket_path: str | None, name: str,
@@ -307,7 +309,8 @@ def run(target: str | None, config_path: str | None, watch: bool, log_level: str
 
     run_flags = RunFlags(
         config_path=config_path, kind=kind, target=value,
-        settings=_adapter_settings(kind, flags), service_overrides=_service_overrides(flags),
+        settings=_adapter_settings(kind, flags), process_overrides=process_overrides(flags),
+        service_overrides=_service_overrides(flags),
         supervisor_overrides={**_supervisor_overrides(metrics_bind, start_method,
                                                       shutdown_timeout, kill_timeout),
                               **({"log_format": log_format} if log_format else {})},
@@ -341,13 +344,20 @@ def _service_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("config_path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.argument("file_argument", metavar="[FILE]", required=False,
+                type=click.Path(dir_okay=False))
+@click.option("-c", "--config", "config_option", type=click.Path(dir_okay=False), default=None,
+              help="The config file, as `run -c FILE` takes it.")
 @click.option("--imports/--no-imports", default=True, show_default=True,
               help="Also import every service target.")
-def check(config_path: str, imports: bool) -> None:
-    """Validate a config file without starting anything: refuses what `run -c FILE` would
-    refuse (ports are not bound)."""
+def check(file_argument: str | None, config_option: str | None, imports: bool) -> None:
+    """Validate a config file (FILE or -c FILE) without starting anything: refuses what
+    `run -c FILE` would refuse (ports are not bound)."""
     from janus_mp.app import build
+
+    if (file_argument is None) == (config_option is None):
+        _fail("check: give the config file once, as FILE or -c FILE")
+    config_path = file_argument or config_option or ""
 
     try:
         names = build.check(config_path, imports=imports)
