@@ -19,6 +19,8 @@ import click
 from click.core import ParameterSource
 
 from janus_mp.adapters.http_settings import HTTP_KEYS
+from janus_mp.app.cli_client import call as _call
+from janus_mp.app.cli_client import client_options as _client_options
 from janus_mp.app.cli_run_flags import process_overrides, run_flags
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
@@ -397,27 +399,6 @@ def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> Non
 # ------------------------------------------------------------------------------------------
 # Talking to a running supervisor over its control socket
 # ------------------------------------------------------------------------------------------
-def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--socket", "socket_path", default=None, metavar="PATH",
-                      help="Control socket of the supervisor [default: from --name].")(fn)
-    fn = click.option("--name", default="janus-mp", show_default=True,
-                      help="Name of the supervisor to talk to.")(fn)
-    fn = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
-                      show_default=True,
-                      help="Seconds to wait for the supervisor to accept and answer.")(fn)
-    return fn
-
-
-def _call(socket_path: str | None, name: str, timeout: float, command: str,
-          **args: Any) -> Any:
-    from janus_mp.app.control import call, default_socket_path
-
-    try:
-        return call(socket_path or default_socket_path(name), command, timeout, **args)
-    except JanusError as exc:
-        _fail(str(exc))
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @click.option("--check", is_flag=True,
@@ -442,14 +423,6 @@ def status(as_json: bool, check: bool, socket_path: str | None, name: str,
     click.echo(render_text(data))
 
 
-@cli.command()
-@click.argument("service")
-@_client_options
-def restart(service: str, socket_path: str | None, name: str, timeout: float) -> None:
-    """Rolling restart of SERVICE: each new worker is ready before an old one stops."""
-    click.echo(_call(socket_path, name, timeout, "restart", service=service))
-
-
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("service")
 @click.argument("workers")
@@ -462,22 +435,6 @@ def scale(service: str, workers: str, socket_path: str | None, name: str, timeou
     elif not (workers[:1] in "+-" and workers[1:].isdigit()):
         _fail(f"scale: {workers!r} is not a worker count (N, +N or -N)")
     click.echo(_call(socket_path, name, timeout, "scale", service=service, workers=value))
-
-
-@cli.command()
-@click.argument("service")
-@_client_options
-def stop(service: str, socket_path: str | None, name: str, timeout: float) -> None:
-    """Stop SERVICE (the others keep running)."""
-    click.echo(_call(socket_path, name, timeout, "stop", service=service))
-
-
-@cli.command()
-@click.argument("service")
-@_client_options
-def start(service: str, socket_path: str | None, name: str, timeout: float) -> None:
-    """Start a stopped SERVICE again."""
-    click.echo(_call(socket_path, name, timeout, "start", service=service))
 
 
 @cli.command()
@@ -592,10 +549,11 @@ def top(interval: float, once: bool, socket_path: str | None, name: str, timeout
 def _register_commands() -> None:
     """Commands kept in modules of their own (cli.py holds run and the control commands)."""
     from janus_mp.app.cli_convert import convert
+    from janus_mp.app.cli_ops import restart, send_signal, start, stop
     from janus_mp.app.cli_profile import profile
 
-    cli.add_command(convert)
-    cli.add_command(profile)
+    for command in (restart, stop, start, send_signal, convert, profile):
+        cli.add_command(command)
 
 
 _register_commands()

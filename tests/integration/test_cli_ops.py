@@ -1,0 +1,134 @@
+"""Client commands by name, as supervisorctl's: `signal SIG NAME`, `start`/`stop`/`restart` of a
+group or `all`, and `restart --wait` returning once every worker was replaced and is ready."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from tests.integration.ops_cli import QuickCli, janus_here
+from tests.support import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+APP = '''
+import os, signal
+
+def catcher(ctx):
+    def noted(signum, frame):
+        with open(f"got-{signal.Signals(signum).name}-{os.getpid()}", "w"):
+            pass
+    signal.signal(signal.SIGUSR1, noted)
+    signal.signal(signal.SIGHUP, noted)
+    ctx.ready()
+    ctx.shutdown.wait()
+
+def idle(ctx):
+    ctx.ready()
+    ctx.shutdown.wait()
+'''
+
+CONFIG = '''
+[supervisor]
+shutdown_timeout = 2
+kill_timeout = 1
+
+[services.py]
+target = "opsapp:catcher"
+workers = 2
+
+[services.prog]
+command = ["sh", "-c", "trap 'touch prog-got-HUP-$$' HUP; while :; do sleep 0.1; done"]
+
+[services.a]
+target = "opsapp:idle"
+
+[services.b]
+target = "opsapp:idle"
+
+[groups.pair]
+members = ["a", "b"]
+'''
+
+
+@pytest.fixture
+def cli(tmp_path):
+    (tmp_path / "opsapp.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "janus.toml").write_text(CONFIG)
+    c = QuickCli(tmp_path)
+    c.start("-c", "janus.toml")
+    wait_until(lambda: all(w["ready"] for name in ("py", "prog", "a", "b")
+                           for w in c.service(name)["workers"]), timeout=30,
+               message="every worker ready")
+    yield c
+    c.close()
+
+
+def _ctl(cli: QuickCli, *args: str):
+    return janus_here(*args, "--socket", cli.socket)
+
+
+def _pids(cli: QuickCli, service: str) -> list[int]:
+    return sorted(pid for w in cli.service(service)["workers"] for pid in w["pids"])
+
+
+def test_signal_reaches_every_python_worker(cli):
+    pids = _pids(cli, "py")
+    result = _ctl(cli, "signal", "USR1", "py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"SIGUSR1 sent to 2 processes of py "
+                                     f"({', '.join(map(str, pids))})")
+    for pid in pids:
+        wait_until(lambda pid=pid: (cli.tmp / f"got-SIGUSR1-{pid}").exists(), timeout=10)
+    assert _pids(cli, "py") == pids  # handled, not killed
+
+
+def test_signal_goes_to_a_commands_program_not_its_keeper(cli):
+    worker = _pids(cli, "prog")[0]
+    result = _ctl(cli, "signal", "hup", "prog")
+    assert result.returncode == 0 and "SIGHUP sent to 1 process of prog" in result.stdout
+    program = int(result.stdout.rsplit("(", 1)[1].rstrip(")\n"))
+    assert program != worker
+    wait_until(lambda: (cli.tmp / f"prog-got-HUP-{program}").exists(), timeout=10,
+               message="the program's HUP trap")
+    assert _pids(cli, "prog") == [worker]
+
+
+def test_bad_signal_and_unknown_name_are_one_line(cli):
+    bad = _ctl(cli, "signal", "NOPE", "py")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "unknown signal 'NOPE'" in bad.stderr
+    unknown = _ctl(cli, "stop", "nosuch")
+    assert unknown.returncode == 2
+    assert "unknown service 'nosuch'" in unknown.stderr and "pair" in unknown.stderr
+
+
+def test_stop_and_start_a_group_then_all(cli):
+    assert _ctl(cli, "stop", "pair").stdout.strip() == "a, b stopping"
+    wait_until(lambda: not _pids(cli, "a") and not _pids(cli, "b"), timeout=20,
+               message="the group's services stopped")
+    assert len(_pids(cli, "py")) == 2  # not in the group: still running
+    assert _ctl(cli, "start", "pair").stdout.strip() == "a, b starting"
+    wait_until(lambda: _pids(cli, "a") and _pids(cli, "b"), timeout=20)
+    assert _ctl(cli, "stop", "all").stdout.strip() == "py, prog, a, b stopping"
+    wait_until(lambda: not any(_pids(cli, s) for s in ("py", "prog", "a", "b")), timeout=20)
+
+
+def test_restart_wait_returns_once_every_worker_is_new_and_ready(cli):
+    before = _pids(cli, "py")
+    result = _ctl(cli, "restart", "--wait", "py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["rolling restart of py started",
+                                          "py: every worker replaced and ready"]
+    after = cli.service("py")["workers"]  # no waiting: --wait already did
+    assert all(w["ready"] and w["generation"] >= 2 for w in after), after
+    assert not set(before) & {pid for w in after for pid in w["pids"]}
+
+
+def test_restart_of_a_group(cli):
+    a, b = _pids(cli, "a"), _pids(cli, "b")
+    result = _ctl(cli, "restart", "--wait", "pair")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "rolling restart of a, b started"
+    assert _pids(cli, "a") != a and _pids(cli, "b") != b
