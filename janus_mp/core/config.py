@@ -154,6 +154,8 @@ class SpawnOptions:
     stop_timeout: float | None = None
     #: Services start in ascending order and stop in descending order.
     start_order: int = 0
+    #: False: defined, but started only by `janus-mp start NAME` (supervisord's autostart).
+    autostart: bool = True
     #: Recycling (replace a worker gracefully: the new one is ready before the old one drains).
     #: After this many requests (plus a random 0..max_requests_jitter), for request-serving
     #: adapters; the worker counts and asks (``ctx.max_requests``, ``ctx.recycle()``).
@@ -211,6 +213,7 @@ class SpawnOptions:
         self.exit_policy()  # validates overlaps between the code sets
         _flag("critical", self.critical)
         _flag("wait_for_ready", self.wait_for_ready)
+        _flag("autostart", self.autostart)
         _number("watchdog_timeout", self.watchdog_timeout, strict=True, optional=True)
         _number("start_timeout", self.start_timeout, strict=True, optional=True)
         _number("stop_timeout", self.stop_timeout, optional=True)

@@ -132,3 +132,27 @@ def test_restart_of_a_group(cli):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "rolling restart of a, b started"
     assert _pids(cli, "a") != a and _pids(cli, "b") != b
+
+
+def test_autostart_false_waits_for_start(tmp_path):
+    (tmp_path / "opsapp.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "lazy.toml").write_text(
+        '[supervisor]\nshutdown_timeout = 2\nkill_timeout = 1\n'
+        '[services.web]\ntarget = "opsapp:idle"\n'
+        '[services.lazy]\ntarget = "opsapp:idle"\nworkers = 2\nautostart = false\n')
+    cli = QuickCli(tmp_path)
+    try:
+        cli.start("-c", "lazy.toml")
+        wait_until(lambda: _pids(cli, "web"), timeout=20, message="web started")
+        names = [s["name"] for s in janus_status(cli)["services"]]
+        assert names == ["web"]  # lazy is defined, not started
+        assert _ctl(cli, "start", "lazy").stdout.strip() == "lazy starting"
+        wait_until(lambda: len(_pids(cli, "lazy")) == 2, timeout=20, message="lazy started")
+    finally:
+        cli.close()
+
+
+def janus_status(cli: QuickCli) -> dict:
+    from janus_mp.app import control
+
+    return control.call(cli.socket, "status", timeout=10)

@@ -95,8 +95,10 @@ def test_supervisord_reference_config_every_option(tmp_path, monkeypatch):
                                   "log_max_bytes": "5MB", "log_backups": 3}
     assert data["groups"]["backend"]["members"] == ["queue-worker", "mailer"]
     assert data["services"]["mailer"]["restart"] == "on_failure"
+    assert data["services"]["mailer"]["autostart"] is False
+    assert "autostart" not in queue  # true: the default
     comments = _comments(text)
-    for option in ("autostart = false", "numprocs_start", "killasgroup", "stderr_syslog",
+    for option in ("supervisord's autostart", "numprocs_start", "killasgroup", "stderr_syslog",
                    "[eventlistener:crashmail]", "[include]", "group priority",
                    "logfile_maxbytes", "minprocs", "[inet_http_server]"):
         assert option in comments, option

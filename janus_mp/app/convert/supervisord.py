@@ -118,8 +118,11 @@ def _program(table: Table, program: str, values: Mapping[str, str], supervisor: 
             table.set(row.key or key, value)
         elif key == "environment":
             table.set("env", _environment(value, program))
-        elif key == "autostart" and value.lower() in _TRUE:
-            continue  # what janus-mp does anyway
+        elif key == "autostart":
+            if value.lower() not in (*_TRUE, *_FALSE):
+                raise ConfigError(f"program:{program}.autostart", "must be true or false")
+            if value.lower() in _FALSE:
+                table.set("autostart", False, _says(row.name, row.note))
         elif row.key is not None and row.key.startswith("supervisor.log_"):
             _log_setting(supervisor, row.key.removeprefix("supervisor."), key, value)
             table.note(f"supervisord's {key} = {value}: {row.note}")
