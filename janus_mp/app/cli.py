@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.app.cli_client import call as _call
 from janus_mp.app.cli_client import client_options as _client_options
-from janus_mp.app.cli_run_flags import process_overrides, run_flags
+from janus_mp.app.cli_run_flags import file_logging, process_overrides, run_flags
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
 from janus_mp.app.logs import SupervisorLog
@@ -319,6 +319,12 @@ def run(target: str | None, config_path: str | None, watch: bool, log_level: str
         name=None if source is ParameterSource.DEFAULT else name, socket_path=socket_path,
         upgrade_argv=(sys.executable, "-m", "janus_mp", *sys.argv[1:]),
         watch_root=os.getcwd() if watch else None)
+    flag_level = None if click.get_current_context().get_parameter_source(
+        "log_level") is ParameterSource.DEFAULT else log_level
+    try:
+        log_level, log_file, pid_file = file_logging(config_path, flag_level, log_file, pid_file)
+    except JanusError as exc:
+        _fail(str(exc))
     log = _supervisor_log(log_level, log_file, log_format or "text")
     _supervise(lambda: deployment(run_flags, log), pid_file, log)
 

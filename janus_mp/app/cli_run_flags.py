@@ -57,6 +57,20 @@ def process_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     return overrides
 
 
+def file_logging(config_path: str | None, log_level: str | None, log_file: str | None,
+                 pid_file: str | None) -> tuple[str, str | None, str | None]:
+    """The supervisor's log level, log file and pid file: the flags given (``log_level`` None
+    when not), else the config file's [supervisor] keys, else the defaults. The log starts
+    before the services are built, so these are read from the file first, on their own."""
+    if config_path is not None and (log_level is None or log_file is None or pid_file is None):
+        from janus_mp.app.config_file import load_config
+
+        supervisor = load_config(config_path).supervisor
+        return (log_level or supervisor.log_level, log_file or supervisor.log_file,
+                pid_file or supervisor.pid_file)
+    return log_level or "info", log_file, pid_file
+
+
 def _number_if_digits(key: str, value: str) -> Any:
     """A uid or gid given as digits is a number (a name could not be all digits)."""
     return int(value) if key in ("user", "group") and value.isdigit() else value

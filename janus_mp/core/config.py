@@ -22,6 +22,7 @@ from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 MEMORY_MEASURES = ("uss", "pss", "rss")
 
 
@@ -88,6 +89,12 @@ class SupervisorConfig:
     log_backups: int = 5
     #: "text", or "json": one object a line (time, service, worker, pid, stream, message).
     log_format: str = "text"
+    #: The supervisor's own log: a file instead of stderr (SIGUSR1 reopens it), its level, and a
+    #: file holding its pid while it runs — `run --log-file/--log-level/--pid-file` in the
+    #: file; the flags win. Read when `run` starts (a reload does not move them).
+    log_file: str | None = None
+    log_level: str = "info"
+    pid_file: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -116,6 +123,12 @@ class SupervisorConfig:
         _integer("log_backups", self.log_backups)
         if self.log_format not in LOG_FORMATS:
             raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        for key in ("log_file", "pid_file"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) and value):
+                raise ConfigError(key, "must be a file path")
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:

@@ -61,9 +61,9 @@ GUNICORN_NAMES = _rows(
     ("user", "user", ""),
     ("group", "group", ""),
     ("umask", "umask", ""),
-    ("pidfile", None, "`janus-mp run --pid-file FILE`"),
-    ("errorlog", None, "`janus-mp run --log-file FILE`"),
-    ("loglevel", None, "`janus-mp run --log-level LEVEL`"),
+    ("pidfile", "supervisor.pid_file", ""),
+    ("errorlog", "supervisor.log_file", "'-' (stderr) is janus-mp's default"),
+    ("loglevel", "supervisor.log_level", "debug, info, warning or error (critical: error)"),
     ("accesslog", "access_log", ""),
     ("access_log_format", "access_log_format",
      "gunicorn's atoms, less request and response headers (%({name}i)s, %({name}o)s) and the "
@@ -132,11 +132,12 @@ SUPERVISORD_NAMES = _rows(
     ("umask", "umask", ""),
     ("serverurl", None, "workers need no supervisor URL"),
     # [supervisord] section
-    ("logfile", None, "`janus-mp run --log-file FILE`"),
+    ("logfile", "supervisor.log_file", ""),
     ("logfile_maxbytes", None, "rotate the supervisor's own log with logrotate and SIGUSR1"),
     ("logfile_backups", None, "rotate the supervisor's own log with logrotate and SIGUSR1"),
-    ("loglevel", None, "`janus-mp run --log-level LEVEL`"),
-    ("pidfile", None, "`janus-mp run --pid-file FILE`"),
+    ("loglevel", "supervisor.log_level",
+     "debug, info, warning or error (trace and blather: debug; warn: warning; critical: error)"),
+    ("pidfile", "supervisor.pid_file", ""),
     ("silent", None, "janus-mp logs to stderr or to `run --log-file FILE`"),
     ("nodaemon", None, "janus-mp always stays in the foreground"),
     ("minfds", "rlimits", "per service: rlimits = { nofile = N }"),
@@ -146,6 +147,11 @@ SUPERVISORD_NAMES = _rows(
     ("nocleanup", None, "janus-mp keeps no AUTO child logs to clean"),
     ("strip_ansi", None, "output is kept as the program wrote it"),
 )
+
+
+#: Log levels of gunicorn and supervisord, as janus-mp's.
+LOG_LEVELS = {"trace": "debug", "blather": "debug", "debug": "debug", "info": "info",
+              "warn": "warning", "warning": "warning", "error": "error", "critical": "error"}
 
 
 def foreign_names(name: str) -> tuple[ForeignName, ...]:

@@ -156,3 +156,27 @@ def janus_status(cli: QuickCli) -> dict:
     from janus_mp.app import control
 
     return control.call(cli.socket, "status", timeout=10)
+
+
+def test_log_file_log_level_and_pid_file_from_the_config_file(tmp_path):
+    (tmp_path / "opsapp.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "logs.toml").write_text(
+        '[supervisor]\nshutdown_timeout = 2\nkill_timeout = 1\n'
+        'log_file = "sup.log"\nlog_level = "warning"\npid_file = "sup.pid"\n'
+        '[services.web]\ntarget = "opsapp:idle"\n')
+    cli = QuickCli(tmp_path)
+    try:
+        cli.start("-c", "logs.toml")
+        wait_until(lambda: (tmp_path / "sup.pid").exists(), timeout=20, message="the pid file")
+        assert int((tmp_path / "sup.pid").read_text()) == cli.proc.pid
+        wait_until(lambda: (tmp_path / "sup.log").exists(), timeout=20, message="the log file")
+        cli.close()
+        text = (tmp_path / "sup.log").read_text()  # it exists: the log went to the file
+        assert " INFO " not in text and "supervisor started" not in text, text
+        assert not (tmp_path / "sup.pid").exists()  # removed on exit
+        cli.start("-c", "logs.toml", "--log-level", "info", "--log-file", "flag.log")
+        wait_until(lambda: "supervisor started" in (tmp_path / "flag.log").read_text()
+                   if (tmp_path / "flag.log").exists() else False, timeout=20,
+                   message="the flags win over the file")
+    finally:
+        cli.close()

@@ -45,9 +45,11 @@ def test_supervisords_own_sample_converts_and_checks(tmp_path):
     sample = _supervisord_sample()
     (tmp_path / "supervisord.conf").write_text(sample)
     text = convert_file(tmp_path / "supervisord.conf")
-    _checked(tmp_path, text)
+    data = _checked(tmp_path, text)
+    assert data["supervisor"] == {"log_file": "/tmp/supervisord.log", "log_level": "info",
+                                  "pid_file": "/tmp/supervisord.pid"}
     comments = _comments(text)
-    for option in ("logfile", "pidfile", "minfds", "nodaemon", "[unix_http_server]",
+    for option in ("logfile_maxbytes", "minfds", "nodaemon", "[unix_http_server]",
                    "[supervisorctl]", "[rpcinterface:supervisor]"):
         assert f"{option}" in comments, option
 
@@ -92,7 +94,9 @@ def test_supervisord_reference_config_every_option(tmp_path, monkeypatch):
     assert queue["env"] == {"QUEUE_NAME": "orders, priority", "HOME_COPY": "/home/someone",
                             "DEBUG": "0"}
     assert data["supervisor"] == {"name": "shop", "log_dir": f"{SAMPLES}/logs",
-                                  "log_max_bytes": "5MB", "log_backups": 3}
+                                  "log_max_bytes": "5MB", "log_backups": 3,
+                                  "log_file": "/var/log/supervisord.log",
+                                  "log_level": "warning", "pid_file": "/run/supervisord.pid"}
     assert data["groups"]["backend"]["members"] == ["queue-worker", "mailer"]
     assert data["services"]["mailer"]["restart"] == "on_failure"
     assert data["services"]["mailer"]["autostart"] is False
@@ -114,9 +118,9 @@ def test_gunicorn_conf_py_is_executed_like_gunicorn_does(tmp_path, monkeypatch):
     assert web["watchdog_timeout"] == 45 and web["stop_timeout"] == 20
     assert web["env"] == {"GREETING": "hello from gunicorn.conf.py"}
     assert web["access_log_format"] == '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
-    assert data["supervisor"]["name"] == "shop-web"
+    assert data["supervisor"] == {"name": "shop-web", "log_level": "warning"}
     comments = _comments(text)
-    for setting in ("keepalive", "preload_app", "loglevel", "post_fork", "when_ready",
+    for setting in ("keepalive", "preload_app", "post_fork", "when_ready",
                     "timeout", "graceful_timeout"):
         assert f"gunicorn's {setting}" in comments, setting
     assert "_private_helper" not in text and "multiprocessing" not in text

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from janus_mp.adapters.http_access_log import check_format
 from janus_mp.app.convert.toml_doc import Document, header
 from janus_mp.core.config import valid_service_name
-from janus_mp.core.foreign_names import GUNICORN_NAMES
+from janus_mp.core.foreign_names import GUNICORN_NAMES, LOG_LEVELS
 from janus_mp.errors import ConfigError
 
 SERVICE = "web"
@@ -215,6 +215,19 @@ def _access_log_format(value: Any, table: Any, supervisor: Any) -> None:
                    "janus-mp logs the common layout")
 
 
+def _loglevel(value: Any, table: Any, supervisor: Any) -> None:
+    level = LOG_LEVELS.get(str(value).lower())
+    if level is None:
+        table.note(f"gunicorn's loglevel = {value!r}: not converted (not a log level)")
+    else:
+        supervisor.set("log_level", level)
+
+
+def _errorlog(value: Any, table: Any, supervisor: Any) -> None:
+    if value != "-":  # stderr: janus-mp's default
+        supervisor.set("log_file", value)
+
+
 def _proc_name(value: Any, table: Any, supervisor: Any) -> None:
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(value))[:64]
     if valid_service_name(name):
@@ -224,4 +237,5 @@ def _proc_name(value: Any, table: Any, supervisor: Any) -> None:
 _SPECIAL: dict[str, Callable[[Any, Any, Any], None]] = {
     "bind": _bind, "raw_env": _env, "timeout": _timeout, "worker_class": _worker_class,
     "proc_name": _proc_name, "access_log_format": _access_log_format,
+    "loglevel": _loglevel, "errorlog": _errorlog,
 }

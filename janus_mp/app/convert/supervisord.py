@@ -18,7 +18,7 @@ from typing import Any
 
 from janus_mp.app.convert.toml_doc import Document, Table, header
 from janus_mp.core.config import valid_service_name
-from janus_mp.core.foreign_names import SUPERVISORD_NAMES
+from janus_mp.core.foreign_names import LOG_LEVELS, SUPERVISORD_NAMES
 from janus_mp.errors import ConfigError
 
 _TRUE = ("true", "yes", "on", "1")
@@ -153,6 +153,10 @@ def _supervisord(table: Table, values: Mapping[str, str]) -> None:
         elif key == "childlogdir":
             table.values.pop("log_dir", None)  # the directory meant for every program's log
             table.set("log_dir", value)
+        elif key in ("logfile", "pidfile"):
+            table.set(f"{key[:3]}_file", value)
+        elif key == "loglevel" and value.lower() in LOG_LEVELS:
+            table.set("log_level", LOG_LEVELS[value.lower()])
         elif row is None:
             table.note(f"supervisord's [supervisord] {key} = {value}: not converted")
         else:
