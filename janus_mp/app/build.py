@@ -154,6 +154,8 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     if log is not None:
         log.set_format(sup.config.log_format)
     outputs = service_logs(sup.config)
+    if log is not None:
+        log.tail_into(outputs)
     socket_path = control_socket_path(flags.socket_path, sup.config.name)
     if handover is not None:
         handover.close_unused(sup, metrics=sup.config.metrics_port is not None,

@@ -510,11 +510,15 @@ def events(as_json: bool, follow: bool, buffer: int, socket_path: str | None, na
 @click.option("-f", "--follow", is_flag=True,
               help="Then print every new line as it comes, across log rotations, until the "
                    "supervisor stops (Ctrl-C to quit).")
+@click.option("--supervisor", "own", is_flag=True,
+              help="The supervisor's own log instead (supervisorctl's maintail).")
 @_client_options
-def logs(service: str | None, lines: int, follow: bool, socket_path: str | None, name: str,
-         timeout: float) -> None:
-    """Show the captured output of SERVICE (or of all services)."""
-    args: dict[str, Any] = {"lines": lines, "follow": follow}
+def logs(service: str | None, lines: int, follow: bool, own: bool, socket_path: str | None,
+         name: str, timeout: float) -> None:
+    """Show the captured output of SERVICE (or of all services), or with --supervisor the
+    supervisor's own log."""
+    args: dict[str, Any] = {"lines": lines, "follow": follow, **({"supervisor": True} if own
+                                                                 else {})}
     if service is not None:
         args["service"] = service
     if not follow:

@@ -19,7 +19,7 @@ import psutil
 from janus_mp.app import worker_signals
 from janus_mp.app.control import STREAM_IDLE_CHECK, ControlServer, Streaming, StreamReply
 from janus_mp.app.log_writer import LogDropsCollector, LogWriter
-from janus_mp.app.service_logs import ServiceLogs, send_lines
+from janus_mp.app.service_logs import SUPERVISOR, ServiceLogs, send_lines
 from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.app.upgrade import Handover, Upgrader
 from janus_mp.app.watch import FileWatcher
@@ -201,8 +201,12 @@ class Deployment:
             raise JanusError("logs: this supervisor keeps no output (started from the Python "
                              "API?)")
         service = request.get("service")
-        if service is not None and (not isinstance(service, str)
-                                    or service not in self.sup.service_names):
+        if request.get("supervisor"):  # the supervisor's own lines, supervisorctl's maintail
+            if service is not None:
+                raise ValueError("logs: give a service or supervisor, not both")
+            service = SUPERVISOR
+        elif service is not None and (not isinstance(service, str)
+                                      or service not in self.sup.service_names):
             raise UnknownServiceError(str(service), self.sup.service_names)
         count = request.get("lines", 20)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:

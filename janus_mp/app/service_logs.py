@@ -43,6 +43,10 @@ _BATCH = 64 * 1024
 
 output_log = logging.getLogger("janus_mp.output")
 
+#: Where the supervisor's own log lines are kept (`logs --supervisor`): no service can have
+#: this name (service names are letters, digits, '-', '_' and '.').
+SUPERVISOR = ":supervisor"
+
 
 def format_time(when: float) -> str:
     """The supervisor log's own timestamp layout (logging's asctime)."""
@@ -139,6 +143,18 @@ class ServiceLogs:
         block = (head + (b"\n" + head).join(lines)).decode("utf-8", "replace")
         self._remember(source.service, lines, head.decode())
         self._write_batches(source.service, _cut(block, self._batch))
+
+    def supervisor_lines(self, lines: list[str]) -> None:
+        """The supervisor's own log lines (any thread that logs): kept apart from the services'
+        (not in the all-services view), for `logs --supervisor` — supervisorctl's maintail."""
+        with self._lock:
+            followers = [f for f in self._followers if f.service == SUPERVISOR]
+            recent = self._recent.get(SUPERVISOR)
+            if recent is None:
+                recent = self._recent[SUPERVISOR] = deque(maxlen=RECENT)
+            recent.extend(lines)
+        for follower in followers:
+            follower.push(lines)
 
     def dropped(self, service: str, lines: int, when: float) -> None:
         notice = f"[janus-mp] {lines} lines of output dropped: written faster than logged"
@@ -243,6 +259,25 @@ class ServiceLogs:
             self._reopen_files()
         for batch in batches:
             handler.handle(logging.makeLogRecord({"msg": batch, "levelno": logging.INFO}))
+
+
+class SupervisorTail(logging.Handler):
+    """Hands each line janus-mp's loggers write to :meth:`ServiceLogs.supervisor_lines`, as the
+    supervisor's log shows it (the same formatter). Cheap and non-blocking: it runs in the
+    thread that logs, the supervision loop's included."""
+
+    def __init__(self, logs: ServiceLogs, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self._logs = logs
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._logs.supervisor_lines(text.splitlines() or [""])
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterable[str]:

@@ -180,3 +180,47 @@ def test_log_file_log_level_and_pid_file_from_the_config_file(tmp_path):
                    message="the flags win over the file")
     finally:
         cli.close()
+
+
+def test_logs_supervisor_shows_and_follows_the_supervisors_own_log(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support import stop_process
+
+    (tmp_path / "opsapp.py").write_text(textwrap.dedent(APP) + textwrap.dedent('''
+        def chatty(ctx):
+            print("hello-from-the-worker", flush=True)
+            ctx.ready()
+            ctx.shutdown.wait()
+    '''))
+    (tmp_path / "own.toml").write_text(
+        f'[supervisor]\nshutdown_timeout = 2\nkill_timeout = 1\nlog_dir = "{tmp_path}/logs"\n'
+        '[services.web]\ntarget = "opsapp:chatty"\n')
+    cli = QuickCli(tmp_path)
+    follower = None
+    try:
+        cli.start("-c", "own.toml")
+        wait_until(lambda: "hello-from-the-worker" in "".join(
+            _ctl(cli, "logs", "web").stdout), timeout=20, message="the worker's line")
+        own = _ctl(cli, "logs", "--supervisor", "-n", "100").stdout
+        assert "supervisor started" in own and "hello-from-the-worker" not in own, own
+        with open(tmp_path / "follow.out", "w") as out:
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "janus_mp", "logs", "--supervisor", "-f", "-n", "1",
+                 "--socket", cli.socket], cwd=tmp_path, env=cli.env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        # the last line comes with the subscription: once it is printed, no line is missed
+        wait_until(lambda: (tmp_path / "follow.out").read_text(), timeout=20,
+                   message="the follower subscribed")
+        assert "exited: stopped" not in (tmp_path / "follow.out").read_text()
+        assert _ctl(cli, "stop", "web").returncode == 0
+        wait_until(lambda: "exited: stopped" in (tmp_path / "follow.out").read_text(),
+                   timeout=20, message="the stop's log line followed")
+        both = _ctl(cli, "logs", "web", "--supervisor")
+        assert both.returncode == 2 and "service or supervisor, not both" in both.stderr
+    finally:
+        if follower is not None:
+            stop_process(follower)
+        cli.close()
+
