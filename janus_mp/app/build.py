@@ -182,7 +182,8 @@ def service_logs(config: SupervisorConfig) -> ServiceLogs:
     ``log_backups`` and ``log_format``."""
     assert isinstance(config.log_max_bytes, int)
     logs = ServiceLogs(config.log_dir, max_bytes=config.log_max_bytes,
-                       backups=config.log_backups, log_format=config.log_format)
+                       backups=config.log_backups, log_format=config.log_format,
+                       separate_stderr=config.log_stderr == "separate")
     logs.open()  # creates log_dir: a bad one refuses to start, in one line
     return logs
 

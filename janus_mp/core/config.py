@@ -23,6 +23,7 @@ from janus_mp.errors import ConfigError
 START_METHODS = ("fork", "forkserver", "spawn")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_STDERR = ("merged", "separate")
 MEMORY_MEASURES = ("uss", "pss", "rss")
 
 
@@ -87,6 +88,9 @@ class SupervisorConfig:
     log_dir: str | None = None
     log_max_bytes: int | str = 10 * 1024 * 1024
     log_backups: int = 5
+    #: "merged": stdout and stderr in NAME.log (each line tagged); "separate": stderr in
+    #: NAME.stderr.log beside it (supervisord's stderr_logfile). Needs log_dir.
+    log_stderr: str = "merged"
     #: "text", or "json": one object a line (time, service, worker, pid, stream, message).
     log_format: str = "text"
     #: The supervisor's own log: a file instead of stderr (SIGUSR1 reopens it), its level, and a
@@ -123,6 +127,10 @@ class SupervisorConfig:
         _integer("log_backups", self.log_backups)
         if self.log_format not in LOG_FORMATS:
             raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
+        if self.log_stderr not in LOG_STDERR:
+            raise ConfigError("log_stderr", f"must be one of {', '.join(LOG_STDERR)}")
+        if self.log_stderr == "separate" and self.log_dir is None:
+            raise ConfigError("log_stderr", "\"separate\" needs log_dir (files to separate)")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         for key in ("log_file", "pid_file"):

@@ -86,7 +86,8 @@ GUNICORN_NAMES = _rows(
 )
 
 _LOG_NOTE = ("each service's stdout and stderr go to one NAME.log under [supervisor] log_dir "
-             "(log_max_bytes, log_backups), every line tagged with its stream")
+             "(log_max_bytes, log_backups), every line tagged with its stream; "
+             "log_stderr = \"separate\" puts stderr in NAME.stderr.log")
 
 SUPERVISORD_NAMES = _rows(
     SUPERVISORD,

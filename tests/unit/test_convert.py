@@ -79,6 +79,16 @@ def test_supervisords_sample_program_section_uncommented(tmp_path):
                    "stopasgroup", "process_name", "serverurl"):
         assert f"supervisord's {option}" in comments, option
     assert "not exit_codes" in comments
+    assert data["supervisor"]["log_dir"] == "/a"  # the directory of the sample's /a/path
+    assert "log_stderr" not in data["supervisor"]  # redirect_stderr=true: one file
+
+
+def test_a_separate_stderr_logfile_becomes_log_stderr_separate(tmp_path):
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text("[program:app]\ncommand=/bin/cat\nstdout_logfile=/var/log/app/out.log\n"
+                    "stderr_logfile=/var/log/app/err.log\n")
+    data = _checked(tmp_path, convert_file(conf))
+    assert data["supervisor"] == {"log_dir": "/var/log/app", "log_stderr": "separate"}
 
 
 def test_supervisord_reference_config_every_option(tmp_path, monkeypatch):

@@ -126,6 +126,9 @@ def _program(table: Table, program: str, values: Mapping[str, str], supervisor: 
         elif row.key is not None and row.key.startswith("supervisor.log_"):
             _log_setting(supervisor, row.key.removeprefix("supervisor."), key, value)
             table.note(f"supervisord's {key} = {value}: {row.note}")
+            if key == "stderr_logfile" and value.upper() not in ("AUTO", "NONE", "SYSLOG") \
+                    and values.get("redirect_stderr", "false").lower() not in _TRUE:
+                supervisor.values.setdefault("log_stderr", "separate")  # its own file
         else:
             table.note(f"supervisord's {key} = {value}: " + (
                 row.note if row.key is None else f"see {row.key} ({row.note})"))
