@@ -83,6 +83,16 @@ def test_supervisords_sample_program_section_uncommented(tmp_path):
     assert "log_stderr" not in data["supervisor"]  # redirect_stderr=true: one file
 
 
+def test_supervisord_environment_is_every_programs(tmp_path):
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text('[program:a]\ncommand=/bin/cat\nenvironment=OWN="a",SHARED="mine"\n'
+                    '[program:b]\ncommand=/bin/cat\n'
+                    '[supervisord]\nenvironment=SHARED="all",TZ=UTC\n')
+    data = _checked(tmp_path, convert_file(conf))
+    assert data["services"]["a"]["env"] == {"SHARED": "mine", "TZ": "UTC", "OWN": "a"}
+    assert data["services"]["b"]["env"] == {"SHARED": "all", "TZ": "UTC"}
+
+
 def test_a_separate_stderr_logfile_becomes_log_stderr_separate(tmp_path):
     conf = tmp_path / "supervisord.conf"
     conf.write_text("[program:app]\ncommand=/bin/cat\nstdout_logfile=/var/log/app/out.log\n"

@@ -54,6 +54,11 @@ def convert(parser: configparser.RawConfigParser, here: str, source: str) -> Doc
                     "differently."])
     supervisor = doc.table("supervisor")
     programs = {}
+    # [supervisord] environment is every program's, under the program's own
+    shared_env = (_environment(_expand(parser.get("supervisord", "environment"), here,
+                                       "supervisord", "environment", "supervisord"),
+                               "supervisord")
+                  if parser.has_option("supervisord", "environment") else {})
     for section in parser.sections():
         kind, _, name = section.partition(":")
         values = {key: _expand(value, here, name, key, section)
@@ -61,7 +66,10 @@ def convert(parser: configparser.RawConfigParser, here: str, source: str) -> Doc
         if kind == "program" and name:
             service = _service_name(name)
             programs[name] = service
-            _program(doc.table(header("services", service)), name, values, supervisor)
+            table = doc.table(header("services", service))
+            _program(table, name, values, supervisor)
+            if shared_env:
+                table.set("env", {**shared_env, **table.values.get("env", {})})
         elif kind == "supervisord":
             _supervisord(supervisor, values)
         elif kind == "group" and name:
@@ -153,6 +161,8 @@ def _supervisord(table: Table, values: Mapping[str, str]) -> None:
         if key == "identifier":
             name = _service_name(value)
             table.set("name", name)
+        elif key == "environment":
+            continue  # added to every program's env
         elif key == "childlogdir":
             table.values.pop("log_dir", None)  # the directory meant for every program's log
             table.set("log_dir", value)
