@@ -10,7 +10,7 @@ from janus_mp.errors import JanusError
 
 
 @click.command()
-@click.argument("config_path", metavar="FILE", required=False,
+@click.argument("config_path", metavar="[FILE]", required=False,
                 type=click.Path(dir_okay=False))
 @click.option("--gunicorn", "command_line", default=None, metavar="'gunicorn ARGS'",
               help="Convert this gunicorn command line instead of a file.")

@@ -43,8 +43,9 @@ def read(path: str | Path) -> Document:
     except OSError as exc:
         raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from None
     except (configparser.Error, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"{path} is not a supervisord config file: "
-                              f"{' '.join(str(exc).split())}") from None
+        raise ConfigError("", f"{path} is not a supervisord config file "
+                              f"({' '.join(str(exc).split())}); a gunicorn config file's "
+                              "name ends in .py") from None
     return convert(parser, str(Path(path).resolve().parent), str(path))
 
 
