@@ -99,3 +99,4 @@ def test_converted_gunicorn_command_line_serves(cli):
 def test_convert_prints_to_stdout_in_process():
     result = janus_here("convert", "--gunicorn", "gunicorn app:app")
     assert result.returncode == 0 and '[services.web]\nwsgi = "app:app"\n' in result.stdout
+    assert "\nwatchdog_timeout = 30\n" in result.stdout  # gunicorn's default timeout

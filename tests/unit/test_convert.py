@@ -148,15 +148,15 @@ def test_gunicorn_conf_py_is_executed_like_gunicorn_does(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("command", "expect"), [
     ("gunicorn -w 4 -b :8000 app:app",
-     {"wsgi": "app:app", "workers": 4, "bind": ["0.0.0.0:8000"]}),
+     {"wsgi": "app:app", "workers": 4, "bind": ["0.0.0.0:8000"], "watchdog_timeout": 30}),
     ("python -m gunicorn --workers=2 --bind 127.0.0.1:9000 --bind unix:/tmp/g.sock "
      "-t 20 --graceful-timeout 7 -e A=1 -e 'B=two words' --threads 4 pkg.wsgi",
      {"wsgi": "pkg.wsgi:application", "workers": 2, "threads": 4,
       "bind": ["127.0.0.1:9000", "unix:/tmp/g.sock"], "watchdog_timeout": 20,
       "stop_timeout": 7, "env": {"A": "1", "B": "two words"}}),
     ("gunicorn -k uvicorn.workers.UvicornWorker -w 2 --max-requests 100 api:app",
-     {"asgi": "api:app", "workers": 2, "max_requests": 100}),
-    ("gunicorn -t 0 -m 0o27 app:app", {"wsgi": "app:app", "umask": 0o27}),
+     {"asgi": "api:app", "workers": 2, "max_requests": 100, "watchdog_timeout": 30}),
+    ("gunicorn -t 0 -m 0o27 app:app", {"wsgi": "app:app", "umask": 0o27}),  # 0: none
 ])
 def test_gunicorn_command_lines(tmp_path, command, expect):
     text = convert_gunicorn_command(command)

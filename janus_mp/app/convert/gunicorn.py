@@ -26,6 +26,8 @@ from janus_mp.core.foreign_names import GUNICORN_NAMES, LOG_LEVELS
 from janus_mp.errors import ConfigError
 
 SERVICE = "web"
+#: gunicorn kills a worker silent this long when its timeout is not set.
+GUNICORN_DEFAULT_TIMEOUT = 30
 
 
 def read_conf_py(path: str | Path) -> dict[str, Any]:
@@ -153,6 +155,10 @@ def to_document(settings: Mapping[str, Any], source: str,
             target = supervisor if row.key.startswith("supervisor.") else table
             target.set(row.key.removeprefix("supervisor."), value,
                        f"gunicorn's {name}: {row.note}" if row.note else "")
+    if "timeout" not in settings:  # gunicorn always has one; janus-mp has none unless asked
+        table.set("watchdog_timeout", GUNICORN_DEFAULT_TIMEOUT,
+                  f"gunicorn's default timeout ({GUNICORN_DEFAULT_TIMEOUT} s): "
+                  f"{GUNICORN_NAMES['timeout'].note}")
     for argument in unknown_arguments or ():
         table.note(f"gunicorn argument {argument!r}: not converted (an option janus-mp does "
                    "not know)")
