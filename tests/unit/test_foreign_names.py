@@ -34,7 +34,7 @@ def _error(table: dict[str, object]) -> str:
     ("directory", "/tmp", "supervisord's directory is janus-mp's cwd"),
     ("environment", "A=1", "supervisord's environment is janus-mp's env"),
     ("stdout_logfile", "x.log", "is janus-mp's [supervisor] log_dir"),
-    ("keepalive", 2, "gunicorn's keepalive has no janus-mp key"),
+    ("preload_app", True, "gunicorn's preload_app has no janus-mp key"),
 ])
 def test_foreign_name_points_at_the_janus_concept(key: str, value: object, says: str) -> None:
     message = _error({key: value})
