@@ -28,6 +28,9 @@ FORMATS = {".svg": "svg", ".json": "speedscope", ".txt": "collapsed", ".collapse
 @click.option("--gil", "gil_only", is_flag=True,
               help="Only samples of threads holding the GIL: the CPU spent running Python, "
                    "without threads blocked in a system call (py-spy counts some as busy).")
+@click.option("--full-stacks", is_flag=True,
+              help="Keep the frames above the worker's entry (the supervisor's own path to the "
+                   "fork, the same in every sample).")
 @click.option("--socket", "socket_path", default=None, metavar="PATH",
               help="Control socket of the supervisor [default: from --name].")
 @click.option("--name", default="janus-mp", show_default=True,
@@ -35,7 +38,8 @@ FORMATS = {".svg": "svg", ".json": "speedscope", ".txt": "collapsed", ".collapse
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True, help="Seconds to wait for the supervisor to answer.")
 def profile(service: str, duration: int, rate: int, output: str | None, nonblocking: bool,
-            gil_only: bool, socket_path: str | None, name: str, timeout: float) -> None:
+            gil_only: bool, full_stacks: bool, socket_path: str | None, name: str,
+            timeout: float) -> None:
     """Sample every worker of SERVICE with py-spy for DURATION seconds and write one merged
     flame graph (needs janus-mp[profile])."""
     from janus_mp.app.control import call, default_socket_path
@@ -60,7 +64,8 @@ def profile(service: str, duration: int, rate: int, output: str | None, nonblock
         click.echo(f"janus-mp profile: worker pid {pid} not sampled: {reason}", err=True)
     if not sampled.stacks:
         _fail(f"no worker of {service} could be sampled")
-    per_worker = {f"pid {pid}": stacks for pid, stacks in sampled.stacks.items()}
+    per_worker = {f"pid {pid}": stacks if full_stacks else flame_graph.from_worker_entry(stacks)
+                  for pid, stacks in sampled.stacks.items()}
     merged = flame_graph.merge(per_worker.values())
     title = f"{service}: {len(sampled.stacks)} worker(s), {duration} s at {rate} Hz"
     text = (flame_graph.svg(merged, title) if kind == "svg"

@@ -58,3 +58,17 @@ def test_speedscope_has_all_workers_then_each():
     assert sum(w for s, w in zip(merged["samples"], merged["weights"], strict=True)
                if s[-1] == burn) == 120
     assert merged["endValue"] == 160
+
+
+def test_stacks_start_at_the_workers_entry():
+    forked = flame_graph.parse_collapsed(
+        "<module> (janus-mp:1);run (janus_mp/app/cli.py:272);"
+        "worker_main (janus_mp/runtime/worker.py:94);work (app.py:3) 7\n"
+        "<module> (janus-mp:1);run (janus_mp/app/cli.py:272);"
+        "worker_main (janus_mp/runtime/worker.py:94);idle (app.py:9) 3\n"
+        "Thread._bootstrap (threading.py:1002);_bridge (janus_mp/runtime/worker.py:281) 2\n")
+    trimmed = flame_graph.from_worker_entry(forked)
+    assert trimmed == {("worker_main (janus_mp/runtime/worker.py:94)", "work (app.py:3)"): 7,
+                       ("worker_main (janus_mp/runtime/worker.py:94)", "idle (app.py:9)"): 3,
+                       ("Thread._bootstrap (threading.py:1002)",
+                        "_bridge (janus_mp/runtime/worker.py:281)"): 2}

@@ -32,6 +32,21 @@ def parse_collapsed(text: str) -> Stacks:
     return stacks
 
 
+#: A forked worker's stacks begin with the supervisor's own frames, from `janus-mp run` down
+#: to the fork; the worker's life starts at this frame.
+WORKER_ENTRY = "worker_main (janus_mp/runtime/worker.py:"
+
+
+def from_worker_entry(stacks: Stacks) -> Stacks:
+    """Each stack from the worker's entry frame on (stacks without one are kept whole): the
+    frames above it are the supervisor's path to the fork, the same in every sample."""
+    trimmed: Stacks = Counter()
+    for stack, count in stacks.items():
+        start = next((i for i, frame in enumerate(stack) if frame.startswith(WORKER_ENTRY)), 0)
+        trimmed[stack[start:]] += count
+    return trimmed
+
+
 def merge(per_worker: Iterable[Stacks]) -> Stacks:
     merged: Stacks = Counter()
     for stacks in per_worker:
