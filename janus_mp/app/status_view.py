@@ -21,7 +21,8 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
         reason = svc.get("termination_reason") or {}
         listening = " ".join(svc.get("listening") or ())
         last = reason.get("text", "") if reason else (svc.get("last_error") or "")
-        out.append([svc["name"], "", svc["phase"], f"{svc['ready']}/{svc['desired']}",
+        phase = svc["phase"] if svc.get("started", True) else "not started"
+        out.append([svc["name"], "", phase, f"{svc['ready']}/{svc['desired']}",
                     str(svc["restarts"]), svc["breaker"], listening, "", "",
                     svc.get("waiting") or last])
         for w in svc["workers"]:
@@ -157,11 +158,12 @@ def readiness(data: dict[str, Any]) -> tuple[bool, str]:
     """`status --check`: ready when the supervisor runs and every service is running with all
     its workers ready (a stopped or given-up service is not ready); and one line saying so."""
     waiting = [f"{svc['name']} {svc['phase']} {svc['ready']}/{svc['desired']}"
-               for svc in data["services"]
-               if svc["phase"] != "running" or svc["ready"] < svc["desired"]]
+               for svc in data["services"] if svc.get("started", True)  # autostart = false
+               and (svc["phase"] != "running" or svc["ready"] < svc["desired"])]
     if data.get("state") != "running":
         waiting.insert(0, f"supervisor {data.get('state')}")
     if waiting:
         return False, "not ready: " + ", ".join(waiting)
     total = sum(svc["ready"] for svc in data["services"])
-    return True, f"ready: {len(data['services'])} services, {total} workers"
+    started = [svc for svc in data["services"] if svc.get("started", True)]
+    return True, f"ready: {len(started)} services, {total} workers"

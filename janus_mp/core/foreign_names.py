@@ -97,8 +97,7 @@ SUPERVISORD_NAMES = _rows(
     ("numprocs_start", None, "workers are numbered from 0"),
     ("priority", "start_order", "lower starts first and stops last, as in supervisord; "
                                 "depends_on waits for readiness, which priority never did"),
-    ("autostart", "autostart", "false: defined, started by `janus-mp start NAME`; listed by "
-                               "`status` once started"),
+    ("autostart", "autostart", "false: defined, started by `janus-mp start NAME`"),
     ("autorestart", "restart", "true -> always, unexpected -> on_failure, false -> never"),
     ("startsecs", "ready_after",
      "seconds a program must stay up to count as ready (command services)"),

@@ -144,10 +144,16 @@ def test_autostart_false_waits_for_start(tmp_path):
     try:
         cli.start("-c", "lazy.toml")
         wait_until(lambda: _pids(cli, "web"), timeout=20, message="web started")
-        names = [s["name"] for s in janus_status(cli)["services"]]
-        assert names == ["web"]  # lazy is defined, not started
+        lazy = next(s for s in janus_status(cli)["services"] if s["name"] == "lazy")
+        assert (lazy["started"], lazy["phase"], lazy["workers"]) == (False, "terminated", [])
+        shown = _ctl(cli, "status").stdout
+        assert any(line.split()[:3] == ["lazy", "not", "started"] for line in shown.splitlines())
+        wait_until(lambda: _ctl(cli, "status", "--check").returncode == 0, timeout=20,
+                   message="ready without the lazy service")
+        assert _ctl(cli, "status", "--check").stdout.strip() == "ready: 1 services, 1 workers"
         assert _ctl(cli, "start", "lazy").stdout.strip() == "lazy starting"
         wait_until(lambda: len(_pids(cli, "lazy")) == 2, timeout=20, message="lazy started")
+        assert cli.service("lazy")["started"] is True
     finally:
         cli.close()
 
