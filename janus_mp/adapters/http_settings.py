@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from janus_mp.adapters.http_access_log import check_format
 from janus_mp.errors import ConfigError
 
 ACCESS_LOG_FORMATS = ("common", "combined", "json")
@@ -68,9 +69,10 @@ class HttpSettings:
         if self.access_log is not None and (not isinstance(self.access_log, str)
                                             or not self.access_log):
             raise ConfigError("access_log", 'must be a file path or "-" (stderr)')
-        if self.access_log_format not in ACCESS_LOG_FORMATS:
-            raise ConfigError("access_log_format",
-                              f"must be one of {', '.join(ACCESS_LOG_FORMATS)}")
+        wrong = check_format(self.access_log_format) if isinstance(
+            self.access_log_format, str) else "must be a layout name or a format string"
+        if wrong is not None:
+            raise ConfigError("access_log_format", wrong)
         object.__setattr__(self, "trusted", parse_allowed(self.forwarded_allow_ips))
         if not isinstance(self.forwarded_allow_ips, str):  # hashable, like the rest
             object.__setattr__(self, "forwarded_allow_ips", tuple(self.forwarded_allow_ips))

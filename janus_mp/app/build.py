@@ -55,6 +55,9 @@ class RunFlags:
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: SpawnOptions fields every service gets (-w, --restart, recycling flags).
     service_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: ProcessSettings fields every service's workers get (--user, --umask, -e...); env is
+    #: added to each service's own.
+    process_overrides: Mapping[str, Any] = field(default_factory=dict)
     #: SupervisorConfig fields (--metrics-bind, --start-method, --shutdown-timeout...).
     supervisor_overrides: Mapping[str, Any] = field(default_factory=dict)
     #: --name, when given: the supervisor's name, and the name of a --wsgi/--asgi/--command/
@@ -151,6 +154,8 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     if log is not None:
         log.set_format(sup.config.log_format)
     outputs = service_logs(sup.config)
+    if log is not None:
+        log.tail_into(outputs)
     socket_path = control_socket_path(flags.socket_path, sup.config.name)
     if handover is not None:
         handover.close_unused(sup, metrics=sup.config.metrics_port is not None,
@@ -177,7 +182,8 @@ def service_logs(config: SupervisorConfig) -> ServiceLogs:
     ``log_backups`` and ``log_format``."""
     assert isinstance(config.log_max_bytes, int)
     logs = ServiceLogs(config.log_dir, max_bytes=config.log_max_bytes,
-                       backups=config.log_backups, log_format=config.log_format)
+                       backups=config.log_backups, log_format=config.log_format,
+                       separate_stderr=config.log_stderr == "separate")
     logs.open()  # creates log_dir: a bad one refuses to start, in one line
     return logs
 
@@ -301,7 +307,7 @@ def plan_services(config_file: ConfigFile | None, flags: RunFlags) -> list[Plann
         origin = f"services.{entry.name}"
         service = build_service(entry.kind, entry.target, name=entry.name,
                                 settings=dict(entry.settings), key=origin)
-        options = dataclasses.replace(entry.options, **overrides)
+        options = _with_process(dataclasses.replace(entry.options, **overrides), flags)
         where = f"{origin}.{entry.kind}: target {entry.target!r}"
         planned.append(PlannedService(instantiate(service, options.name, where), options,
                                       origin))
@@ -311,7 +317,8 @@ def plan_services(config_file: ConfigFile | None, flags: RunFlags) -> list[Plann
 def _command_line_services(flags: RunFlags) -> list[PlannedService] | JanusSupervisor:
     if flags.kind is None or flags.target is None:
         return []
-    options = dataclasses.replace(SpawnOptions(), **_service_overrides(flags))
+    options = _with_process(dataclasses.replace(SpawnOptions(), **_service_overrides(flags)),
+                            flags)
     if flags.kind == "target":
         resolved = resolve_target(flags.target)
         if len(resolved) == 1 and isinstance(resolved[0], JanusSupervisor):
@@ -328,6 +335,20 @@ def _command_line_services(flags: RunFlags) -> list[PlannedService] | JanusSuper
         raise JanusError(f"--{flags.kind} {flags.target}: {exc}") from None
     return [PlannedService(instantiate(service, options.name, f"target {flags.target!r}"),
                            options)]
+
+
+def _with_process(options: SpawnOptions, flags: RunFlags) -> SpawnOptions:
+    """The process flags over a service's own process settings (-e adds to its env)."""
+    if not flags.process_overrides:
+        return options
+    given = dict(flags.process_overrides)
+    if "env" in given:
+        given["env"] = {**options.process.env, **given["env"]}
+    try:
+        return dataclasses.replace(options, process=dataclasses.replace(options.process,
+                                                                        **given))
+    except ConfigError as exc:
+        raise _flag_error(exc) from None
 
 
 def _service_overrides(flags: RunFlags) -> dict[str, Any]:

@@ -19,6 +19,9 @@ import click
 from click.core import ParameterSource
 
 from janus_mp.adapters.http_settings import HTTP_KEYS
+from janus_mp.app.cli_client import call as _call
+from janus_mp.app.cli_client import client_options as _client_options
+from janus_mp.app.cli_run_flags import file_logging, process_overrides, run_flags
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
 from janus_mp.app.logs import SupervisorLog
@@ -237,8 +240,9 @@ _SERVICE_FLAGS = [
     click.option("--access-log", default=None, metavar="FILE|-",
                  help="--wsgi: append one line per request to FILE, or stderr for '-' "
                       "[default: off]."),
-    click.option("--access-log-format", type=click.Choice(["common", "combined", "json"]),
-                 default=None, help="--wsgi: access log layout [default: common]."),
+    click.option("--access-log-format", default=None, metavar="common|combined|json|FORMAT",
+                 help="--wsgi: access log layout, or a format of gunicorn's atoms such as "
+                      "'%(h)s \"%(r)s\" %(s)s %(M)s' [default: common]."),
     click.option("--forwarded-allow-ips", default=None, metavar="IPS",
                  help="--wsgi: comma-separated addresses or networks (or '*') whose "
                       "X-Forwarded-For/-Proto and Forwarded headers are honoured "
@@ -282,6 +286,7 @@ def service_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
                    "forkserver, an upgrade under fork). Needs janus-mp[reload].")
 @common_options
 @service_flags
+@run_flags
 def run(target: str | None, config_path: str | None, watch: bool, log_level: str,
         pid_file: str | None, log_file: str | None, log_format: str | None,
         socket_path: str | None, name: str,
@@ -310,13 +315,20 @@ def run(target: str | None, config_path: str | None, watch: bool, log_level: str
 
     run_flags = RunFlags(
         config_path=config_path, kind=kind, target=value,
-        settings=_adapter_settings(kind, flags), service_overrides=_service_overrides(flags),
+        settings=_adapter_settings(kind, flags), process_overrides=process_overrides(flags),
+        service_overrides=_service_overrides(flags),
         supervisor_overrides={**_supervisor_overrides(metrics_bind, start_method,
                                                       shutdown_timeout, kill_timeout),
                               **({"log_format": log_format} if log_format else {})},
         name=None if source is ParameterSource.DEFAULT else name, socket_path=socket_path,
         upgrade_argv=(sys.executable, "-m", "janus_mp", *sys.argv[1:]),
         watch_root=os.getcwd() if watch else None)
+    flag_level = None if click.get_current_context().get_parameter_source(
+        "log_level") is ParameterSource.DEFAULT else log_level
+    try:
+        log_level, log_file, pid_file = file_logging(config_path, flag_level, log_file, pid_file)
+    except JanusError as exc:
+        _fail(str(exc))
     log = _supervisor_log(log_level, log_file, log_format or "text")
     _supervise(lambda: deployment(run_flags, log), pid_file, log)
 
@@ -345,13 +357,20 @@ def _service_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("config_path", metavar="FILE", type=click.Path(dir_okay=False))
+@click.argument("file_argument", metavar="[FILE]", required=False,
+                type=click.Path(dir_okay=False))
+@click.option("-c", "--config", "config_option", type=click.Path(dir_okay=False), default=None,
+              help="The config file, as `run -c FILE` takes it.")
 @click.option("--imports/--no-imports", default=True, show_default=True,
               help="Also import every service target.")
-def check(config_path: str, imports: bool) -> None:
-    """Validate a config file without starting anything: refuses what `run -c FILE` would
-    refuse (ports are not bound)."""
+def check(file_argument: str | None, config_option: str | None, imports: bool) -> None:
+    """Validate a config file (FILE or -c FILE) without starting anything: refuses what
+    `run -c FILE` would refuse (ports are not bound)."""
     from janus_mp.app import build
+
+    if (file_argument is None) == (config_option is None):
+        _fail("check: give the config file once, as FILE or -c FILE")
+    config_path = file_argument or config_option or ""
 
     try:
         names = build.check(config_path, imports=imports)
@@ -391,27 +410,6 @@ def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> Non
 # ------------------------------------------------------------------------------------------
 # Talking to a running supervisor over its control socket
 # ------------------------------------------------------------------------------------------
-def _client_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--socket", "socket_path", default=None, metavar="PATH",
-                      help="Control socket of the supervisor [default: from --name].")(fn)
-    fn = click.option("--name", default="janus-mp", show_default=True,
-                      help="Name of the supervisor to talk to.")(fn)
-    fn = click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
-                      show_default=True,
-                      help="Seconds to wait for the supervisor to accept and answer.")(fn)
-    return fn
-
-
-def _call(socket_path: str | None, name: str, timeout: float, command: str,
-          **args: Any) -> Any:
-    from janus_mp.app.control import call, default_socket_path
-
-    try:
-        return call(socket_path or default_socket_path(name), command, timeout, **args)
-    except JanusError as exc:
-        _fail(str(exc))
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @click.option("--check", is_flag=True,
@@ -436,14 +434,6 @@ def status(as_json: bool, check: bool, socket_path: str | None, name: str,
     click.echo(render_text(data))
 
 
-@cli.command()
-@click.argument("service")
-@_client_options
-def restart(service: str, socket_path: str | None, name: str, timeout: float) -> None:
-    """Rolling restart of SERVICE: each new worker is ready before an old one stops."""
-    click.echo(_call(socket_path, name, timeout, "restart", service=service))
-
-
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("service")
 @click.argument("workers")
@@ -456,22 +446,6 @@ def scale(service: str, workers: str, socket_path: str | None, name: str, timeou
     elif not (workers[:1] in "+-" and workers[1:].isdigit()):
         _fail(f"scale: {workers!r} is not a worker count (N, +N or -N)")
     click.echo(_call(socket_path, name, timeout, "scale", service=service, workers=value))
-
-
-@cli.command()
-@click.argument("service")
-@_client_options
-def stop(service: str, socket_path: str | None, name: str, timeout: float) -> None:
-    """Stop SERVICE (the others keep running)."""
-    click.echo(_call(socket_path, name, timeout, "stop", service=service))
-
-
-@cli.command()
-@click.argument("service")
-@_client_options
-def start(service: str, socket_path: str | None, name: str, timeout: float) -> None:
-    """Start a stopped SERVICE again."""
-    click.echo(_call(socket_path, name, timeout, "start", service=service))
 
 
 @cli.command()
@@ -541,11 +515,15 @@ def events(as_json: bool, follow: bool, buffer: int, socket_path: str | None, na
 @click.option("-f", "--follow", is_flag=True,
               help="Then print every new line as it comes, across log rotations, until the "
                    "supervisor stops (Ctrl-C to quit).")
+@click.option("--supervisor", "own", is_flag=True,
+              help="The supervisor's own log instead (supervisorctl's maintail).")
 @_client_options
-def logs(service: str | None, lines: int, follow: bool, socket_path: str | None, name: str,
-         timeout: float) -> None:
-    """Show the captured output of SERVICE (or of all services)."""
-    args: dict[str, Any] = {"lines": lines, "follow": follow}
+def logs(service: str | None, lines: int, follow: bool, own: bool, socket_path: str | None,
+         name: str, timeout: float) -> None:
+    """Show the captured output of SERVICE (or of all services), or with --supervisor the
+    supervisor's own log."""
+    args: dict[str, Any] = {"lines": lines, "follow": follow, **({"supervisor": True} if own
+                                                                 else {})}
     if service is not None:
         args["service"] = service
     if not follow:
@@ -582,6 +560,18 @@ def top(interval: float, once: bool, socket_path: str | None, name: str, timeout
 
     run_top(lambda: _call(socket_path, name, timeout, "status"), interval, once)
 
+
+def _register_commands() -> None:
+    """Commands kept in modules of their own (cli.py holds run and the control commands)."""
+    from janus_mp.app.cli_convert import convert
+    from janus_mp.app.cli_ops import restart, send_signal, start, stop
+    from janus_mp.app.cli_profile import profile
+
+    for command in (restart, stop, start, send_signal, convert, profile):
+        cli.add_command(command)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -50,6 +50,7 @@ from janus_mp.adapters.http_settings import HTTP_KEYS
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions, SupervisorConfig, valid_service_name
 from janus_mp.core.exits import RestartPolicy
+from janus_mp.core.foreign_names import foreign_hint
 from janus_mp.core.hooks_config import HooksConfig
 from janus_mp.core.ordering import check_auto_shutdown, check_tree
 from janus_mp.core.process_settings import ProcessSettings
@@ -246,8 +247,10 @@ def _check_keys(table: Mapping[str, Any], known: set[str], prefix: str) -> None:
     for key in table:
         if key not in known:
             path = _key(prefix, key)
+            foreign = foreign_hint(str(key))
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {_listing(known)})"
+            hint = (f" ({foreign})" if foreign else f" (did you mean {close[0]!r}?)" if close
+                    else f" (known: {_listing(known)})")
             raise ConfigError(path, f"unknown key{hint}")
 
 

@@ -16,12 +16,14 @@ from typing import Any
 
 import psutil
 
+from janus_mp.app import worker_signals
 from janus_mp.app.control import STREAM_IDLE_CHECK, ControlServer, Streaming, StreamReply
 from janus_mp.app.log_writer import LogDropsCollector, LogWriter
-from janus_mp.app.service_logs import ServiceLogs, send_lines
+from janus_mp.app.service_logs import SUPERVISOR, ServiceLogs, send_lines
 from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.app.upgrade import Handover, Upgrader
 from janus_mp.app.watch import FileWatcher
+from janus_mp.core.selection import select_services
 from janus_mp.core.snapshots import SupervisorSnapshot
 from janus_mp.errors import JanusError, UnknownServiceError
 from janus_mp.runtime.supervisor import JanusSupervisor
@@ -147,17 +149,12 @@ class Deployment:
         service = request.get("service")
         if not isinstance(service, str):
             raise ValueError(f"{command}: a \"service\" name is required")
+        if command in ("restart", "stop", "start", "signal"):
+            names = select_services(service, sup.service_names,
+                                    {g.name: g.members for g in sup.snapshot().groups})
+            return self._each(command, names, request)
         if service not in sup.service_names:
             raise UnknownServiceError(service, sup.service_names)
-        if command == "restart":
-            sup.restart_service(service)
-            return f"rolling restart of {service} started"
-        if command == "stop":
-            sup.stop_service(service)
-            return f"{service} stopping"
-        if command == "start":
-            sup.start_service(service)
-            return f"{service} starting"
         if command == "scale":
             workers = request.get("workers")
             if isinstance(workers, str) and workers[:1] in "+-" and workers[1:].isdigit():
@@ -170,7 +167,32 @@ class Deployment:
             sup.scale(service, workers)
             return f"{service} scaled to {workers}"
         raise ValueError(f"unknown command {command!r} (status, restart, scale, stop, start, "
-                         "reload, upgrade, shutdown, events, logs)")
+                         "signal, reload, upgrade, shutdown, events, logs)")
+
+    def _each(self, command: str, names: tuple[str, ...], request: dict[str, Any]) -> str:
+        """restart, stop, start or signal every service a name stands for (itself, a group's
+        members, or all)."""
+        sup = self.sup
+        listed = ", ".join(names) or "no service"
+        if command == "restart":
+            for name in names:
+                sup.restart_service(name)
+            return f"rolling restart of {listed} started"
+        if command == "stop":
+            for name in names:
+                sup.stop_service(name)
+            return f"{listed} stopping"
+        if command == "start":
+            for name in names:
+                sup.start_service(name)
+            return f"{listed} starting"
+        signum = worker_signals.parse_signal(request.get("signal"))
+        pids = {s.name: [pid for w in s.workers for pid in w.pids]
+                for s in sup.snapshot().services if s.name in names}
+        sent = [pid for name in names for pid in worker_signals.send(
+            worker_signals.targets(sup.service_object(name), pids.get(name, [])), signum)]
+        return (f"{signum.name} sent to {len(sent)} process{'es' * (len(sent) != 1)} of "
+                f"{listed}" + (f" ({', '.join(map(str, sent))})" if sent else ""))
 
     def logs(self, request: dict[str, Any]) -> list[str] | Streaming:
         """Recent lines of one service (or all), and with ``follow`` every line after them."""
@@ -179,8 +201,12 @@ class Deployment:
             raise JanusError("logs: this supervisor keeps no output (started from the Python "
                              "API?)")
         service = request.get("service")
-        if service is not None and (not isinstance(service, str)
-                                    or service not in self.sup.service_names):
+        if request.get("supervisor"):  # the supervisor's own lines, supervisorctl's maintail
+            if service is not None:
+                raise ValueError("logs: give a service or supervisor, not both")
+            service = SUPERVISOR
+        elif service is not None and (not isinstance(service, str)
+                                      or service not in self.sup.service_names):
             raise UnknownServiceError(str(service), self.sup.service_names)
         count = request.get("lines", 20)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:

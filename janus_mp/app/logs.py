@@ -27,7 +27,7 @@ import sys
 from typing import Any
 
 from janus_mp.app.log_writer import LogWriter
-from janus_mp.app.service_logs import iso_time
+from janus_mp.app.service_logs import ServiceLogs, SupervisorTail, iso_time
 from janus_mp.errors import JanusError
 from janus_mp.safe_paths import open_no_follow
 
@@ -84,6 +84,10 @@ class SupervisorLog:
         own.setLevel(self.level)
         if self.handler not in own.handlers:
             own.addHandler(self.handler)
+
+    def tail_into(self, outputs: ServiceLogs) -> None:
+        """Keep janus-mp's own lines for `janus-mp logs --supervisor` too."""
+        logging.getLogger(LOGGER).addHandler(SupervisorTail(outputs, self.target.formatter))
 
     def reopen(self) -> None:
         """SIGUSR1: reopen the log file (logrotate moved it)."""

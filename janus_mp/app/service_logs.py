@@ -43,6 +43,10 @@ _BATCH = 64 * 1024
 
 output_log = logging.getLogger("janus_mp.output")
 
+#: Where the supervisor's own log lines are kept (`logs --supervisor`): no service can have
+#: this name (service names are letters, digits, '-', '_' and '.').
+SUPERVISOR = ":supervisor"
+
 
 def format_time(when: float) -> str:
     """The supervisor log's own timestamp layout (logging's asctime)."""
@@ -96,8 +100,11 @@ class ServiceLogs:
     """The output capture's sink for a deployed supervisor (see the module docstring)."""
 
     def __init__(self, log_dir: str | None = None, *, max_bytes: int = 10 * 1024 * 1024,
-                 backups: int = 5, log_format: str = "text") -> None:
+                 backups: int = 5, log_format: str = "text",
+                 separate_stderr: bool = False) -> None:
         self.log_dir = log_dir
+        #: stderr lines to NAME.stderr.log instead of NAME.log (in memory they stay merged)
+        self.separate_stderr = separate_stderr
         self.max_bytes = max_bytes
         self.backups = backups
         self.json = log_format == "json"
@@ -131,14 +138,26 @@ class ServiceLogs:
             formatted = self._format(source, [line.decode("utf-8", "replace")
                                               for line in lines], when)
             self._remember(source.service, formatted)
-            self._to_file(source.service, formatted)
+            self._to_file(self._file_of(source), formatted)
             return
         # Text to a file, the bulk of a flood: one join and one decode for the whole batch;
         # lines one by one only for what is kept in memory (the last RECENT, and followers).
         head = self._head(source, when).encode()
         block = (head + (b"\n" + head).join(lines)).decode("utf-8", "replace")
         self._remember(source.service, lines, head.decode())
-        self._write_batches(source.service, _cut(block, self._batch))
+        self._write_batches(self._file_of(source), _cut(block, self._batch))
+
+    def supervisor_lines(self, lines: list[str]) -> None:
+        """The supervisor's own log lines (any thread that logs): kept apart from the services'
+        (not in the all-services view), for `logs --supervisor` — supervisorctl's maintail."""
+        with self._lock:
+            followers = [f for f in self._followers if f.service == SUPERVISOR]
+            recent = self._recent.get(SUPERVISOR)
+            if recent is None:
+                recent = self._recent[SUPERVISOR] = deque(maxlen=RECENT)
+            recent.extend(lines)
+        for follower in followers:
+            follower.push(lines)
 
     def dropped(self, service: str, lines: int, when: float) -> None:
         notice = f"[janus-mp] {lines} lines of output dropped: written faster than logged"
@@ -230,19 +249,44 @@ class ServiceLogs:
             output_log.log(level, "%s %s", prefix, text,
                            extra={"janus_source": source, "janus_text": text})
 
+    def _file_of(self, source: OutputSource) -> str:
+        """The log file's name, less ``.log``, that this source's lines go to."""
+        if self.separate_stderr and source.stream == "err":
+            return f"{source.service}.stderr"
+        return source.service
+
     def _to_file(self, service: str, formatted: list[str]) -> None:
         self._write_batches(service, _batches(formatted, self._batch))
 
-    def _write_batches(self, service: str, batches: Iterable[str]) -> None:
-        handler = self._files.get(service)
+    def _write_batches(self, file: str, batches: Iterable[str]) -> None:
+        handler = self._files.get(file)
         if handler is None:
             assert self.log_dir is not None
-            handler = self._files[service] = RotatingLog(
-                os.path.join(self.log_dir, f"{service}.log"), self.max_bytes, self.backups)
+            handler = self._files[file] = RotatingLog(
+                os.path.join(self.log_dir, f"{file}.log"), self.max_bytes, self.backups)
         if self._reopen:
             self._reopen_files()
         for batch in batches:
             handler.handle(logging.makeLogRecord({"msg": batch, "levelno": logging.INFO}))
+
+
+class SupervisorTail(logging.Handler):
+    """Hands each line janus-mp's loggers write to :meth:`ServiceLogs.supervisor_lines`, as the
+    supervisor's log shows it (the same formatter). Cheap and non-blocking: it runs in the
+    thread that logs, the supervision loop's included."""
+
+    def __init__(self, logs: ServiceLogs, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self._logs = logs
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._logs.supervisor_lines(text.splitlines() or [""])
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterable[str]:

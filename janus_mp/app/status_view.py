@@ -21,7 +21,8 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
         reason = svc.get("termination_reason") or {}
         listening = " ".join(svc.get("listening") or ())
         last = reason.get("text", "") if reason else (svc.get("last_error") or "")
-        out.append([svc["name"], "", svc["phase"], f"{svc['ready']}/{svc['desired']}",
+        phase = svc["phase"] if svc.get("started", True) else "not started"
+        out.append([svc["name"], "", phase, f"{svc['ready']}/{svc['desired']}",
                     str(svc["restarts"]), svc["breaker"], listening, "", "",
                     svc.get("waiting") or last])
         for w in svc["workers"]:
@@ -71,32 +72,76 @@ def stack_dump_lines(exits: list[dict[str, Any]]) -> list[str]:
     return ["", heading, *("  " + line for line in str(last["stack_dump"]).splitlines())]
 
 
-def run_top(fetch: Callable[[], dict[str, Any]], interval: float, once: bool) -> None:
-    from rich.console import Console, Group
-    from rich.live import Live
+#: `top`'s columns from the one kept longest to the one dropped first in a narrow terminal.
+KEEP_ORDER = ("SERVICE", "PHASE", "WORKER", "READY/GEN", "PIDS", "CPU", "RSS", "RESTARTS",
+              "LAST", "BREAKER")
+EXIT_HEADERS = ["WHEN", "SERVICE", "WORKER", "PID", "REASON", "UPTIME"]
+EXIT_KEEP_ORDER = ("SERVICE", "REASON", "WHEN", "WORKER", "PID", "UPTIME")
+#: A column as rich draws it: one space of padding each side and a rule.
+_COLUMN_EDGES = 3
+#: Long cells are shortened with an ellipsis down to this before any column is dropped.
+_SHORTENED = {"LAST": 12, "PIDS": 16, "REASON": 16, "SERVICE": 16}
+
+
+def fitting_columns(table: list[list[str]], width: int, headers: list[str] = HEADERS,
+                    keep_order: tuple[str, ...] = KEEP_ORDER) -> list[tuple[int, int]]:
+    """(index, width) of the columns that fit ``width`` columns of terminal, in display
+    order: the least useful go first (``keep_order``), the first two always stay; a long cell
+    is cut (with an ellipsis) before a column is dropped for it."""
+    widths = [max([len(headers[i]), *(len(row[i]) for row in table)])
+              for i in range(len(headers))]
+    shortest = [min(w, _SHORTENED.get(h, w)) for h, w in zip(headers, widths, strict=True)]
+    kept = [headers.index(name) for name in keep_order]
+    while len(kept) > 2 and sum(shortest[i] + _COLUMN_EDGES for i in kept) + 1 > width:
+        kept.pop()
+    # the room left lengthens the shortened cells again, in keep_order, up to their content
+    spare = width - 1 - sum(shortest[i] + _COLUMN_EDGES for i in kept)
+    given = {i: shortest[i] for i in kept}
+    for i in kept:
+        extra = max(0, min(spare, widths[i] - shortest[i]))
+        given[i] += extra
+        spare -= extra
+    return [(i, given[i]) for i in sorted(kept)]
+
+
+def top_frame(data: dict[str, Any], width: int) -> Any:
+    """One frame of `top` for a terminal ``width`` columns wide: no line longer than that."""
+    from rich.console import Group
+
+    sup = data.get("supervisor", {})
+    title = (f"janus-mp · pid {data['pid']} · {data['state']} · up "
+             f"{data['uptime_secs']:.0f}s · supervisor CPU "
+             f"{_cpu(sup.get('cpu_percent'))} RSS {_mb(sup.get('rss_bytes'))}")
+    exits = [[time.strftime("%H:%M:%S", time.localtime(e["at"])), e["service"],
+              str(e["worker"]), str(e["pid"]), e["reason"], f"{e['uptime_secs']:.1f}s"]
+             for e in reversed(data.get("recent_exits", [])[-8:])]
+    return Group(_table(title, HEADERS, rows(data), width, KEEP_ORDER, bold_first=True),
+                 _table("recent exits", EXIT_HEADERS, exits, width, EXIT_KEEP_ORDER))
+
+
+def _table(title: str, headers: list[str], table_rows: list[list[str]], width: int,
+           keep_order: tuple[str, ...], bold_first: bool = False) -> Any:
     from rich.table import Table
 
-    def frame() -> Group:
-        data = fetch()
-        sup = data.get("supervisor", {})
-        table = Table(title=f"janus-mp · pid {data['pid']} · {data['state']} · up "
-                            f"{data['uptime_secs']:.0f}s · supervisor CPU "
-                            f"{_cpu(sup.get('cpu_percent'))} RSS {_mb(sup.get('rss_bytes'))}",
-                      expand=True)
-        for header in HEADERS:
-            table.add_column(header, no_wrap=header != "LAST")
-        for row in rows(data):
-            table.add_row(*row, style="bold" if row[0] else None)
-        history = Table(title="recent exits", expand=True)
-        for header in ("WHEN", "SERVICE", "WORKER", "PID", "REASON", "UPTIME"):
-            history.add_column(header)
-        for exit_ in reversed(data.get("recent_exits", [])[-8:]):
-            history.add_row(time.strftime("%H:%M:%S", time.localtime(exit_["at"])),
-                            exit_["service"], str(exit_["worker"]), str(exit_["pid"]),
-                            exit_["reason"], f"{exit_['uptime_secs']:.1f}s")
-        return Group(table, history)
+    table = Table(title=title)
+    columns = fitting_columns(table_rows, width, headers, keep_order)
+    for i, column_width in columns:  # widths settled here: rich only draws them
+        table.add_column(headers[i], no_wrap=True, overflow="ellipsis", width=column_width)
+    for row in table_rows:
+        table.add_row(*(row[i] for i, _ in columns),
+                      style="bold" if bold_first and row[0] else None)
+    return table
 
-    console = Console()
+
+def run_top(fetch: Callable[[], dict[str, Any]], interval: float, once: bool) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()  # its width follows the terminal (or $COLUMNS), resizes included
+
+    def frame() -> Any:
+        return top_frame(fetch(), console.width)
+
     if once:
         console.print(frame())
         return
@@ -113,11 +158,12 @@ def readiness(data: dict[str, Any]) -> tuple[bool, str]:
     """`status --check`: ready when the supervisor runs and every service is running with all
     its workers ready (a stopped or given-up service is not ready); and one line saying so."""
     waiting = [f"{svc['name']} {svc['phase']} {svc['ready']}/{svc['desired']}"
-               for svc in data["services"]
-               if svc["phase"] != "running" or svc["ready"] < svc["desired"]]
+               for svc in data["services"] if svc.get("started", True)  # autostart = false
+               and (svc["phase"] != "running" or svc["ready"] < svc["desired"])]
     if data.get("state") != "running":
         waiting.insert(0, f"supervisor {data.get('state')}")
     if waiting:
         return False, "not ready: " + ", ".join(waiting)
     total = sum(svc["ready"] for svc in data["services"])
-    return True, f"ready: {len(data['services'])} services, {total} workers"
+    started = [svc for svc in data["services"] if svc.get("started", True)]
+    return True, f"ready: {len(started)} services, {total} workers"

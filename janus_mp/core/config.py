@@ -26,6 +26,8 @@ START_METHODS = ("fork", "forkserver", "spawn")
 BRUTAL_KILL = "brutal_kill"
 INFINITY = "infinity"
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_STDERR = ("merged", "separate")
 MEMORY_MEASURES = ("uss", "pss", "rss")
 
 
@@ -116,11 +118,20 @@ class SupervisorConfig:
     log_dir: str | None = None
     log_max_bytes: int | str = 10 * 1024 * 1024
     log_backups: int = 5
+    #: "merged": stdout and stderr in NAME.log (each line tagged); "separate": stderr in
+    #: NAME.stderr.log beside it (supervisord's stderr_logfile). Needs log_dir.
+    log_stderr: str = "merged"
     #: "text", or "json": one object a line (time, service, worker, pid, stream, message).
     log_format: str = "text"
     #: The supervisor ends by itself once its significant members (services in no group,
     #: top-level groups) ended: "any_significant" / "all_significant" (OTP's auto_shutdown).
     auto_shutdown: AutoShutdown = AutoShutdown.NEVER
+    #: The supervisor's own log: a file instead of stderr (SIGUSR1 reopens it), its level, and a
+    #: file holding its pid while it runs — `run --log-file/--log-level/--pid-file` in the
+    #: file; the flags win. Read when `run` starts (a reload does not move them).
+    log_file: str | None = None
+    log_level: str = "info"
+    pid_file: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -151,6 +162,16 @@ class SupervisorConfig:
             raise ConfigError("log_format", f"must be one of {', '.join(LOG_FORMATS)}")
         if not isinstance(self.auto_shutdown, AutoShutdown):
             object.__setattr__(self, "auto_shutdown", AutoShutdown.parse(self.auto_shutdown))
+        if self.log_stderr not in LOG_STDERR:
+            raise ConfigError("log_stderr", f"must be one of {', '.join(LOG_STDERR)}")
+        if self.log_stderr == "separate" and self.log_dir is None:
+            raise ConfigError("log_stderr", "\"separate\" needs log_dir (files to separate)")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        for key in ("log_file", "pid_file"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) and value):
+                raise ConfigError(key, "must be a file path")
         if self.metrics_port is not None:
             _integer("metrics_port", self.metrics_port)
             if self.metrics_port > 65535:
@@ -191,6 +212,8 @@ class SpawnOptions:
     stop_timeout: float | str | None = None
     #: Services start in ascending order and stop in descending order.
     start_order: int = 0
+    #: False: defined, but started only by `janus-mp start NAME` (supervisord's autostart).
+    autostart: bool = True
     #: Recycling (replace a worker gracefully: the new one is ready before the old one drains).
     #: After this many requests (plus a random 0..max_requests_jitter), for request-serving
     #: adapters; the worker counts and asks (``ctx.max_requests``, ``ctx.recycle()``).
@@ -251,6 +274,7 @@ class SpawnOptions:
         self.exit_policy()  # validates overlaps between the code sets
         _flag("critical", self.critical)
         _flag("wait_for_ready", self.wait_for_ready)
+        _flag("autostart", self.autostart)
         _number("watchdog_timeout", self.watchdog_timeout, strict=True, optional=True)
         _number("start_timeout", self.start_timeout, strict=True, optional=True)
         object.__setattr__(self, "stop_timeout", _stop_timeout(self.stop_timeout))

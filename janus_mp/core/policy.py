@@ -187,7 +187,8 @@ def _begin(step: Step, _event: ev.Begin) -> None:
     state.phase = SupervisorPhase.RUNNING
     state.started_at = step.now
     for name in state.start_order():
-        _start_service(step, name)
+        if state.options[name].autostart:  # the others wait for a StartService
+            _start_service(step, name)
 
 
 def _register(step: Step, event: ev.Register) -> None:
@@ -195,7 +196,7 @@ def _register(step: Step, event: ev.Register) -> None:
     validate_registration(state, event.name, event.options)
     state.options[event.name] = event.options
     state.metrics.register_service(event.name)
-    if state.phase is SupervisorPhase.RUNNING:
+    if state.phase is SupervisorPhase.RUNNING and event.options.autostart:
         _start_service(step, event.name)
 
 

@@ -27,8 +27,8 @@ class ProcessSettings:
     #: A file of NAME=value lines (# comments, blank lines), read when each worker starts.
     env_file: str | None = None
     cwd: str | None = None
-    #: A user name or uid, and a group name or gid (default: the user's primary group);
-    #: only a supervisor running as root can switch.
+    #: A user name or uid, and a group name or gid (default: the user's primary group; a
+    #: group alone changes only the group); only a supervisor running as root can switch.
     user: str | int | None = None
     group: str | int | None = None
     #: 0o027 in TOML, or the string "027".
@@ -54,8 +54,6 @@ class ProcessSettings:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))
                                       or value == "" or (isinstance(value, int) and value < 0)):
                 raise ConfigError(key, "must be a name or a number >= 0")
-        if self.group is not None and self.user is None:
-            raise ConfigError("group", "needs user")
         if self.umask is not None:
             object.__setattr__(self, "umask", parse_umask(self.umask))
         object.__setattr__(self, "rlimits", _rlimits(self.rlimits))

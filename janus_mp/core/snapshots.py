@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from janus_mp.core.lifecycle import ServiceLifecycleSnapshot
+from janus_mp.core.lifecycle import ServiceLifecycleSnapshot, ServicePhase
 from janus_mp.core.pool import ServiceState, SlotState, SupervisorState, WorkerRole
 from janus_mp.core.tree import Tree
 
@@ -26,9 +26,13 @@ class ServiceSnapshot:
     standby_booting: tuple[int, ...] = ()
     #: Why its slots wait in ``starting`` without a worker (depends_on, group order).
     waiting: str | None = None
+    #: False for a service registered with ``autostart = false`` and not started since: it
+    #: shows as terminated with no workers, and no readiness check waits for it.
+    started: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "critical": self.critical, **self.service.to_dict(),
+        return {"name": self.name, "critical": self.critical, "started": self.started,
+                **self.service.to_dict(),
                 "listening": list(self.listening), "waiting": self.waiting,
                 "standby": {"wanted": self.standby_wanted, "parked": list(self.standby_parked),
                             "booting": list(self.standby_booting)},
@@ -141,11 +145,23 @@ def supervisor_snapshot(state: SupervisorState, now: float, pid: int,
         pid=pid,
         uptime_secs=(now - state.started_at) if state.started_at else 0.0,
         exit_status=state.exit_status,
-        services=tuple(service_snapshot(s, now, listening.get(s.name, ()),
-                                        state.tree.waiting.get(s.name))
-                       for s in state.services.values()),
+        services=(*(service_snapshot(s, now, listening.get(s.name, ()),
+                                     state.tree.waiting.get(s.name))
+                    for s in state.services.values()),
+                  *(_not_started(name) for name in state.options
+                    if name not in state.services and name not in state.removed)),
         groups=group_snapshots(state.tree),
     )
+
+
+def _not_started(name: str) -> ServiceSnapshot:
+    """A service with ``autostart = false`` that `janus-mp start` has not started yet."""
+    summary = ServiceLifecycleSnapshot(
+        service_name=name, phase=ServicePhase.TERMINATED, start_count=0, total_failures=0,
+        last_error="not started (autostart = false): `janus-mp start` starts it",
+        cumulative_running_secs=0.0, age_secs=0.0, time_in_phase_secs=0.0,
+        termination_reason=None)
+    return ServiceSnapshot(name=name, service=summary, workers=(), started=False)
 
 
 def _last_exit(slots: Iterable[SlotState]) -> int | None:

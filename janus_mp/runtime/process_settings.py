@@ -55,6 +55,8 @@ def _apply(settings: ProcessSettings) -> None:
         os.umask(settings.umask)
     if settings.user is not None:
         switch_user(settings.user, settings.group)
+    elif settings.group is not None:
+        switch_group(settings.group)
     if settings.cwd is not None:
         try:
             os.chdir(settings.cwd)
@@ -75,6 +77,14 @@ def check(settings: ProcessSettings) -> None:
             raise ConfigError("user", f"no user {settings.user!r}" + (
                 f" or no group {settings.group!r}" if settings.group is not None else "")
             ) from None
+    elif settings.group is not None:
+        if os.geteuid() != 0:
+            raise ConfigError("group", f"switching to {settings.group!r} needs a supervisor "
+                                       "running as root")
+        try:
+            resolve_group(settings.group)
+        except KeyError:
+            raise ConfigError("group", f"no group {settings.group!r}") from None
     if settings.env_file is not None:
         try:
             read_env_file(settings.env_file)
@@ -93,10 +103,27 @@ def check(settings: ProcessSettings) -> None:
 def resolve_user(user: str | int, group: str | int | None) -> tuple[int, int, str]:
     """(uid, gid, name) of a user and group given by name or number; KeyError if unknown."""
     entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
-    gid = entry.pw_gid
-    if group is not None:
-        gid = grp.getgrgid(group).gr_gid if isinstance(group, int) else grp.getgrnam(group).gr_gid
+    gid = entry.pw_gid if group is None else resolve_group(group)
     return entry.pw_uid, gid, entry.pw_name
+
+
+def resolve_group(group: str | int) -> int:
+    """The gid of a group given by name or number; KeyError if unknown."""
+    return grp.getgrgid(group).gr_gid if isinstance(group, int) else grp.getgrnam(group).gr_gid
+
+
+def switch_group(group: str | int) -> None:
+    """Only the group (gunicorn's --group without --user): the worker keeps its user, its
+    supplementary groups become just this one, so it gains nothing it did not name."""
+    try:
+        gid = resolve_group(group)
+    except KeyError:
+        raise SettingsError(f"group {group!r}: not found") from None
+    try:
+        os.setgroups([gid])
+        os.setgid(gid)
+    except OSError as exc:
+        raise SettingsError(f"group {group!r}: {exc.strerror}") from None
 
 
 def switch_user(user: str | int, group: str | int | None) -> None:

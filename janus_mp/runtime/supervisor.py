@@ -259,6 +259,10 @@ class JanusSupervisor:
     def service_names(self) -> list[str]:
         return list(self._state.options)
 
+    def service_object(self, name: str) -> JanusService:
+        """The service registered as ``name`` (what its workers run); KeyError if none."""
+        return self._specs[name].service
+
     @property
     def registry(self) -> Any:
         """Everything /metrics shows: the workers' own metrics and janus_supervisor_*."""

@@ -244,6 +244,13 @@ def test_check_accepts_a_good_config(cli, tmp_path):
     path.write_text(CONFIG.format(workers=2))
     result = cli.janus("check", str(path))
     assert result.returncode == 0 and "ok (crunch, helper)" in result.stdout
+    like_run = cli.janus("check", "-c", str(path))  # as `run -c FILE` takes it
+    assert like_run.returncode == 0 and "ok (crunch, helper)" in like_run.stdout
+    for args in ((), ("-c", str(path), str(path))):
+        twice = cli.janus("check", *args)
+        assert twice.returncode == 2
+        assert twice.stderr == ("janus-mp: error: check: give the config file once, as FILE or "
+                                "-c FILE\n")
 
 
 @pytest.mark.parametrize("args, message", [

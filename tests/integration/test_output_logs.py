@@ -193,3 +193,29 @@ def test_capture_without_log_dir_under_forkserver(cli, tmp_path):
     control.call(cli.socket, "shutdown", timeout=10)
     assert cli.proc.wait(20) == 0
     wait_until(lambda: not tagged_pids(cli.tag), timeout=10, message="multiprocess helpers")
+
+
+def test_separate_stderr_file_per_service(cli, tmp_path):
+    """log_stderr = "separate": stderr in NAME.stderr.log beside NAME.log (supervisord's
+    stderr_logfile); `logs` still shows both streams together."""
+    logs = tmp_path / "logs"
+    config = _config(tmp_path, '[services.talk]\ntarget = "outapp:talker"\n',
+                     log_dir=str(logs), log_stderr="separate")
+    cli.start("-c", config)
+    wait_until(lambda: "hello from a child" in _read(logs / "talk.log")
+               and "hello from stderr" in _read(logs / "talk.stderr.log"), timeout=20,
+               message="both files written")
+    out, err = _read(logs / "talk.log"), _read(logs / "talk.stderr.log")
+    assert " err| " not in out and "hello from print 0" in out
+    assert err.strip().endswith("talk[0] err| hello from stderr") and " out| " not in err
+    shown = janus_here("logs", "talk", "-n", "20", "--socket", cli.socket).stdout
+    assert "hello from stderr" in shown and "hello from print" in shown
+
+
+def test_separate_stderr_needs_log_dir(cli, tmp_path):
+    config = _config(tmp_path, '[services.talk]\ntarget = "outapp:idle"\n',
+                     log_stderr="separate")
+    done = cli.janus("check", config)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ('janus-mp: error: supervisor.log_stderr: "separate" needs '
+                                   'log_dir (files to separate)')

@@ -130,3 +130,42 @@ def test_bad_settings_are_refused_in_one_line_naming_the_key(cli, base):
     done = cli.janus("check", str(config), env=env)  # the last case, from the command line
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines == [f"janus-mp: error: {cases[-1][1]}"], lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching groups needs a supervisor run as root")
+def test_gunicorn_named_run_flags_reach_the_worker_and_group_alone_keeps_the_user(cli, base):
+    """-u/-g/-m/--chdir/-e as gunicorn spells them, over a config file's own env; --group
+    without --user changes the group only (the worker stays root here)."""
+    config = base / "janus.toml"
+    config.write_text('[supervisor]\nshutdown_timeout = 2\nkill_timeout = 1\n'
+                      '[services.show]\ntarget = "setapp:show"\nenv = { FROM_TOML = "toml" }\n')
+    cli.env["PYTHONPATH"] = f"{base}:{cli.env['PYTHONPATH']}"
+    nogroup = __import__("grp").getgrgid(int(_nobody_gid())).gr_name
+    cli.start("-c", str(config), "-g", nogroup, "-m", "027", "--chdir", str(base / "show"),
+              "-e", "QUOTED=from flag", "-e", "FROM_FILE=x=y", "-t", "30",
+              "--graceful-timeout", "3")
+    wait_until(lambda: (base / "show" / "env.json").exists(), timeout=20)
+    pid = cli.service("show")["workers"][0]["pids"][0]
+    seen = _proc(pid)
+    assert (seen["uid"], seen["gid"], seen["umask"], seen["cwd"]) == (
+        "0", _nobody_gid(), "0027", str(base / "show"))
+    groups = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines())["Groups"].split()
+    assert groups == [_nobody_gid()]  # root's supplementary groups are not kept
+    assert json.loads((base / "show" / "env.json").read_text()) == {
+        "FROM_TOML": "toml", "FROM_FILE": "x=y", "QUOTED": "from flag", "USER": os.environ.get(
+            "USER")}
+
+
+def test_process_flags_refused_in_one_line(cli, base):
+    env = dict(cli.env, PYTHONPATH=f"{base}:{cli.env['PYTHONPATH']}")
+    for args, expected in ((("-e", "NOEQUALS"), "'NOEQUALS' is not KEY=VALUE"),
+                           (("-m", "089"), "--umask: '089' is not octal"),
+                           (("-g", "no-such-group-here"),
+                            "--group: no group 'no-such-group-here'"),
+                           (("-t", "0"), "Invalid value for '-t' / '--timeout'")):
+        done = cli.janus("run", "setapp:show", "--metrics-bind", "off", "--socket", "off",
+                         *args, env=env)
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
