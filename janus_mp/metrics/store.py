@@ -24,6 +24,7 @@ the dead process's file and gauge values; counts add up the same either way.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -61,6 +62,8 @@ class MultiprocessMetrics:
         #: In an upgrade, the other supervisor sharing a configured directory with this one:
         #: its workers' files are live, never removed here (it folds them itself).
         self.other_supervisor: int | None = None
+        #: Metrics that existed when the supervisor was about to fork (None: not looked).
+        self._made_before: list[Any] | None = None
         self._reset_archive()
 
     def _reset_archive(self) -> None:
@@ -219,14 +222,13 @@ class MultiprocessMetrics:
         fork the worker inherits a parent that may have imported it, and built metrics, before
         the directory existed; under spawn and forkserver, unpickling the target may import
         modules that build metrics before this runs. So switch the value class for this
-        process and re-initialise the metrics already in the default REGISTRY, and their
-        labelled children: they restart from zero, in files named by this pid.
+        process and re-initialise the metrics made already — in the default REGISTRY, in
+        another registry or in none (see ``find_metrics_made_before``), labelled children
+        included: they restart from zero, in files named by this pid.
         """
         if self._path is None:
             raise JanusError("metrics: worker_init() called before prepare()")
         from prometheus_client import values
-        from prometheus_client.metrics import MetricWrapperBase
-        from prometheus_client.registry import REGISTRY
 
         problem = _unusable(self._path)
         if problem is not None:
@@ -241,14 +243,24 @@ class MultiprocessMetrics:
         values.ValueClass = values.MultiProcessValue()
         # No locks taken: a lock held by another parent thread at fork time stays held in the
         # child forever, and this process is still single-threaded here.
-        for collector in list(REGISTRY._collector_to_names):
-            if not isinstance(collector, MetricWrapperBase) or collector._type not in KINDS:
-                continue  # Info and Enum keep their own state; other collectors have none
-            if collector._is_observable():
-                collector._metric_init()
-            elif collector._is_parent():
-                for child in list(collector._metrics.values()):
-                    child._metric_init()
+        made_before = self._made_before if self._made_before is not None else _every_metric()
+        seen: set[int] = set()
+        for metric in [*_registered_metrics(), *made_before]:
+            if id(metric) not in seen:
+                seen.add(id(metric))
+                metric._metric_init()
+
+    def find_metrics_made_before(self) -> None:
+        """In the supervisor, before its first fork: remember every metric that exists.
+
+        A metric made at module level, before the directory existed, holds its value in
+        memory; ``worker_init`` moves it to the worker's files whatever registry it is in
+        (the default one, a custom one, none). Finding them takes a walk over every object,
+        done once here: in a worker, touching every object would copy every page it shares
+        with the supervisor. A worker started by spawn or forkserver inherits nothing of
+        this list and walks its own (young) heap instead.
+        """
+        self._made_before = _every_metric()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"directory": self.directory, "path": self._path}
@@ -269,6 +281,42 @@ class ArchiveCollector:
 
     def collect(self) -> list[Metric]:
         return self._collect()
+
+
+def _registered_metrics() -> list[Any]:
+    """The metrics of the default REGISTRY that hold values: unlabelled ones and children."""
+    from prometheus_client.metrics import MetricWrapperBase
+    from prometheus_client.registry import REGISTRY
+
+    found: list[Any] = []
+    for collector in list(REGISTRY._collector_to_names):
+        if not isinstance(collector, MetricWrapperBase) or collector._type not in KINDS:
+            continue  # Info and Enum keep their own state; other collectors have none
+        if collector._is_observable():
+            found.append(collector)
+        elif collector._is_parent():
+            found.extend(collector._metrics.values())
+    return found
+
+
+def _every_metric() -> list[Any]:
+    """Every metric of this process that holds values, whatever registry it is in.
+
+    ``gc.get_objects`` skips what ``gc.freeze`` froze (an earlier supervisor in this process,
+    or the app), so a frozen heap is thawed for the walk and frozen again.
+    """
+    from prometheus_client.metrics import MetricWrapperBase
+
+    frozen = gc.get_freeze_count() > 0
+    if frozen:
+        gc.unfreeze()
+    try:
+        return [obj for obj in gc.get_objects()
+                if isinstance(obj, MetricWrapperBase) and obj._type in KINDS
+                and obj._is_observable()]
+    finally:
+        if frozen:
+            gc.freeze()
 
 
 # Every (kind, gauge mode) a process can have a file for. A death probes these names: a dozen

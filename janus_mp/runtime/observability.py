@@ -49,6 +49,7 @@ class Observability:
         store = MultiprocessMetrics(config.metrics_dir)
         store.other_supervisor = self.other_supervisor
         store.prepare()
+        store.find_metrics_made_before()  # every worker is forked after this
         self.store = store
         registry = CollectorRegistry(auto_describe=False)
         registry.register(store.collector())

@@ -1,0 +1,108 @@
+"""prometheus_client's multiprocess contract held against a real supervisor, read by
+prometheus_client's own parsers and collectors (and promtool where it is installed): metrics
+made before the fork in any registry, what dead workers counted as the stock
+``MultiProcessCollector`` reads it, and names that clash."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+
+from tests.harness import ROOT, SupervisorProcess
+from tests.support import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"}
+
+
+def scrape(sup: SupervisorProcess, headers: dict[str, str] | None = None) -> str:
+    url = f"http://127.0.0.1:{sup.request('port')}/metrics"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                timeout=10) as response:
+        assert response.status == 200
+        return response.read().decode()
+
+
+def values(page: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an OpenMetrics page, parsed by prometheus_client (raises if it is bad)."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in parse_openmetrics(page) for s in family.samples}
+
+
+def app_path(tmp_path: Path) -> dict[str, str]:
+    """The environment that makes modules written into ``tmp_path`` importable."""
+    return {"PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+
+
+def check_with_promtool(page: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        print("promtool is not installed (Debian: apt-get install prometheus): "
+              "the page is checked by prometheus_client's parsers only")
+        return
+    checked = subprocess.run([promtool, "check", "metrics"], input=page, text=True,
+                             capture_output=True, timeout=30)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- metrics made before the fork, in any registry --------------------------------------------
+#: An app module (importable by name, so that forkserver workers import it too).
+MADE_BEFORE_APP = """
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from tests.scenario_lib import started
+MINE = CollectorRegistry()
+IN_MINE = Counter("made_in_my_registry", "counted in a registry of the app's own",
+                  registry=MINE)
+NOWHERE = Counter("made_in_no_registry", "counted in no registry", ["kind"], registry=None)
+SIZES = Histogram("made_sizes", "observed in no registry", buckets=(1.0, 10.0), registry=None)
+LEVEL = Gauge("made_level", "set in no registry", multiprocess_mode="livesum", registry=None)
+IN_MINE.inc(100)  # the supervisor's own counts: in its memory, never exported
+NOWHERE.labels("early").inc(100)
+
+def work(ctx):
+    IN_MINE.inc(2)
+    NOWHERE.labels("early").inc(3)
+    NOWHERE.labels("late").inc(1)
+    SIZES.observe(5.0)
+    LEVEL.set(1)
+    started(ctx)
+    ctx.shutdown.wait()
+"""
+
+MADE_BEFORE = """
+from janus_mp import *
+from made_before_app import work
+CONFIG = SupervisorConfig(shutdown_timeout=5.0, kill_timeout=1.0, metrics_port=0,
+                          start_method=START_METHOD)
+
+def build(sup):
+    sup.spawn_service(work, SpawnOptions(workers=2))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_metrics_made_before_the_fork_in_any_registry_reach_metrics(tmp_path, method):
+    (tmp_path / "made_before_app.py").write_text(MADE_BEFORE_APP)
+    scenario = MADE_BEFORE.replace("START_METHOD", repr(method))
+    with SupervisorProcess(tmp_path, scenario, env=app_path(tmp_path)) as sup:
+        wait_until(lambda: 'made_level 2.0' in scrape(sup), timeout=30,
+                   message="both workers' gauges on /metrics")
+        got = values(scrape(sup, OPENMETRICS))
+        assert got[("made_in_my_registry_total", ())] == 4.0
+        assert got[("made_in_no_registry_total", (("kind", "early"),))] == 6.0
+        assert got[("made_in_no_registry_total", (("kind", "late"),))] == 2.0
+        assert got[("made_sizes_count", ())] == 2.0
+        assert got[("made_sizes_bucket", (("le", "10.0"),))] == 2.0
+        assert got[("made_level", ())] == 2.0
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0
