@@ -64,6 +64,7 @@ class MultiprocessMetrics:
         self.other_supervisor: int | None = None
         #: Metrics that existed when the supervisor was about to fork (None: not looked).
         self._made_before: list[Any] | None = None
+        self._clashes_told: set[str] = set()  # metric names whose clash was logged
         self._reset_archive()
 
     def _reset_archive(self) -> None:
@@ -141,6 +142,7 @@ class MultiprocessMetrics:
                     pass
                 except OSError as exc:
                     log.warning("could not remove metrics file %s: %s", filename, exc)
+        self._tell_clashes(self._archive.clashes)
 
     def collector(self) -> ArchiveCollector:
         """A collector of live workers' files plus the archive: the stock collector's output."""
@@ -188,11 +190,21 @@ class MultiprocessMetrics:
             self._fold_live(fold, path)
             with self._lock:
                 if self._version == version:
-                    return fold.metrics()
-        with self._lock:
-            fold = self._archive.copy()
-            self._fold_live(fold, path)
+                    break
+        else:
+            with self._lock:
+                fold = self._archive.copy()
+                self._fold_live(fold, path)
+        self._tell_clashes(fold.clashes)
         return fold.metrics()
+
+    def _tell_clashes(self, clashes: dict[str, str]) -> None:
+        """One log line per metric name used with two types or gauge modes, ever."""
+        with self._lock:
+            new = {name: why for name, why in clashes.items() if name not in self._clashes_told}
+            self._clashes_told.update(new)
+        for name, why in sorted(new.items()):
+            log.warning("workers' metric %s is %s", name, why)
 
     def _fold_live(self, fold: Fold, path: str) -> None:
         try:

@@ -41,9 +41,8 @@ class Observability:
         self.other_supervisor: int | None = None
 
     def open(self) -> None:
-        from prometheus_client import CollectorRegistry
-
         from janus_mp.metrics.export import SupervisorCollector
+        from janus_mp.metrics.registry import SupervisorRegistry
 
         config = self._config
         store = MultiprocessMetrics(config.metrics_dir)
@@ -51,8 +50,7 @@ class Observability:
         store.prepare()
         store.find_metrics_made_before()  # every worker is forked after this
         self.store = store
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(store.collector())
+        registry = SupervisorRegistry(workers=store.collector())
         registry.register(SupervisorCollector(self._metrics, {
             "version": __version__, "start_method": self._start_method, "name": config.name}))
         self.registry = registry
