@@ -48,6 +48,7 @@ _MAX = frozenset({"max", "livemax"})
 _SUM = frozenset({"sum", "livesum"})
 _MOST_RECENT = frozenset({"mostrecent", "livemostrecent"})
 _COMBINED = _MIN | _MAX | _SUM | _MOST_RECENT  # the gauge modes that drop the pid label
+_LIVE = frozenset(mode for mode in _COMBINED if mode.startswith("live"))
 
 
 class FileId(NamedTuple):
@@ -77,6 +78,17 @@ class SampleKey(NamedTuple):
 
 
 Entry = tuple[SampleKey, float, float]  # key, value, timestamp
+
+
+class StoredSample(NamedTuple):
+    """One sample as a multiprocess file holds it (see ``Fold.stored_samples``)."""
+
+    metric: str
+    sample: str
+    labels: Labels
+    help: str
+    value: float
+    timestamp: float
 
 
 def parse_file_name(name: str) -> FileId | None:
@@ -219,6 +231,26 @@ class Fold:
 
     def metrics(self) -> list[Metric]:
         return [family.metric() for family in self._families.values()]
+
+    def stored_samples(self) -> dict[tuple[str, str], list[StoredSample]]:
+        """The fold as samples of multiprocess files, by (kind, gauge mode): what a file must
+        hold for the stock reader to read this fold back (histogram buckets per bound, not
+        cumulative). Gauges whose value is per process (``all`` and the live modes) are left
+        out: one file cannot say which pid each value was."""
+        stored: dict[tuple[str, str], list[StoredSample]] = {}
+        for family in self._families.values():
+            if family.kind == "gauge" and family.mode not in _COMBINED - _LIVE:
+                continue
+            samples = stored.setdefault((family.kind, family.mode), [])
+            for (name, labels), value in family.values.items():
+                samples.append(StoredSample(family.name, name, labels, family.help, value,
+                                            family.stamps.get((name, labels), 0.0)))
+            for labels, bounds in family.buckets.items():
+                for bound, count in bounds.items():
+                    samples.append(StoredSample(
+                        family.name, family.name + "_bucket",
+                        labels + (("le", _go_float(bound)),), family.help, count, 0.0))
+        return stored
 
     def series_count(self) -> int:
         """Folded series: what a copy costs (grows only with gauge ``all`` series of the dead)."""

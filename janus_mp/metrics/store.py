@@ -8,15 +8,20 @@ holds live workers' files only, and a scrape reads those plus a copy of the arch
 
     prepare()        supervisor, before any worker: the directory, empty of stale files
     worker_init()    each worker, before user code: every metric writes to this pid's files
-    process_dead()   supervisor loop, per reaped worker: read its files, fold, delete them
+    process_dead()   supervisor loop, per reaped worker: read its files, fold, rewrite the
+                     archive's files, delete the worker's
     collector()      HTTP thread, per scrape: archive copy + live files -> metric families
     close()          supervisor, on exit: remove what prepare() made
 
-The archive lives in the supervisor's memory, not in files: a fold is then a read and an
-unlink, with no write that a full disk could fail, and never an mmap write, which on a full
-tmpfs or disk kills the writer with SIGBUS. The cost: a reader other than ``collector()``
-(a worker running its own MultiProcessCollector) sees live workers only. The supervisor's
-``/metrics`` is the place to scrape.
+The archive lives in the supervisor's memory: a scrape of ``/metrics`` reads no archive file.
+For the other readers of the directory — an app serving its own ``/metrics`` with the stock
+``MultiProcessCollector`` (django-prometheus, prometheus-flask-exporter) — every fold also
+rewrites the archive as files of the stock format, ``counter_archive-<supervisor pid>.db`` and
+so on, before the dead worker's files go: the stock reader adds them up with the live files
+and reads every count of every worker that ever lived. What it cannot read back: a dead
+worker's gauges of mode ``all``, one series per pid (one file cannot say which pid each value
+was). Those files are written whole into a temporary name, their blocks allocated before they
+are mapped (a full disk fails the write, never SIGBUSes the supervisor), then renamed.
 
 A pid reused after its fold starts from zero, where the stock reader would hand the newcomer
 the dead process's file and gauge values; counts add up the same either way.
@@ -30,6 +35,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +45,17 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from janus_mp import osproc
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.metrics.fold import KINDS, Entry, FileId, Fold, KeyParser, file_name, parse_file_name
+from janus_mp.metrics import stock_files
+from janus_mp.metrics.fold import (
+    KINDS,
+    Entry,
+    FileId,
+    Fold,
+    KeyParser,
+    file_name,
+    parse_file_name,
+)
+from janus_mp.metrics.stock_files import archive_pid, is_archive
 
 log = logging.getLogger("janus_mp.metrics")
 
@@ -69,6 +85,7 @@ class MultiprocessMetrics:
 
     def _reset_archive(self) -> None:
         self._archive = Fold()
+        self._retired = stock_files.RetiredFiles()
         self._version = 0  # bumped by every fold; a scrape that saw it change reads again
         self._lock = threading.Lock()
         self._keys = KeyParser()
@@ -135,28 +152,70 @@ class MultiprocessMetrics:
                 if rejected:
                     log.warning("could not compact metrics file %s: %d malformed samples "
                                 "skipped", file_name(source), rejected)
+            # The archive's files first, then the dead worker's files are emptied (see
+            # stock_files): a stock reader's scrape overlapping this may miscount, not fail.
+            self._write_archive_files(path, {(source.kind, source.mode) for source, _ in batches})
+            now = time.monotonic()
             for filename in doomed:
-                try:
-                    os.unlink(filename)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    log.warning("could not remove metrics file %s: %s", filename, exc)
+                self._remove(filename, now)
+            self._retired.sweep(now)
         self._tell_clashes(self._archive.clashes)
+
+    def _remove(self, filename: str, now: float) -> None:
+        """A folded file goes; one the stock reader must find meanwhile is retired first."""
+        source = parse_file_name(os.path.basename(filename))
+        try:
+            if source is not None and source.survives_death:
+                try:
+                    self._retired.retire(filename, now)
+                    return
+                except FileNotFoundError:
+                    return
+                except OSError as exc:
+                    log.warning("could not empty metrics file %s: %s", filename, exc)
+            os.unlink(filename)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove metrics file %s: %s", filename, exc)
+
+    def _write_archive_files(self, path: str, shapes: set[tuple[str, str]]) -> None:
+        """Rewrite the archive's files of these (kind, gauge mode) shapes; never raises."""
+        if not shapes:
+            return
+        stored = self._archive.stored_samples()
+        for kind, mode in sorted(shapes):
+            samples = stored.get((kind, mode))
+            if not samples:
+                continue
+            name = file_name(FileId(kind, mode, archive_pid(os.getpid())))
+            try:
+                stock_files.write_file(path, name, samples)
+            except OSError as exc:
+                log.warning("could not write metrics file %s/%s: %s (a reader of the directory "
+                            "other than janus-mp misses dead workers' %s samples until the "
+                            "next worker exit)", path, name, exc.strerror or exc, kind)
 
     def collector(self) -> ArchiveCollector:
         """A collector of live workers' files plus the archive: the stock collector's output."""
         return ArchiveCollector(self._collect)
 
     def _others(self, source: FileId) -> bool:
-        """A file of a live worker of the other supervisor of an upgrade."""
+        """A file of the other supervisor of an upgrade: its archive's, or a live worker's."""
         other = self.other_supervisor
-        return other is not None and source.pid.isdigit() and \
-            osproc.parent_pid(int(source.pid)) == other
+        if other is None:
+            return False
+        return source.pid == archive_pid(other) or (
+            source.pid.isdigit() and osproc.parent_pid(int(source.pid)) == other)
 
     def file_count(self) -> int:
-        """Multiprocess files in the directory: they are what a scrape reads."""
-        return len(_scan(self._path)) if self._path is not None else 0
+        """Live workers' files in the directory: they are what a scrape reads (with the
+        archive, from memory)."""
+        if self._path is None:
+            return 0
+        return sum(1 for name, source in _scan(self._path)
+                   if not is_archive(source)
+                   and not self._retired.still_empty(f"{self._path}/{name}"))
 
     def close(self) -> None:
         """Remove the directory if prepare() made it, else only the metrics files. Idempotent."""
@@ -196,6 +255,7 @@ class MultiprocessMetrics:
                 fold = self._archive.copy()
                 self._fold_live(fold, path)
         self._tell_clashes(fold.clashes)
+        self._retired.sweep(time.monotonic())
         return fold.metrics()
 
     def _tell_clashes(self, clashes: dict[str, str]) -> None:
@@ -214,6 +274,8 @@ class MultiprocessMetrics:
             return
         for name, source in live:
             filename = f"{path}/{name}"
+            if is_archive(source) or self._retired.still_empty(filename):
+                continue  # this supervisor's archive is in memory (another's is not ours)
             try:
                 entries = _read_file(filename, self._keys, "could not read")
             except FileNotFoundError:

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -108,6 +109,97 @@ def test_metrics_made_before_the_fork_in_any_registry_reach_metrics(tmp_path, me
         assert got[("made_level", ())] == 2.0
         sup.signal(signal.SIGTERM)
         assert sup.wait_exit() == 0
+
+
+# -- what dead workers counted, read by the stock collector ------------------------------------
+#: ``crashy`` counts one job and dies, over and over; ``web`` serves the multiprocess
+#: directory the way django-prometheus or prometheus-flask-exporter do under gunicorn: the
+#: stock MultiProcessCollector in a registry of its own, on an HTTP port of its own.
+STOCK_READER = """
+from prometheus_client import Counter, Histogram
+from janus_mp import *
+from tests.scenario_lib import record
+CONFIG = SupervisorConfig(shutdown_timeout=5.0, kill_timeout=1.0, metrics_port=0,
+                          metrics_dir=METRICS_DIR)
+JOBS = Counter("stock_jobs", "jobs done", ["kind"])
+SECONDS = Histogram("stock_job_seconds", "job time", buckets=(1.0, 5.0))
+
+def crashy(ctx):
+    JOBS.labels("a").inc()
+    SECONDS.observe(2.0)
+    record("ran", ctx.index)
+    raise SystemExit(1)
+
+def web(ctx):
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+    record("port", server.server_port)
+    ctx.shutdown.wait()
+    server.shutdown()
+
+def build(sup):
+    sup.spawn_service(web, SpawnOptions(workers=1))
+    sup.spawn_service(crashy, SpawnOptions(workers=2, backoff=BackoffConfig(
+        initial_delay=0.0, max_delay=0.0, max_retries=0, clean_restart_delay=0.0)))
+"""
+
+DEATHS = 300
+
+
+def page_values(page: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in parse_text(page) for s in family.samples}
+
+
+def test_the_stock_collector_of_an_app_keeps_every_dead_workers_counts(tmp_path):
+    metrics_dir = tmp_path / "prom"
+    scenario = STOCK_READER.replace("METRICS_DIR", repr(str(metrics_dir)))
+    with SupervisorProcess(tmp_path, scenario) as sup:
+        port = wait_until(lambda: next((int(e[1]) for e in sup.events_list()
+                                        if e[0] == "port"), None), timeout=30,
+                          message="the app's own /metrics port")
+        app_url = f"http://127.0.0.1:{port}/metrics"
+        failed = scraped = 0
+
+        def runs() -> int:
+            nonlocal failed, scraped
+            try:  # the app's endpoint, scraped during the storm of deaths
+                urllib.request.urlopen(app_url, timeout=10).read()
+            except urllib.error.HTTPError as exc:
+                if not failed:
+                    print("first failed app scrape:", exc.read().decode()[-600:])
+                failed += 1
+            scraped += 1
+            return sum(1 for e in sup.events_list() if e[0] == "ran")
+
+        wait_until(lambda: runs() >= DEATHS, timeout=90, message=f"{DEATHS} worker deaths")
+        sup.request("stop", service="crashy")
+        wait_until(lambda: sup.service("crashy")["phase"] == "terminated", timeout=30,
+                   message="crashy stopped")
+        print(f"app scrapes during the deaths: {scraped}, failed: {failed}")
+        ran = runs()
+        ours = values(scrape(sup, OPENMETRICS))
+        stock = page_values(urllib.request.urlopen(app_url, timeout=10).read().decode())
+        total = ours[("stock_jobs_total", (("kind", "a"),))]
+        assert total >= ran >= DEATHS
+        # The stock collector, in the app, reads what janus-mp's /metrics reads: every count
+        # of every worker that ever lived, though none of them lives now.
+        assert stock[("stock_jobs_total", (("kind", "a"),))] == total
+        assert stock[("stock_job_seconds_count", ())] == total
+        assert stock[("stock_job_seconds_bucket", (("le", "1.0"),))] == 0.0
+        assert stock[("stock_job_seconds_bucket", (("le", "5.0"),))] == total
+        assert stock[("stock_job_seconds_sum", ())] == 2.0 * total
+        # ...from a handful of files with data, not one per dead worker (the emptied files of
+        # folded workers go in batches, see stock_files).
+        files = list(metrics_dir.glob("*.db"))
+        assert len([f for f in files if f.stat().st_size > 8]) <= 4, files
+        print(f"files in the directory: {len(files)}")
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit() == 0
+        assert not list(metrics_dir.glob("*.db"))  # removed on exit
 
 
 # -- names that clash -----------------------------------------------------------------------
