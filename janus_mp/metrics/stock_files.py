@@ -67,7 +67,7 @@ def write_file(path: str, name: str, samples: list[StoredSample]) -> None:
             os.posix_fallocate(fd, 0, size)
         finally:
             os.close(fd)
-        values: Any = MmapedDict(temporary)  # type: ignore[no-untyped-call]
+        values: Any = MmapedDict(temporary)
         try:
             for key, sample in zip(keys, samples, strict=True):
                 values.write_value(key, sample.value, sample.timestamp)

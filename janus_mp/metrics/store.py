@@ -29,7 +29,6 @@ the dead process's file and gauge values; counts add up the same either way.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
@@ -45,7 +44,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from janus_mp import osproc
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.metrics import stock_files
+from janus_mp.metrics import premade, stock_files
 from janus_mp.metrics.fold import (
     KINDS,
     Entry,
@@ -317,9 +316,10 @@ class MultiprocessMetrics:
         values.ValueClass = values.MultiProcessValue()
         # No locks taken: a lock held by another parent thread at fork time stays held in the
         # child forever, and this process is still single-threaded here.
-        made_before = self._made_before if self._made_before is not None else _every_metric()
+        made_before = self._made_before if self._made_before is not None else \
+            premade.every_metric()
         seen: set[int] = set()
-        for metric in [*_registered_metrics(), *made_before]:
+        for metric in [*premade.registered_metrics(), *made_before]:
             if id(metric) not in seen:
                 seen.add(id(metric))
                 metric._metric_init()
@@ -334,7 +334,7 @@ class MultiprocessMetrics:
         with the supervisor. A worker started by spawn or forkserver inherits nothing of
         this list and walks its own (young) heap instead.
         """
-        self._made_before = _every_metric()
+        self._made_before = premade.every_metric()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"directory": self.directory, "path": self._path}
@@ -355,42 +355,6 @@ class ArchiveCollector:
 
     def collect(self) -> list[Metric]:
         return self._collect()
-
-
-def _registered_metrics() -> list[Any]:
-    """The metrics of the default REGISTRY that hold values: unlabelled ones and children."""
-    from prometheus_client.metrics import MetricWrapperBase
-    from prometheus_client.registry import REGISTRY
-
-    found: list[Any] = []
-    for collector in list(REGISTRY._collector_to_names):
-        if not isinstance(collector, MetricWrapperBase) or collector._type not in KINDS:
-            continue  # Info and Enum keep their own state; other collectors have none
-        if collector._is_observable():
-            found.append(collector)
-        elif collector._is_parent():
-            found.extend(collector._metrics.values())
-    return found
-
-
-def _every_metric() -> list[Any]:
-    """Every metric of this process that holds values, whatever registry it is in.
-
-    ``gc.get_objects`` skips what ``gc.freeze`` froze (an earlier supervisor in this process,
-    or the app), so a frozen heap is thawed for the walk and frozen again.
-    """
-    from prometheus_client.metrics import MetricWrapperBase
-
-    frozen = gc.get_freeze_count() > 0
-    if frozen:
-        gc.unfreeze()
-    try:
-        return [obj for obj in gc.get_objects()
-                if isinstance(obj, MetricWrapperBase) and obj._type in KINDS
-                and obj._is_observable()]
-    finally:
-        if frozen:
-            gc.freeze()
 
 
 # Every (kind, gauge mode) a process can have a file for. A death probes these names: a dozen

@@ -378,3 +378,19 @@ def test_scrape_skips_a_corrupt_live_file(caplog: pytest.LogCaptureFixture) -> N
         with caplog.at_level(logging.WARNING, logger="janus_mp.metrics"):
             assert ("plain_total", (), 1.0) in samples(list(store.collector().collect()))
         assert "counter_6.db" in caplog.text
+
+
+def test_a_name_with_two_types_or_gauge_modes_keeps_the_first_and_records_the_clash() -> None:
+    parse = KeyParser()
+    fold = Fold()
+    key = parse(mmap_key("twice", "twice", [], [], "h"))
+    counter_key = parse(mmap_key("twice", "twice_total", [], [], "h"))
+    fold.add(FileId("gauge", "max", "1"), [(key, 3.0, 0.0)])
+    fold.add(FileId("gauge", "livesum", "2"), [(key, 5.0, 0.0)])
+    fold.add(FileId("counter", "", "3"), [(counter_key, 7.0, 0.0)])
+    fold.add(FileId("gauge", "max", "4"), [(key, 4.0, 0.0)])
+    assert samples(fold.metrics()) == [("twice", (), 4.0)]
+    assert [(m.name, m.type) for m in fold.metrics()] == [("twice", "gauge")]
+    assert fold.clashes == {"twice": "used as a gauge (max mode) and as a gauge (livesum mode): "
+                                      "the gauge (livesum mode)'s samples are left out"}
+    assert fold.copy().clashes == fold.clashes
