@@ -116,19 +116,24 @@ class MultiprocessMetrics:
         return path
 
     def process_dead(self, pid: int) -> None:
-        """Fold a reaped worker's files into the archive and delete them; never raises.
+        """Fold a reaped worker's files into the archive and delete them; never raises."""
+        self.processes_dead([pid])
 
-        Call it once the pid is reaped (its files are final then); the runtime calls it after
-        the turn that reaped the worker, so folding never delays the replacement's spawn.
-        Unreadable or corrupt files are logged and what could be read is kept: a metrics
-        problem must not stop supervision.
+    def processes_dead(self, pids: list[int]) -> None:
+        """Fold reaped workers' files into the archive and delete them; never raises.
+
+        Call it once the pids are reaped (their files are final then); the runtime calls it
+        after the turn that reaped the workers, with all of them, so folding never delays a
+        replacement's spawn and the archive's files are rewritten once per turn, not once
+        per worker. Unreadable or corrupt files are logged and what could be read is kept: a
+        metrics problem must not stop supervision.
         """
         path = self._path
         if path is None or self._owner_pid != os.getpid():
             return
         batches: list[tuple[FileId, list[Entry]]] = []
         doomed: list[str] = []
-        for source in _files_of(str(pid)):
+        for source in [source for pid in pids for source in _files_of(str(pid))]:
             filename = f"{path}/{file_name(source)}"
             if not source.survives_death:
                 doomed.append(filename)

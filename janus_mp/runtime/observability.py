@@ -88,9 +88,9 @@ class Observability:
         if self.store is not None:
             self.store.other_supervisor = pid
 
-    def worker_gone(self, pid: int) -> None:
+    def workers_gone(self, pids: list[int]) -> None:
         if self.store is not None:
-            self.store.process_dead(pid)
+            self.store.processes_dead(pids)
 
     def _healthy(self) -> bool:
         """The loop is alive and turning: it answers a no-op within a second."""
