@@ -77,3 +77,28 @@ def test_a_retired_file_taken_over_by_a_new_worker_is_kept(tmp_path):
     values.close()
     retired.sweep(SWEEP_AFTER)
     assert reused.exists() and os.path.getsize(reused) > 8
+
+
+def test_workers_folded_together_leave_what_one_by_one_leaves(tmp_path):
+    from janus_mp.metrics.store import MultiprocessMetrics
+
+    pages = []
+    for together in (True, False):
+        store = MultiprocessMetrics(str(tmp_path / str(together)))
+        path = store.prepare()
+        for pid, jobs in ((11, 3.0), (12, 4.0), (13, 5.0)):
+            values = MmapedDict(f"{path}/counter_{pid}.db")
+            values.write_value('["jobs", "jobs_total", {}, "Jobs."]', jobs, 0.0)
+            values.close()
+        if together:
+            store.processes_dead([11, 12])
+        else:
+            store.process_dead(11)
+            store.process_dead(12)
+        ours = [(s.name, s.value) for m in store.collector().collect() for s in m.samples]
+        stock = [(s.name, s.value) for m in MultiProcessCollector(None, path=path).collect()
+                 for s in m.samples]
+        pages.append((ours, stock, sorted(os.listdir(path))))
+        store.close()
+    assert pages[0] == pages[1]
+    assert pages[0][0] == pages[0][1] == [("jobs_total", 12.0)]
