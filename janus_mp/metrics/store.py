@@ -2,14 +2,14 @@
 
 The stock ``MultiProcessCollector`` reads every file of every process that ever lived, so each
 scrape slows down with every restart (client_python #204, #367, #443). The supervisor knows
-exactly when a worker is dead, because it reaped it, so ``process_dead`` folds that worker's
-files into an in-memory archive (``metrics_fold.Fold``) and deletes them. The directory then
-holds live workers' files only, and a scrape reads those plus a copy of the archive:
+exactly when a worker is dead, because it reaped it, so ``processes_dead`` folds that worker's
+files into an in-memory archive (``metrics_fold.Fold``) and empties them. The directory then
+holds live workers' data only, and a scrape reads those plus a copy of the archive:
 
     prepare()        supervisor, before any worker: the directory, empty of stale files
     worker_init()    each worker, before user code: every metric writes to this pid's files
-    process_dead()   supervisor loop, per reaped worker: read its files, fold, rewrite the
-                     archive's files, delete the worker's
+    processes_dead() supervisor loop, after a turn that reaped workers: read their files,
+                     fold, rewrite the archive's files, empty theirs (removed later)
     collector()      HTTP thread, per scrape: archive copy + live files -> metric families
     close()          supervisor, on exit: remove what prepare() made
 
@@ -17,11 +17,12 @@ The archive lives in the supervisor's memory: a scrape of ``/metrics`` reads no 
 For the other readers of the directory — an app serving its own ``/metrics`` with the stock
 ``MultiProcessCollector`` (django-prometheus, prometheus-flask-exporter) — every fold also
 rewrites the archive as files of the stock format, ``counter_archive-<supervisor pid>.db`` and
-so on, before the dead worker's files go: the stock reader adds them up with the live files
-and reads every count of every worker that ever lived. What it cannot read back: a dead
-worker's gauges of mode ``all``, one series per pid (one file cannot say which pid each value
-was). Those files are written whole into a temporary name, their blocks allocated before they
-are mapped (a full disk fails the write, never SIGBUSes the supervisor), then renamed.
+so on, before the dead worker's files are emptied (see ``stock_files``): the stock reader adds
+them up with the live files and reads every count of every worker that ever lived. What it
+cannot read back: a dead worker's gauges of mode ``all``, one series per pid (one file cannot
+say which pid each value was). Those files are written whole into a temporary name, their
+blocks allocated before they are mapped (a full disk fails the write, never SIGBUSes the
+supervisor), then renamed.
 
 A pid reused after its fold starts from zero, where the stock reader would hand the newcomer
 the dead process's file and gauge values; counts add up the same either way.
