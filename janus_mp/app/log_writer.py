@@ -35,6 +35,10 @@ log = logging.getLogger("janus_mp.log")
 class LogWriter(logging.handlers.QueueHandler):
     """Install as the root logger's only handler; ``target`` does the actual writing."""
 
+    #: A worker removes it from its loggers first thing: the supervisor's log is not the
+    #: app's, so an app's own ``logging.basicConfig`` in the worker takes effect.
+    supervisor_only = True
+
     def __init__(self, target: logging.Handler, capacity: int = CAPACITY) -> None:
         self._records: queue.Queue[logging.LogRecord | None] = queue.Queue(capacity)
         super().__init__(self._records)

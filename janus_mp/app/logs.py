@@ -53,8 +53,7 @@ class SupervisorLog:
             except JanusError as exc:
                 raise JanusError(f"--log-file {log_file}: "
                                  f"{getattr(exc, 'rule', None) or exc}") from None
-        handler.setFormatter(JsonFormatter() if log_format == "json"
-                             else logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
         self.target = handler
         self.writer = LogWriter(handler)
         self.handler: logging.Handler = self.writer
@@ -107,6 +106,23 @@ class SupervisorLog:
         self.writer.stop()
         self.target.flush()
         logging.shutdown()
+
+
+class TextFormatter(logging.Formatter):
+    """``LOG_FORMAT`` for the supervisor's own records; a worker's captured line is written as
+    the app wrote it, after one prefix (``name[i] err| ...``): no second timestamp, and no
+    level of ours in front of the app's own."""
+
+    def __init__(self) -> None:
+        super().__init__(LOG_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        source = getattr(record, "janus_source", None)
+        text = getattr(record, "janus_text", None)
+        if source is not None and text is not None:
+            prefix = source.prefix if source.slot >= 0 else f"{source.service} {source.stream}|"
+            return f"{prefix} {text}"
+        return super().format(record)
 
 
 class JsonFormatter(logging.Formatter):

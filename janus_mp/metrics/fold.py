@@ -48,6 +48,7 @@ _MAX = frozenset({"max", "livemax"})
 _SUM = frozenset({"sum", "livesum"})
 _MOST_RECENT = frozenset({"mostrecent", "livemostrecent"})
 _COMBINED = _MIN | _MAX | _SUM | _MOST_RECENT  # the gauge modes that drop the pid label
+_LIVE = frozenset(mode for mode in _COMBINED if mode.startswith("live"))
 
 
 class FileId(NamedTuple):
@@ -77,6 +78,17 @@ class SampleKey(NamedTuple):
 
 
 Entry = tuple[SampleKey, float, float]  # key, value, timestamp
+
+
+class StoredSample(NamedTuple):
+    """One sample as a multiprocess file holds it (see ``Fold.stored_samples``)."""
+
+    metric: str
+    sample: str
+    labels: Labels
+    help: str
+    value: float
+    timestamp: float
 
 
 def parse_file_name(name: str) -> FileId | None:
@@ -201,20 +213,44 @@ class Fold:
 
     Invariant: folding batches B1..Bn one by one (into an archive, then a copy of it) gives the
     stock reader's result over B1..Bn, within the rounding noted in the module docstring, for
-    any split of the batches. A family keeps its first help text and kind and its last gauge
-    mode, as the stock reader does.
+    any split of the batches. A family keeps its first help text, kind and gauge mode; where
+    the stock reader mixes samples of another type or mode into it (a page no parser accepts),
+    those samples are left out here and the name is recorded in ``clashes``.
     """
 
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
+        #: Metric name -> why samples of it were left out (another type or gauge mode).
+        self.clashes: dict[str, str] = {}
 
     def copy(self) -> Fold:
         twin = Fold()
         twin._families = {name: family.copy() for name, family in self._families.items()}
+        twin.clashes = dict(self.clashes)
         return twin
 
     def metrics(self) -> list[Metric]:
         return [family.metric() for family in self._families.values()]
+
+    def stored_samples(self) -> dict[tuple[str, str], list[StoredSample]]:
+        """The fold as samples of multiprocess files, by (kind, gauge mode): what a file must
+        hold for the stock reader to read this fold back (histogram buckets per bound, not
+        cumulative). Gauges whose value is per process (``all`` and the live modes) are left
+        out: one file cannot say which pid each value was."""
+        stored: dict[tuple[str, str], list[StoredSample]] = {}
+        for family in self._families.values():
+            if family.kind == "gauge" and family.mode not in _COMBINED - _LIVE:
+                continue
+            samples = stored.setdefault((family.kind, family.mode), [])
+            for (name, labels), value in family.values.items():
+                samples.append(StoredSample(family.name, name, labels, family.help, value,
+                                            family.stamps.get((name, labels), 0.0)))
+            for labels, bounds in family.buckets.items():
+                for bound, count in bounds.items():
+                    samples.append(StoredSample(
+                        family.name, family.name + "_bucket",
+                        labels + (("le", _go_float(bound)),), family.help, count, 0.0))
+        return stored
 
     def series_count(self) -> int:
         """Folded series: what a copy costs (grows only with gauge ``all`` series of the dead)."""
@@ -235,8 +271,13 @@ class Fold:
                     rejected += 1
                     continue
                 family = self._families[key.metric] = _Family(key.metric, key.help, source.kind)
-            if is_gauge:
                 family.mode = source.mode
+            elif family.kind != source.kind or (is_gauge and family.mode != source.mode):
+                # One name, two types or gauge modes (two versions of an app, a typo): the
+                # first one seen keeps the name, so the page still parses; the other is shown
+                # nowhere, and said once (see ``clashes``).
+                self.clashes.setdefault(key.metric, _clash(family, source))
+                continue
             if family.kind == "gauge":
                 if family.mode in _COMBINED:  # any pid label goes, a user's own too, as stock
                     labels = key.without_pid
@@ -253,6 +294,14 @@ class Fold:
                 sample = (key.sample, key.labels)
                 family.values[sample] = family.values.get(sample, 0.0) + value
         return rejected
+
+
+def _clash(family: _Family, source: FileId) -> str:
+    def shape(kind: str, mode: str) -> str:
+        return f"a {kind} ({mode} mode)" if kind == "gauge" else f"a {kind}"
+    return (f"used as {shape(family.kind, family.mode)} and as "
+            f"{shape(source.kind, source.mode)}: the {shape(source.kind, source.mode)[2:]}'s "
+            f"samples are left out")
 
 
 def _fold_gauge(family: _Family, sample: SampleId, value: float, timestamp: float) -> None:

@@ -2,21 +2,27 @@
 
 The stock ``MultiProcessCollector`` reads every file of every process that ever lived, so each
 scrape slows down with every restart (client_python #204, #367, #443). The supervisor knows
-exactly when a worker is dead, because it reaped it, so ``process_dead`` folds that worker's
-files into an in-memory archive (``metrics_fold.Fold``) and deletes them. The directory then
-holds live workers' files only, and a scrape reads those plus a copy of the archive:
+exactly when a worker is dead, because it reaped it, so ``processes_dead`` folds that worker's
+files into an in-memory archive (``metrics_fold.Fold``) and empties them. The directory then
+holds live workers' data only, and a scrape reads those plus a copy of the archive:
 
     prepare()        supervisor, before any worker: the directory, empty of stale files
     worker_init()    each worker, before user code: every metric writes to this pid's files
-    process_dead()   supervisor loop, per reaped worker: read its files, fold, delete them
+    processes_dead() supervisor loop, after a turn that reaped workers: read their files,
+                     fold, rewrite the archive's files, empty theirs (removed later)
     collector()      HTTP thread, per scrape: archive copy + live files -> metric families
     close()          supervisor, on exit: remove what prepare() made
 
-The archive lives in the supervisor's memory, not in files: a fold is then a read and an
-unlink, with no write that a full disk could fail, and never an mmap write, which on a full
-tmpfs or disk kills the writer with SIGBUS. The cost: a reader other than ``collector()``
-(a worker running its own MultiProcessCollector) sees live workers only. The supervisor's
-``/metrics`` is the place to scrape.
+The archive lives in the supervisor's memory: a scrape of ``/metrics`` reads no archive file.
+For the other readers of the directory — an app serving its own ``/metrics`` with the stock
+``MultiProcessCollector`` (django-prometheus, prometheus-flask-exporter) — every fold also
+rewrites the archive as files of the stock format, ``counter_archive-<supervisor pid>.db`` and
+so on, before the dead worker's files are emptied (see ``stock_files``): the stock reader adds
+them up with the live files and reads every count of every worker that ever lived. What it
+cannot read back: a dead worker's gauges of mode ``all``, one series per pid (one file cannot
+say which pid each value was). Those files are written whole into a temporary name, their
+blocks allocated before they are mapped (a full disk fails the write, never SIGBUSes the
+supervisor), then renamed.
 
 A pid reused after its fold starts from zero, where the stock reader would hand the newcomer
 the dead process's file and gauge values; counts add up the same either way.
@@ -29,6 +35,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +45,17 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from janus_mp import osproc
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.metrics.fold import KINDS, Entry, FileId, Fold, KeyParser, file_name, parse_file_name
+from janus_mp.metrics import premade, stock_files
+from janus_mp.metrics.fold import (
+    KINDS,
+    Entry,
+    FileId,
+    Fold,
+    KeyParser,
+    file_name,
+    parse_file_name,
+)
+from janus_mp.metrics.stock_files import archive_pid, is_archive
 
 log = logging.getLogger("janus_mp.metrics")
 
@@ -61,10 +78,14 @@ class MultiprocessMetrics:
         #: In an upgrade, the other supervisor sharing a configured directory with this one:
         #: its workers' files are live, never removed here (it folds them itself).
         self.other_supervisor: int | None = None
+        #: Metrics that existed when the supervisor was about to fork (None: not looked).
+        self._made_before: list[Any] | None = None
+        self._clashes_told: set[str] = set()  # metric names whose clash was logged
         self._reset_archive()
 
     def _reset_archive(self) -> None:
         self._archive = Fold()
+        self._retired = stock_files.RetiredFiles()
         self._version = 0  # bumped by every fold; a scrape that saw it change reads again
         self._lock = threading.Lock()
         self._keys = KeyParser()
@@ -96,19 +117,24 @@ class MultiprocessMetrics:
         return path
 
     def process_dead(self, pid: int) -> None:
-        """Fold a reaped worker's files into the archive and delete them; never raises.
+        """Fold a reaped worker's files into the archive and delete them; never raises."""
+        self.processes_dead([pid])
 
-        Call it once the pid is reaped (its files are final then); the runtime calls it after
-        the turn that reaped the worker, so folding never delays the replacement's spawn.
-        Unreadable or corrupt files are logged and what could be read is kept: a metrics
-        problem must not stop supervision.
+    def processes_dead(self, pids: list[int]) -> None:
+        """Fold reaped workers' files into the archive and delete them; never raises.
+
+        Call it once the pids are reaped (their files are final then); the runtime calls it
+        after the turn that reaped the workers, with all of them, so folding never delays a
+        replacement's spawn and the archive's files are rewritten once per turn, not once
+        per worker. Unreadable or corrupt files are logged and what could be read is kept: a
+        metrics problem must not stop supervision.
         """
         path = self._path
         if path is None or self._owner_pid != os.getpid():
             return
         batches: list[tuple[FileId, list[Entry]]] = []
         doomed: list[str] = []
-        for source in _files_of(str(pid)):
+        for source in [source for pid in pids for source in _files_of(str(pid))]:
             filename = f"{path}/{file_name(source)}"
             if not source.survives_death:
                 doomed.append(filename)
@@ -131,27 +157,70 @@ class MultiprocessMetrics:
                 if rejected:
                     log.warning("could not compact metrics file %s: %d malformed samples "
                                 "skipped", file_name(source), rejected)
+            # The archive's files first, then the dead worker's files are emptied (see
+            # stock_files): a stock reader's scrape overlapping this may miscount, not fail.
+            self._write_archive_files(path, {(source.kind, source.mode) for source, _ in batches})
+            now = time.monotonic()
             for filename in doomed:
+                self._remove(filename, now)
+            self._retired.sweep(now)
+        self._tell_clashes(self._archive.clashes)
+
+    def _remove(self, filename: str, now: float) -> None:
+        """A folded file goes; one the stock reader must find meanwhile is retired first."""
+        source = parse_file_name(os.path.basename(filename))
+        try:
+            if source is not None and source.survives_death:
                 try:
-                    os.unlink(filename)
+                    self._retired.retire(filename, now)
+                    return
                 except FileNotFoundError:
-                    pass
+                    return
                 except OSError as exc:
-                    log.warning("could not remove metrics file %s: %s", filename, exc)
+                    log.warning("could not empty metrics file %s: %s", filename, exc)
+            os.unlink(filename)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove metrics file %s: %s", filename, exc)
+
+    def _write_archive_files(self, path: str, shapes: set[tuple[str, str]]) -> None:
+        """Rewrite the archive's files of these (kind, gauge mode) shapes; never raises."""
+        if not shapes:
+            return
+        stored = self._archive.stored_samples()
+        for kind, mode in sorted(shapes):
+            samples = stored.get((kind, mode))
+            if not samples:
+                continue
+            name = file_name(FileId(kind, mode, archive_pid(os.getpid())))
+            try:
+                stock_files.write_file(path, name, samples)
+            except OSError as exc:
+                log.warning("could not write metrics file %s/%s: %s (a reader of the directory "
+                            "other than janus-mp misses dead workers' %s samples until the "
+                            "next worker exit)", path, name, exc.strerror or exc, kind)
 
     def collector(self) -> ArchiveCollector:
         """A collector of live workers' files plus the archive: the stock collector's output."""
         return ArchiveCollector(self._collect)
 
     def _others(self, source: FileId) -> bool:
-        """A file of a live worker of the other supervisor of an upgrade."""
+        """A file of the other supervisor of an upgrade: its archive's, or a live worker's."""
         other = self.other_supervisor
-        return other is not None and source.pid.isdigit() and \
-            osproc.parent_pid(int(source.pid)) == other
+        if other is None:
+            return False
+        return source.pid == archive_pid(other) or (
+            source.pid.isdigit() and osproc.parent_pid(int(source.pid)) == other)
 
     def file_count(self) -> int:
-        """Multiprocess files in the directory: they are what a scrape reads."""
-        return len(_scan(self._path)) if self._path is not None else 0
+        """Live workers' files in the directory: they are what a scrape reads (with the
+        archive, from memory)."""
+        if self._path is None:
+            return 0
+        return sum(1 for name, source in _scan(self._path)
+                   if not is_archive(source)
+                   and not self._retired.still_empty(f"{self._path}/{name}"))
 
     def close(self) -> None:
         """Remove the directory if prepare() made it, else only the metrics files. Idempotent."""
@@ -185,11 +254,22 @@ class MultiprocessMetrics:
             self._fold_live(fold, path)
             with self._lock:
                 if self._version == version:
-                    return fold.metrics()
-        with self._lock:
-            fold = self._archive.copy()
-            self._fold_live(fold, path)
+                    break
+        else:
+            with self._lock:
+                fold = self._archive.copy()
+                self._fold_live(fold, path)
+        self._tell_clashes(fold.clashes)
+        self._retired.sweep(time.monotonic())
         return fold.metrics()
+
+    def _tell_clashes(self, clashes: dict[str, str]) -> None:
+        """One log line per metric name used with two types or gauge modes, ever."""
+        with self._lock:
+            new = {name: why for name, why in clashes.items() if name not in self._clashes_told}
+            self._clashes_told.update(new)
+        for name, why in sorted(new.items()):
+            log.warning("workers' metric %s is %s", name, why)
 
     def _fold_live(self, fold: Fold, path: str) -> None:
         try:
@@ -199,6 +279,8 @@ class MultiprocessMetrics:
             return
         for name, source in live:
             filename = f"{path}/{name}"
+            if is_archive(source) or self._retired.still_empty(filename):
+                continue  # this supervisor's archive is in memory (another's is not ours)
             try:
                 entries = _read_file(filename, self._keys, "could not read")
             except FileNotFoundError:
@@ -219,14 +301,13 @@ class MultiprocessMetrics:
         fork the worker inherits a parent that may have imported it, and built metrics, before
         the directory existed; under spawn and forkserver, unpickling the target may import
         modules that build metrics before this runs. So switch the value class for this
-        process and re-initialise the metrics already in the default REGISTRY, and their
-        labelled children: they restart from zero, in files named by this pid.
+        process and re-initialise the metrics made already — in the default REGISTRY, in
+        another registry or in none (see ``find_metrics_made_before``), labelled children
+        included: they restart from zero, in files named by this pid.
         """
         if self._path is None:
             raise JanusError("metrics: worker_init() called before prepare()")
         from prometheus_client import values
-        from prometheus_client.metrics import MetricWrapperBase
-        from prometheus_client.registry import REGISTRY
 
         problem = _unusable(self._path)
         if problem is not None:
@@ -241,14 +322,25 @@ class MultiprocessMetrics:
         values.ValueClass = values.MultiProcessValue()
         # No locks taken: a lock held by another parent thread at fork time stays held in the
         # child forever, and this process is still single-threaded here.
-        for collector in list(REGISTRY._collector_to_names):
-            if not isinstance(collector, MetricWrapperBase) or collector._type not in KINDS:
-                continue  # Info and Enum keep their own state; other collectors have none
-            if collector._is_observable():
-                collector._metric_init()
-            elif collector._is_parent():
-                for child in list(collector._metrics.values()):
-                    child._metric_init()
+        made_before = self._made_before if self._made_before is not None else \
+            premade.every_metric()
+        seen: set[int] = set()
+        for metric in [*premade.registered_metrics(), *made_before]:
+            if id(metric) not in seen:
+                seen.add(id(metric))
+                metric._metric_init()
+
+    def find_metrics_made_before(self) -> None:
+        """In the supervisor, before its first fork: remember every metric that exists.
+
+        A metric made at module level, before the directory existed, holds its value in
+        memory; ``worker_init`` moves it to the worker's files whatever registry it is in
+        (the default one, a custom one, none). Finding them takes a walk over every object,
+        done once here: in a worker, touching every object would copy every page it shares
+        with the supervisor. A worker started by spawn or forkserver inherits nothing of
+        this list and walks its own (young) heap instead.
+        """
+        self._made_before = premade.every_metric()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"directory": self.directory, "path": self._path}

@@ -41,17 +41,16 @@ class Observability:
         self.other_supervisor: int | None = None
 
     def open(self) -> None:
-        from prometheus_client import CollectorRegistry
-
         from janus_mp.metrics.export import SupervisorCollector
+        from janus_mp.metrics.registry import SupervisorRegistry
 
         config = self._config
         store = MultiprocessMetrics(config.metrics_dir)
         store.other_supervisor = self.other_supervisor
         store.prepare()
+        store.find_metrics_made_before()  # every worker is forked after this
         self.store = store
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(store.collector())
+        registry = SupervisorRegistry(workers=store.collector())
         registry.register(SupervisorCollector(self._metrics, {
             "version": __version__, "start_method": self._start_method, "name": config.name}))
         self.registry = registry
@@ -89,9 +88,9 @@ class Observability:
         if self.store is not None:
             self.store.other_supervisor = pid
 
-    def worker_gone(self, pid: int) -> None:
+    def workers_gone(self, pids: list[int]) -> None:
         if self.store is not None:
-            self.store.process_dead(pid)
+            self.store.processes_dead(pids)
 
     def _healthy(self) -> bool:
         """The loop is alive and turning: it answers a no-op within a second."""

@@ -78,22 +78,18 @@ class OutputSink(Protocol):
 
 
 class LoggingSink:
-    """The default: every line into the supervisor's own log (stdout at INFO, stderr at
-    WARNING), as ``name[i] out| text``; with no logging configured at all, onto the
-    supervisor's own stdout and stderr."""
+    """The default (the Python API): every line onto the supervisor's own stdout or stderr,
+    as the worker wrote it after one prefix, ``name[i] out| text``.
+
+    Not through ``logging``: a handler's format would put a second timestamp and a level of
+    ours before the app's own line (which often has both). Set ``output.sink`` to send the
+    lines elsewhere."""
 
     def write(self, source: OutputSource, lines: list[bytes], when: float) -> None:
-        if not log.hasHandlers():  # the Python API with logging not configured: print them
-            stream = sys.stdout if source.stream == "out" else sys.stderr
-            stream.write("".join(f"{source.prefix} {line.decode('utf-8', 'replace')}\n"
-                                 for line in lines))
-            stream.flush()
-            return
-        level = logging.INFO if source.stream == "out" else logging.WARNING
-        if not log.isEnabledFor(level):
-            return
-        for line in lines:
-            log.log(level, "%s %s", source.prefix, line.decode("utf-8", "replace"))
+        stream = sys.stdout if source.stream == "out" else sys.stderr
+        stream.write("".join(f"{source.prefix} {line.decode('utf-8', 'replace')}\n"
+                             for line in lines))
+        stream.flush()
 
     def dropped(self, service: str, lines: int, when: float) -> None:
         log.warning("%s: %d output lines dropped (written faster than they could be logged)",

@@ -530,12 +530,16 @@ class JanusSupervisor:
         """Work that may take time, done once the turn's events (and respawns) are handled."""
         if self._after_turn_pids:
             pids, self._after_turn_pids = self._after_turn_pids, []
+            try:  # all of the turn's dead at once: the metrics archive is rewritten once
+                self._observability.workers_gone(pids)
+            except Exception:  # a metrics hook must never stop supervision
+                log.exception("folding the metrics of pids %s failed", pids)
             for pid in pids:
                 # The guard hears of it after the replacement is running (waking it would
                 # delay that); until then it knows the pid with its start time, so a reuse
                 # of the pid meanwhile is never mistaken for the worker.
                 self._orphans.untrack(pid)
-                for hook in (self._observability.worker_gone, *self.on_worker_reaped):
+                for hook in self.on_worker_reaped:
                     try:
                         hook(pid)
                     except Exception:  # a metrics hook must never stop supervision

@@ -97,6 +97,7 @@ def worker_main(spec: WorkerSpec) -> None:
         # What this process inherited is never collected here: the collector never writes
         # to those objects, so their pages stay shared with the supervisor (O(1) to do).
         gc.freeze()
+    _leave_supervisor_logging()
     parking = _Parking() if spec.standby else None
     _detach_from_supervisor(spec, parking)
     _arm_stack_dumps(spec)
@@ -153,6 +154,32 @@ def worker_main(spec: WorkerSpec) -> None:
         # nothing to tell: that exit was decided already).
         ctx.announce_exit(code)
     raise SystemExit(code)
+
+
+def _leave_supervisor_logging() -> None:
+    """Give this process the logging of a new one, as far as the supervisor's log goes.
+
+    A forked worker inherits the supervisor's loggers. Handlers marked ``supervisor_only``
+    (the command line's own log: a queue whose writer thread is not in this process, and
+    janus-mp's format) leave every logger, and the loggers they configured return to the
+    defaults: so an app's ``logging.basicConfig(format=...)`` in the worker takes effect, and
+    what the app writes reaches its stderr as the app formatted it, once. Handlers an app or
+    a Python API caller installed in the parent stay, as in any forked process.
+    """
+    root = logging.getLogger()
+    loggers = [root, *(logger for logger in list(logging.Logger.manager.loggerDict.values())
+                       if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        marked = [h for h in logger.handlers if getattr(h, "supervisor_only", False)]
+        if not marked:
+            continue
+        for handler in marked:
+            logger.removeHandler(handler)
+        if logger is root:
+            root.setLevel(logging.WARNING)  # a new process's root level
+        elif not logger.handlers:
+            logger.setLevel(logging.NOTSET)
+            logger.propagate = True
 
 
 #: The open dump file: faulthandler writes to its fd, which must stay open as long as we live.
