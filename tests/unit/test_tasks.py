@@ -1,0 +1,217 @@
+"""The task pool's decisions on a fake clock: assignment, retries, quarantine, timeouts,
+cancellation, backpressure and draining (core/tasks.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from janus_mp.core.task_messages import (
+    CancelAsked,
+    Closing,
+    Drained,
+    Ending,
+    Interrupt,
+    KillWorker,
+    Outcome,
+    Released,
+    Resolve,
+    Retire,
+    Schedule,
+    Send,
+    Submitted,
+    TaskEnded,
+    TaskTimer,
+    TimerDue,
+    TimerKind,
+    Unschedule,
+    WorkerExit,
+    WorkerJoined,
+    WorkerLeaving,
+    WorkerLost,
+)
+from janus_mp.core.tasks import TaskBook, TaskRules, handle
+from janus_mp.errors import ConfigError
+
+KILLED = WorkerExit(-9)
+
+
+def of(kind, actions):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def test_idle_workers_take_queued_tasks_oldest_first():
+    book = TaskBook()
+    assert of(Send, handle(book, Submitted(1), 0.0)) == []
+    handle(book, Submitted(2), 0.0)
+    out = handle(book, WorkerJoined(10), 0.0)
+    assert of(Send, out) == [Send(10, 1)] and Released(1) in out
+    out = handle(book, WorkerJoined(11), 0.0)
+    assert of(Send, out) == [Send(11, 2)]
+    assert book.busy == 2 and book.queued == 0
+    out = handle(book, TaskEnded(10, 1, Ending.RETURNED), 1.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.DONE)]
+    assert book.busy == 1 and list(book.idle) == [10]
+
+
+def test_a_worker_death_fails_only_the_task_it_held():
+    book = TaskBook()
+    for task in (1, 2, 3):
+        handle(book, Submitted(task), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, WorkerJoined(11), 0.0)
+    out = handle(book, WorkerLost(10, KILLED), 1.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.DIED, KILLED, 1)]
+    assert book.queued == 1 and 2 in book.tasks and 3 in book.tasks
+    handle(book, WorkerJoined(12), 1.0)  # the replacement takes what waits
+    assert book.tasks[3].worker == 12
+
+
+def test_retries_run_a_task_again_after_a_death_then_it_dies_for_good():
+    book = TaskBook()
+    handle(book, Submitted(1, retries=1), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    out = handle(book, WorkerLost(10, KILLED), 1.0)
+    assert of(Resolve, out) == [] and book.queued == 1
+    assert of(Released, out) == []  # a retry holds no queue place
+    out = handle(book, WorkerJoined(11), 1.0)
+    assert of(Send, out) == [Send(11, 1)]
+    out = handle(book, WorkerLost(11, WorkerExit(-11)), 2.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.DIED, WorkerExit(-11), 2)]
+
+
+def test_a_task_that_kills_max_worker_deaths_workers_is_poison():
+    book = TaskBook(TaskRules(max_worker_deaths=3))
+    handle(book, Submitted(1, retries=10), 0.0)
+    for worker in (10, 11):
+        handle(book, WorkerJoined(worker), 0.0)
+        assert of(Resolve, handle(book, WorkerLost(worker, KILLED), 0.0)) == []
+    handle(book, WorkerJoined(12), 0.0)
+    out = handle(book, WorkerLost(12, KILLED), 0.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.POISON, KILLED, 3)]
+    assert not book.tasks and book.outcomes[Outcome.POISON] == 1
+
+
+def test_timeout_kills_the_worker_and_fails_the_task_alone():
+    book = TaskBook()
+    out = handle(book, Submitted(1, timeout=5.0), 0.0)
+    out = handle(book, WorkerJoined(10), 1.0)
+    key = TaskTimer(TimerKind.TIMEOUT, 1)
+    assert Schedule(key, 6.0) in out
+    handle(book, Submitted(2), 2.0)
+    out = handle(book, TimerDue(key), 6.0)
+    assert KillWorker(10, "task ran past its timeout (5 s)") in out
+    assert of(Resolve, out) == [Resolve(1, Outcome.TIMEOUT)]
+    assert of(Send, out) == []  # nothing more for the doomed worker
+    out = handle(book, WorkerLost(10, KILLED), 6.1)
+    assert of(Resolve, out) == [] and 2 in book.tasks  # task 2 waits for a live worker
+    handle(book, WorkerJoined(11), 6.2)
+    assert book.tasks[2].worker == 11
+
+
+def test_a_result_beats_its_timeout():
+    book = TaskBook()
+    handle(book, Submitted(1, timeout=5.0), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    out = handle(book, TaskEnded(10, 1, Ending.RAISED), 4.0)
+    assert Unschedule(TaskTimer(TimerKind.TIMEOUT, 1)) in out
+    assert of(Resolve, out) == [Resolve(1, Outcome.RAISED)]
+    assert of(KillWorker, handle(book, TimerDue(TaskTimer(TimerKind.TIMEOUT, 1)), 5.0)) == []
+
+
+def test_a_late_result_after_the_timeout_is_ignored():
+    book = TaskBook()
+    handle(book, Submitted(1, timeout=1.0), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, TimerDue(TaskTimer(TimerKind.TIMEOUT, 1)), 1.0)
+    assert handle(book, TaskEnded(10, 1, Ending.RETURNED), 1.0) == []
+    assert book.outcomes[Outcome.TIMEOUT] == 1 and book.outcomes[Outcome.DONE] == 0
+
+
+def test_cancelling_a_queued_task_removes_it_and_frees_its_place():
+    book = TaskBook()
+    handle(book, Submitted(1), 0.0)
+    out = handle(book, CancelAsked(1), 0.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.CANCELLED)] and Released(1) in out
+    assert of(Send, handle(book, WorkerJoined(10), 0.0)) == []
+    assert book.queued == 0
+
+
+def test_cancelling_a_running_task_interrupts_then_kills():
+    book = TaskBook(TaskRules(cancel_grace=2.0))
+    handle(book, Submitted(1), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    out = handle(book, CancelAsked(1), 1.0)
+    key = TaskTimer(TimerKind.CANCEL, 1)
+    assert out == [Interrupt(10), Schedule(key, 3.0)]
+    assert handle(book, CancelAsked(1), 1.5) == []  # idempotent
+    out = handle(book, TimerDue(key), 3.0)
+    assert of(KillWorker, out) and of(Resolve, out) == [Resolve(1, Outcome.CANCELLED)]
+
+
+def test_a_cancelled_task_that_stops_cooperatively_keeps_its_worker():
+    book = TaskBook()
+    handle(book, Submitted(1), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, CancelAsked(1), 1.0)
+    out = handle(book, TaskEnded(10, 1, Ending.INTERRUPTED), 1.1)
+    assert Unschedule(TaskTimer(TimerKind.CANCEL, 1)) in out
+    assert of(Resolve, out) == [Resolve(1, Outcome.CANCELLED)]
+    assert list(book.idle) == [10]
+
+
+def test_a_leaving_worker_gives_back_the_task_it_never_started():
+    book = TaskBook()
+    handle(book, Submitted(1), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    out = handle(book, WorkerLeaving(10), 0.0)
+    assert of(Resolve, out) == [] and book.queued == 1 and book.tasks[1].runs == 0
+    assert handle(book, WorkerLost(10, WorkerExit(0)), 0.0) == []
+    handle(book, WorkerJoined(11), 0.0)
+    assert book.tasks[1].worker == 11
+
+
+def test_max_tasks_per_worker_retires_the_worker():
+    book = TaskBook(TaskRules(max_tasks_per_worker=2))
+    for task in (1, 2, 3):
+        handle(book, Submitted(task), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, TaskEnded(10, 1, Ending.RETURNED), 0.0)
+    out = handle(book, TaskEnded(10, 2, Ending.RETURNED), 0.0)
+    assert Retire(10) in out and of(Send, out) == []
+    assert book.queued == 1
+
+
+def test_closing_drains_then_says_so_once():
+    book = TaskBook()
+    handle(book, Submitted(1), 0.0)
+    handle(book, Submitted(2), 0.0)
+    handle(book, WorkerJoined(10), 0.0)
+    out = handle(book, Closing(cancel_queued=True), 0.0)
+    assert of(Resolve, out) == [Resolve(2, Outcome.CANCELLED)] and not of(Drained, out)
+    out = handle(book, TaskEnded(10, 1, Ending.RETURNED), 0.0)
+    assert of(Drained, out) == [Drained()]
+    assert handle(book, WorkerJoined(11), 0.0) == []
+
+
+def test_a_submission_after_closing_is_cancelled():
+    book = TaskBook()
+    handle(book, Closing(), 0.0)
+    out = handle(book, Submitted(1), 0.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.CANCELLED)]
+
+
+def test_a_task_id_is_submitted_once():
+    book = TaskBook()
+    handle(book, Submitted(1), 0.0)
+    with pytest.raises(ValueError):
+        handle(book, Submitted(1), 0.0)
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"max_worker_deaths": 0}, "max_worker_deaths"),
+    ({"cancel_grace": -1}, "cancel_grace"),
+    ({"max_tasks_per_worker": 0}, "max_tasks_per_worker"),
+])
+def test_rules_are_checked(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        TaskRules(**kwargs)
