@@ -1,0 +1,298 @@
+"""A pool's dispatcher: the supervisor-side end of the task transport, in the loop thread.
+
+    submitter ─► submit(items) ─────► Submitted ─┐
+    listening socket ─► accept, SO_PEERCRED check│
+    worker frames: HELLO, RESULT, RAISED, ... ───┼─► core.tasks.handle ─► Send: TASK frame
+    supervisor exit path (on_worker_exited) ─────┤                       Resolve: deliver()
+    deadlines (call_later) ──────────────────────┘                       KillWorker, Interrupt:
+                                                                           the supervisor signals
+It decides nothing (``core/tasks.py`` does) and never unpickles: task bodies go from the
+submitter to a worker and results back as opaque bytes. A worker is accepted only if the
+peer's pid (SO_PEERCRED) is a worker of this pool's service in the supervisor's process table.
+Before a dead worker's exit is fed to the policy, whatever it sent before dying is read: a
+result that made it out counts.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from janus_mp.core import tasks
+from janus_mp.core.task_messages import (
+    CancelAsked,
+    Closing,
+    Drained,
+    Ending,
+    Interrupt,
+    KillWorker,
+    Released,
+    Resolve,
+    Retire,
+    Schedule,
+    Send,
+    Submitted,
+    TaskAction,
+    TaskEnded,
+    TaskEvent,
+    TaskTimer,
+    TimerDue,
+    Unschedule,
+    WorkerExit,
+    WorkerJoined,
+    WorkerLeaving,
+    WorkerLost,
+)
+from janus_mp.pools.frames import FrameError, FrameReader, Kind, frame
+from janus_mp.runtime.supervisor import JanusSupervisor
+
+log = logging.getLogger("janus_mp.pools")
+_PEERCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One submission: ``body`` is the pickled call, opaque here."""
+
+    task: int
+    body: bytes
+    timeout: float | None = None
+    retries: int = 0
+
+
+#: (resolve, body of the worker's last frame for it: RESULT/RAISED payload, or None)
+Deliver = Callable[[Resolve, Kind | None, bytes], None]
+
+
+class _Worker:
+    def __init__(self, worker: int, sock: socket.socket) -> None:
+        self.id = worker
+        self.sock = sock
+        self.reader = FrameReader()
+        self.open = True
+
+
+class Dispatcher:
+    """Routes one pool's tasks; every method runs in the supervisor's loop thread."""
+
+    def __init__(self, supervisor: JanusSupervisor, service: str, rules: tasks.TaskRules,
+                 directory: str, deliver: Deliver, released: Callable[[int], None],
+                 drained: Callable[[], None]) -> None:
+        self.supervisor = supervisor
+        self.service = service
+        self.book = tasks.TaskBook(rules)
+        self.address = os.path.join(directory, f"{service}.sock")
+        self._deliver = deliver
+        self._released = released
+        self._drained = drained
+        self._bodies: dict[int, bytes] = {}
+        self._answers: dict[int, tuple[Kind, bytes]] = {}
+        self._workers: dict[int, _Worker] = {}
+        self._listener: socket.socket | None = None
+        self._due: dict[TaskTimer, float] = {}
+        self._heap: list[tuple[float, int, TaskTimer]] = []
+        self._seq = itertools.count()
+        self._wake_at: float | None = None
+
+    # -- lifetime ----------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Listen (any thread, before the loop runs): workers may connect from their start."""
+        listener = self.supervisor.private_fds.new_socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.address)
+        os.chmod(self.address, 0o600)
+        listener.listen(1024)
+        listener.setblocking(False)
+        self._listener = listener
+
+    def open(self) -> None:
+        """In the loop thread: serve the listener, hear about worker exits."""
+        assert self._listener is not None
+        self.supervisor.add_reader(self._listener, self._accept)
+        self.supervisor.on_worker_exited.append(self._on_exit)
+
+    def close(self) -> None:
+        for worker in list(self._workers.values()):
+            self._disconnect(worker)
+        if self._listener is not None:
+            self.supervisor.remove_reader(self._listener)
+            self.supervisor.private_fds.close_socket(self._listener)
+            self._listener = None
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
+
+    # -- submitters ---------------------------------------------------------------------------
+    def submit(self, items: list[Item]) -> None:
+        for item in items:
+            self._bodies[item.task] = item.body
+            self._feed(Submitted(item.task, item.timeout, item.retries))
+
+    def cancel(self, task: int) -> None:
+        self._feed(CancelAsked(task))
+
+    def closing(self, cancel_queued: bool) -> None:
+        self._feed(Closing(cancel_queued))
+
+    # -- feeding the policy, performing its actions -----------------------------------------
+    def _feed(self, event: TaskEvent) -> None:
+        for action in tasks.handle(self.book, event, self.supervisor.clock()):
+            self._act(action)
+
+    def _act(self, action: TaskAction) -> None:
+        match action:
+            case Send(worker=worker_id, task=task):
+                worker = self._workers[worker_id]
+                self._send(worker, frame(Kind.TASK, task, self._bodies[task]))
+            case Resolve(task=task):
+                self._bodies.pop(task, None)
+                kind, body = self._answers.pop(task, (None, b""))
+                self._deliver(action, kind, body)
+            case Released(count=count):
+                self._released(count)
+            case Schedule(key=key, at=at):
+                self._schedule(key, at)
+            case Unschedule(key=key):
+                self._due.pop(key, None)
+            case KillWorker(worker=worker, why=why):
+                log.warning("%s: killing worker %d: %s", self.service, worker, why)
+                self.supervisor.signal_worker(worker, signal.SIGKILL)
+            case Interrupt(worker=worker):
+                self.supervisor.signal_worker(worker, signal.SIGINT, group=False)
+            case Retire(worker=worker_id):
+                self._send(self._workers[worker_id], frame(Kind.RETIRE))
+            case Drained():
+                self._drained()
+            case _:
+                raise TypeError(f"no way to perform {action!r}")
+
+    def _send(self, worker: _Worker, data: bytes) -> None:
+        """Write a whole frame. The worker holds one task, so it is idle and reading when a
+        TASK goes out: a full socket buffer only means a large body, read as fast as sent."""
+        if not worker.open:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                try:
+                    view = view[worker.sock.send(view):]
+                except BlockingIOError:
+                    select.select([], [worker.sock], [], 1.0)
+        except OSError:
+            pass  # the worker died: its exit (WorkerLost) tells the policy
+
+    # -- workers -----------------------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self.supervisor.private_fds.accept(self._listener)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("%s: accept failed: %s", self.service, exc)
+                return
+            pid, _uid, _gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+            owner = self.supervisor.worker_of_pid(pid)
+            if owner is None or owner[0] != self.service or owner[1] in self._workers:
+                log.warning("%s: refused a task connection from pid %d (not a worker of "
+                            "this pool)", self.service, pid)
+                self.supervisor.private_fds.close_socket(sock)
+                continue
+            sock.setblocking(False)
+            worker = _Worker(owner[1], sock)
+            self._workers[worker.id] = worker
+            self.supervisor.add_reader(sock, functools.partial(self._readable, worker))
+
+    def _readable(self, worker: _Worker) -> None:
+        chunks: list[bytes] = []
+        eof = False
+        while True:
+            try:
+                data = worker.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                eof = True
+                break
+            chunks.append(data)
+            if len(data) < (1 << 20):
+                break
+        if chunks:
+            try:
+                frames = worker.reader.feed(b"".join(chunks))
+            except FrameError as exc:
+                log.warning("%s: worker %d: %s", self.service, worker.id, exc)
+                frames, eof = [], True
+            for kind, task, body in frames:
+                self._on_frame(worker, kind, task, body)
+        if eof:
+            self._disconnect(worker)  # its exit, from the supervisor, decides what it held
+
+    def _on_frame(self, worker: _Worker, kind: Kind, task: int, body: bytes) -> None:
+        if kind is Kind.RESULT or kind is Kind.RAISED:
+            if task in self.book.tasks:
+                self._answers[task] = (kind, body)
+            self._feed(TaskEnded(worker.id, task, Ending.RETURNED if kind is Kind.RESULT
+                                 else Ending.RAISED))
+            self._answers.pop(task, None)  # not taken: its outcome was decided already
+        elif kind is Kind.INTERRUPTED:
+            self._feed(TaskEnded(worker.id, task, Ending.INTERRUPTED))
+        elif kind is Kind.HELLO:
+            self._feed(WorkerJoined(worker.id))
+        elif kind is Kind.BYE:
+            self._feed(WorkerLeaving(worker.id))
+
+    def _disconnect(self, worker: _Worker) -> None:
+        if worker.open:
+            worker.open = False
+            self.supervisor.remove_reader(worker.sock)
+            self.supervisor.private_fds.close_socket(worker.sock)
+
+    def _on_exit(self, service: str, worker_id: int, returncode: int, oom_killed: bool) -> None:
+        if service != self.service:
+            return
+        worker = self._workers.pop(worker_id, None)
+        if worker is None:
+            return  # it never connected
+        if worker.open:
+            self._readable(worker)  # what it sent before dying counts
+            self._disconnect(worker)
+        self._feed(WorkerLost(worker_id, WorkerExit(returncode, oom_killed)))
+
+    # -- deadlines ---------------------------------------------------------------------------
+    def _schedule(self, key: TaskTimer, at: float) -> None:
+        self._due[key] = at
+        heapq.heappush(self._heap, (at, next(self._seq), key))
+        if self._wake_at is None or at < self._wake_at:
+            self._wake_at = at
+            self.supervisor.call_later(max(0.0, at - self.supervisor.clock()), self._on_timers)
+
+    def _on_timers(self) -> None:
+        now = self.supervisor.clock()
+        if self._wake_at is not None and now < self._wake_at:
+            return  # a wake-up that an earlier deadline overtook: that one's is booked
+        self._wake_at = None
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, key = heapq.heappop(heap)
+            if self._due.get(key) == at:
+                del self._due[key]
+                self._feed(TimerDue(key))
+        while heap and self._due.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        if heap:
+            self._wake_at = heap[0][0]
+            self.supervisor.call_later(max(0.0, heap[0][0] - now), self._on_timers)
