@@ -231,3 +231,20 @@ def test_shutdown_cancel_futures_cancels_what_waits(tmp_path):
     gate.touch()
     assert blocker.result(DEADLINE) > 0
     pool.shutdown(wait=True)
+
+
+def test_a_standby_takes_over_from_a_dead_worker():
+    with janus_mp.TaskPool(1, name="tp", standby=1) as pool:
+        parked = wait_until(lambda: pool.supervisor.snapshot().service("tp").standby_parked,
+                            DEADLINE)
+        assert isinstance(pool.submit(t.kill_self).exception(DEADLINE), WorkerDied)
+        assert pool.submit(t.pid).result(DEADLINE) in parked
+
+
+def test_max_memory_recycles_a_worker_between_tasks():
+    with janus_mp.TaskPool(1, name="tp", max_memory="120MiB", memory_measure="rss") as pool:
+        big = pool.submit(t.allocate, 200).result(DEADLINE)  # the task itself completes
+        assert pool.stats()["outcomes"]["done"] == 1
+        wait_until(lambda: pool.submit(t.pid).result(DEADLINE) != big, DEADLINE)
+        wait_until(lambda: not alive(big), DEADLINE)
+        assert pool.stats()["outcomes"]["died"] == 0
