@@ -45,7 +45,7 @@ from janus_mp.errors import (
     UnknownServiceError,
     WorkerDied,
 )
-from janus_mp.pools import TaskInterrupted, TaskPool
+from janus_mp.pools import TaskInterrupted, TaskPool, pool
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService, WorkerContext
 from janus_mp.version import __version__
@@ -64,5 +64,5 @@ __all__ = [
     "TransitionError", "UnknownServiceError", "WorkerContext", "__version__",
     "HealthCheck", "HooksConfig", "LifecycleNotice", "NoticeKind",
     "PoisonTask", "QueueFull", "TaskError", "TaskInterrupted", "TaskPool", "TaskTimeout",
-    "WorkerDied",
+    "WorkerDied", "pool",
 ]

@@ -54,8 +54,19 @@ def render_text(data: dict[str, Any]) -> str:
     lines += [f"group {g['name']}  {g['strategy']}  {g['phase']}  restarts {g['restarts']} "
               f"(max {g['max_restarts']} in {g['within']:g}s)  members {', '.join(g['members'])}"
               for g in data.get("groups", ())]
+    lines += pool_lines(data.get("pools") or {})
     lines += stack_dump_lines(data.get("recent_exits") or [])
     return "\n".join(lines)
+
+
+def pool_lines(pools: dict[str, Any]) -> list[str]:
+    """One line per hosted task pool: its queue, its busy workers, its outcomes so far."""
+    lines = []
+    for name, pool in sorted(pools.items()):
+        outcomes = "  ".join(f"{outcome} {count}" for outcome, count in pool["outcomes"].items())
+        lines.append(f"pool {name}  queued {pool['queued']}  running {pool['running']}  "
+                     f"workers {pool['workers']}  {outcomes}")
+    return lines
 
 
 def stack_dump_lines(exits: list[dict[str, Any]]) -> list[str]:

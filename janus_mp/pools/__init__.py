@@ -7,7 +7,8 @@ Their decisions live in ``janus_mp/core/tasks.py``; here are the executor API
 
 from __future__ import annotations
 
+from janus_mp.pools.client import PoolHandle, pool
 from janus_mp.pools.executor import TaskFuture, TaskPool
 from janus_mp.pools.task_loop import TaskInterrupted
 
-__all__ = ["TaskFuture", "TaskInterrupted", "TaskPool"]
+__all__ = ["PoolHandle", "TaskFuture", "TaskInterrupted", "TaskPool", "pool"]

@@ -102,6 +102,9 @@ class Dispatcher:
         self._heap: list[tuple[float, int, TaskTimer]] = []
         self._seq = itertools.count()
         self._wake_at: float | None = None
+        #: Called with how long each task that ran took (hosted pools' histogram).
+        self.on_duration: Callable[[float], None] | None = None
+        self._sent_at: dict[int, float] = {}
 
     # -- lifetime ----------------------------------------------------------------------------
     def bind(self) -> None:
@@ -152,9 +155,14 @@ class Dispatcher:
         match action:
             case Send(worker=worker_id, task=task):
                 worker = self._workers[worker_id]
+                if self.on_duration is not None:
+                    self._sent_at[task] = self.supervisor.clock()
                 self._send(worker, frame(Kind.TASK, task, self._bodies[task]))
             case Resolve(task=task):
                 self._bodies.pop(task, None)
+                sent_at = self._sent_at.pop(task, None)
+                if sent_at is not None and self.on_duration is not None:
+                    self.on_duration(self.supervisor.clock() - sent_at)
                 kind, body = self._answers.pop(task, (None, b""))
                 self._deliver(action, kind, body)
             case Released(count=count):

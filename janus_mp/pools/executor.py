@@ -28,30 +28,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from janus_mp.core.backoff import BackoffConfig
-from janus_mp.core.config import SpawnOptions, SupervisorConfig
-from janus_mp.core.exits import RestartPolicy
+from janus_mp.core.config import SupervisorConfig
+from janus_mp.core.pool_config import POOL_BACKOFF, PoolConfig
 from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.core.task_messages import Outcome, Resolve
-from janus_mp.core.tasks import TaskRules
-from janus_mp.errors import (
-    ConfigError,
-    JanusError,
-    PoisonTask,
-    QueueFull,
-    TaskTimeout,
-    WorkerDied,
-)
+from janus_mp.errors import ConfigError, JanusError, QueueFull
 from janus_mp.osproc import usable_cpus
-from janus_mp.pools import payloads
+from janus_mp.pools import outcomes, payloads
 from janus_mp.pools.dispatcher import Dispatcher, Item
 from janus_mp.pools.frames import Kind
 from janus_mp.pools.task_loop import TaskLoop
 from janus_mp.runtime.supervisor import JanusSupervisor
-
-#: A pool's workers restart at once after a death (a task killed them, not their own code);
-#: no breaker: a task that kills workers is quarantined per task (max_worker_deaths).
-POOL_BACKOFF = BackoffConfig(initial_delay=0.01, max_delay=1.0, cooldown=5.0, max_retries=0,
-                             clean_restart_delay=0.0)
 
 
 class TaskFuture(concurrent.futures.Future[Any]):
@@ -73,16 +60,19 @@ class TaskPool(concurrent.futures.Executor):
                  process: ProcessSettings | None = None, start_method: str = "forkserver",
                  cancel_grace: float = 1.0, backoff: BackoffConfig | None = None,
                  name: str = "pool", start_timeout: float = 60.0) -> None:
-        _check_options(task_timeout, retries, max_queued)
-        rules = TaskRules(max_worker_deaths, cancel_grace, max_tasks_per_worker)
-        options = SpawnOptions(
-            workers=usable_cpus() if workers is None else workers, name=name,
-            restart=RestartPolicy.ALWAYS, backoff=backoff or POOL_BACKOFF, standby=standby,
-            max_memory=max_memory, memory_measure=memory_measure,
-            rss_check_interval=1.0, process=process or ProcessSettings())
+        config = PoolConfig(
+            workers=usable_cpus() if workers is None else workers, standby=standby,
+            task_timeout=task_timeout, retries=retries, max_worker_deaths=max_worker_deaths,
+            max_tasks_per_worker=max_tasks_per_worker, max_memory=max_memory,
+            memory_measure=memory_measure, max_queued=max_queued, cancel_grace=cancel_grace,
+            initializer=initializer, initargs=initargs, backoff=backoff or POOL_BACKOFF,
+            process=process or ProcessSettings())
+        options = config.spawn_options(name)
+        rules = config.rules()
         self.name = name
-        self._timeout = task_timeout
-        self._retries = retries
+        self.config = config
+        self._timeout = config.task_timeout
+        self._retries = config.retries
         self._places = None if max_queued is None else threading.Semaphore(max_queued)
         self._ids = itertools.count(1)
         self._futures: dict[int, TaskFuture] = {}
@@ -101,7 +91,8 @@ class TaskPool(concurrent.futures.Executor):
         try:
             self._dispatcher.bind()
             self.supervisor.spawn_service(
-                TaskLoop(name, self._dispatcher.address, initializer, initargs), options)
+                TaskLoop(name, self._dispatcher.address, config.initializer, config.initargs),
+                options)
         except BaseException:
             self._dispatcher.close()
             shutil.rmtree(self._directory, ignore_errors=True)
@@ -142,7 +133,7 @@ class TaskPool(concurrent.futures.Executor):
     # -- beyond the Executor ------------------------------------------------------------------
     def options(self, *, timeout: float | None = None, retries: int | None = None) -> _Options:
         """Per-task overrides: ``pool.options(timeout=5, retries=1).submit(fn, x)``."""
-        _check_options(timeout, 0 if retries is None else retries, None)
+        _check_options(timeout, 0 if retries is None else retries)
         return _Options(self, self._timeout if timeout is None else timeout,
                         self._retries if retries is None else retries)
 
@@ -187,7 +178,7 @@ class TaskPool(concurrent.futures.Executor):
                 futures.append(self._enqueue(lambda c=chunk: payloads.chunk_call(fn, c),  # type: ignore[misc]
                                              task_timeout, retries, True))
         self._wake()
-        return _results(futures, end, chunksize > 1)
+        return results_in_order(futures, end, chunksize > 1)
 
     def _enqueue(self, body: Callable[[], bytes], timeout: float | None, retries: int,
                  block: bool) -> TaskFuture:
@@ -283,7 +274,10 @@ class _Options:
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
 
-def _results(futures: list[TaskFuture], end: float | None, chunked: bool) -> Iterator[Any]:
+def results_in_order(futures: list[TaskFuture], end: float | None,
+                     chunked: bool) -> Iterator[Any]:
+    """map's iterator: results in submission order; what is left is cancelled if the caller
+    stops early (or a result raises)."""
     futures.reverse()
     try:
         while futures:
@@ -311,33 +305,12 @@ def _settle(future: TaskFuture, resolve: Resolve, kind: Kind | None, body: bytes
         future.set_result(value)
     elif outcome is Outcome.RAISED and kind is Kind.RAISED:
         future.set_exception(payloads.load_raised(body))
-    elif outcome in (Outcome.DIED, Outcome.POISON):
-        exit_ = resolve.exit
-        how = "" if exit_ is None else (
-            f" (killed by signal {exit_.signal})" if exit_.signal is not None else
-            f" (exit code {exit_.code})") + (" by the OOM killer" if exit_ and exit_.oom_killed
-                                             else "")
-        cls = PoisonTask if outcome is Outcome.POISON else WorkerDied
-        message = (f"the task has killed {resolve.deaths} workers: it is not run again{how}"
-                   if cls is PoisonTask else f"the worker running the task died{how}")
-        future.set_exception(cls(
-            message, exitcode=None if exit_ is None else exit_.code,
-            signal=None if exit_ is None else exit_.signal,
-            oom_killed=bool(exit_ and exit_.oom_killed), deaths=resolve.deaths))
-    elif outcome is Outcome.TIMEOUT:
-        future.set_exception(TaskTimeout("the task ran past its timeout: its worker was "
-                                         "killed and replaced"))
-    else:
+    elif outcome is Outcome.CANCELLED:
         future.cancel()
+    else:
+        future.set_exception(outcomes.error_for(outcome, resolve.exit, resolve.deaths))
 
 
-def _check_options(timeout: float | None, retries: int, max_queued: int | None) -> None:
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
-            timeout, (int, float)) or not 0 < timeout < float("inf")):
-        raise ConfigError("task_timeout", "must be a number of seconds > 0 or None")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError("retries", "must be an integer >= 0")
-    if max_queued is not None and (isinstance(max_queued, bool) or not isinstance(
-            max_queued, int) or max_queued < 1):
-        raise ConfigError("max_queued", "must be an integer >= 1 or None")
-
+def _check_options(timeout: float | None, retries: int) -> None:
+    """Per-task overrides follow the pool's own rules (PoolConfig checks them)."""
+    PoolConfig(task_timeout=timeout, retries=retries)

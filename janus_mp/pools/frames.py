@@ -15,6 +15,8 @@ import struct
 from enum import IntEnum
 
 HEADER = struct.Struct("<BQI")
+#: A SUBMIT body starts with: timeout (< 0: none), retries, length of the pool's name.
+SUBMIT_HEAD = struct.Struct("<dIH")
 MAX_BODY = 2**32 - 1
 
 
@@ -26,6 +28,10 @@ class Kind(IntEnum):
     HELLO = 5        # worker → dispatcher: connected and ready for tasks
     BYE = 6          # worker → dispatcher: it runs nothing more (stopping, recycled)
     RETIRE = 7       # dispatcher → worker: enough tasks, have yourself recycled
+    # between a hosted pool and the service workers that submit to it
+    SUBMIT = 8       # submitter → supervisor: SUBMIT_HEAD, the pool's name, the pickled call
+    CANCEL = 9       # submitter → supervisor: cancel this task
+    OUTCOME = 10     # supervisor → submitter: how a task ended without a result (JSON)
 
 
 class FrameError(Exception):

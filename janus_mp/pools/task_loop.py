@@ -26,6 +26,7 @@ from typing import Any
 from janus_mp.pools import payloads
 from janus_mp.pools.frames import FrameReader, Kind, frame
 from janus_mp.service import JanusService, WorkerContext
+from janus_mp.targets import import_target
 
 
 class TaskInterrupted(BaseException):
@@ -39,7 +40,7 @@ class TaskLoop(JanusService):
     can_heartbeat = False  # a task may run for long: no watchdog
 
     def __init__(self, name: str, address: str,
-                 initializer: Callable[..., Any] | None = None,
+                 initializer: Callable[..., Any] | str | None = None,
                  initargs: tuple[Any, ...] = ()) -> None:
         self.name = name
         self.address = address
@@ -50,8 +51,11 @@ class TaskLoop(JanusService):
         return (type(self), self.address, self.initializer, self.initargs)
 
     def run(self, ctx: WorkerContext) -> int | None:
-        if self.initializer is not None:
-            self.initializer(*self.initargs)
+        initializer = self.initializer
+        if isinstance(initializer, str):  # "module:attr" from a config file
+            initializer = import_target(initializer)
+        if initializer is not None:
+            initializer(*self.initargs)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.address)
