@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from janus_mp.core.notices import LifecycleNotice, NoticeKind
 from janus_mp.core.task_messages import (
     CancelAsked,
     Closing,
@@ -155,6 +156,24 @@ def handle(book: TaskBook, event: TaskEvent, now: float) -> list[TaskAction]:
         book.drained = True
         out.append(Drained())
     return out
+
+
+#: Outcomes told as a ``task_failed`` notice: those of the pool's making, not the function's.
+NOTABLE = {Outcome.DIED: "its worker died", Outcome.TIMEOUT: "it ran past its timeout",
+           Outcome.POISON: "it killed max_worker_deaths workers: quarantined"}
+
+
+def notice_for(pool: str, resolve: Resolve, now: float) -> LifecycleNotice | None:
+    """The notice ``events`` and ``subscribe()`` get for a task's outcome, if any."""
+    why = NOTABLE.get(resolve.outcome)
+    if why is None:
+        return None
+    exit_ = resolve.exit
+    return LifecycleNotice(
+        NoticeKind.TASK_FAILED, now, service=pool, reason=resolve.outcome.value,
+        exit_code=None if exit_ is None else exit_.returncode,
+        message=f"task {resolve.task}: {why}" + ("" if exit_ is None or not exit_.oom_killed
+                                                 else " (OOM kill)"))
 
 
 # -- handlers ----------------------------------------------------------------------------------

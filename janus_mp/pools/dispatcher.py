@@ -163,6 +163,9 @@ class Dispatcher:
                 sent_at = self._sent_at.pop(task, None)
                 if sent_at is not None and self.on_duration is not None:
                     self.on_duration(self.supervisor.clock() - sent_at)
+                notice = tasks.notice_for(self.service, action, self.supervisor.clock())
+                if notice is not None:
+                    self.supervisor.publish(notice)
                 kind, body = self._answers.pop(task, (None, b""))
                 self._deliver(action, kind, body)
             case Released(count=count):

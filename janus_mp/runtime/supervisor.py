@@ -57,6 +57,7 @@ from janus_mp.core.actions import (
 )
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
+from janus_mp.core.notices import LifecycleNotice
 from janus_mp.core.pool import SupervisorPhase, SupervisorState
 from janus_mp.core.snapshots import SupervisorSnapshot, supervisor_snapshot
 from janus_mp.core.timers import TimerKey
@@ -336,6 +337,10 @@ class JanusSupervisor:
             self._processes.signal(process, signum)
         else:
             osproc.signal_process(process.pid, signum)
+
+    def publish(self, notice: LifecycleNotice) -> None:
+        """Loop thread only: a notice for subscribers, ``events`` and hooks (task pools')."""
+        self._act(Publish(notice))
 
     def handle_signal(self, signum: int) -> None:
         """Feed a signal to the loop as if it had been received (tests, embedding)."""

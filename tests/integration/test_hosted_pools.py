@@ -103,6 +103,11 @@ max_queued = 100
     assert any(line.startswith("pool crunch") and "died 1" in line
                for line in shown.splitlines()), shown
 
+    told = [json.loads(line) for line in cli.ctl("events", "--json").stdout.splitlines()
+            if line.strip()]
+    assert [(e["service"], e["reason"], e["exit_code"]) for e in told
+            if e["event"] == "task_failed"] == [("crunch", "died", -9)]
+
     text = get(f"127.0.0.1:{metrics}", "/metrics")[2].decode()
     assert 'janus_pool_tasks_total{outcome="died",pool="crunch"} 1.0' in text
     assert 'janus_pool_tasks_total{outcome="done",pool="crunch"} 7.0' in text

@@ -215,3 +215,17 @@ def test_a_task_id_is_submitted_once():
 def test_rules_are_checked(kwargs, key):
     with pytest.raises(ConfigError, match=key):
         TaskRules(**kwargs)
+
+
+def test_notices_tell_the_outcomes_of_the_pools_making():
+    from janus_mp.core.notices import NoticeKind
+    from janus_mp.core.tasks import notice_for
+
+    died = notice_for("crunch", Resolve(4, Outcome.DIED, WorkerExit(-9, oom_killed=True), 1), 2.0)
+    assert died is not None and died.kind is NoticeKind.TASK_FAILED
+    assert died.to_dict() == {"event": "task_failed", "at": 2.0, "service": "crunch",
+                              "exit_code": -9, "reason": "died",
+                              "message": "task 4: its worker died (OOM kill)"}
+    assert notice_for("crunch", Resolve(5, Outcome.TIMEOUT), 0.0).reason == "timeout"
+    assert notice_for("crunch", Resolve(6, Outcome.RAISED), 0.0) is None
+    assert notice_for("crunch", Resolve(7, Outcome.DONE), 0.0) is None
