@@ -45,13 +45,19 @@ def wait_for(path, then=None):
     return then
 
 
+def write_pid(path):
+    """Write this process's pid to ``path`` whole (a reader never sees it half-written)."""
+    Path(f"{path}.tmp").write_text(str(os.getpid()))
+    os.replace(f"{path}.tmp", path)
+
+
 def mark_and_wait(mark, path):
-    Path(mark).write_text(str(os.getpid()))
+    write_pid(mark)
     return wait_for(path, os.getpid())
 
 
 def mark(path):
-    Path(path).write_text(str(os.getpid()))
+    write_pid(path)
     return os.getpid()
 
 
@@ -63,7 +69,7 @@ def hang():
 def hang_stubbornly(mark_path):
     """Ignores the cooperative stop: only a kill ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    Path(mark_path).write_text(str(os.getpid()))
+    write_pid(mark_path)
     while True:
         time.sleep(1)
 

@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import itertools
+import os
 import shutil
 import tempfile
 import threading
@@ -81,10 +82,14 @@ class TaskPool(concurrent.futures.Executor):
         self._wake_pending = False
         self._closed = False
         self._started = threading.Event()
+        #: One byte here wakes the loop to take the inbox (caller threads write, once a batch).
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._opened = False
         self.supervisor = JanusSupervisor(SupervisorConfig(
             install_signal_handlers=False, start_method=start_method, reap_orphans=False,
             gc_freeze=False, name=f"janus-mp pool {name}"))
+        for fd in (self._wake_r, self._wake_w):
+            self.supervisor.private_fds.add(fd)
         self._directory = tempfile.mkdtemp(prefix="janus-mp-pool-")  # 0700
         self._dispatcher = Dispatcher(self.supervisor, name, rules, self._directory,
                                       self._deliver, self._release, self.supervisor.shutdown)
@@ -95,6 +100,8 @@ class TaskPool(concurrent.futures.Executor):
                 options)
         except BaseException:
             self._dispatcher.close()
+            for fd in (self._wake_r, self._wake_w):
+                self.supervisor.private_fds.close(fd)
             shutil.rmtree(self._directory, ignore_errors=True)
             raise
         self.supervisor.on_turn.append(self._on_turn)
@@ -157,9 +164,8 @@ class TaskPool(concurrent.futures.Executor):
     # -- submitting ---------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 timeout: float | None, retries: int, block: bool) -> TaskFuture:
-        future = self._enqueue(lambda: payloads.call(fn, args, kwargs), timeout, retries, block)
-        self._wake()
-        return future
+        return self._enqueue(lambda: payloads.call(fn, args, kwargs), timeout, retries, block,
+                             wake=True)
 
     def _map(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
              timeout: float | None, chunksize: int, task_timeout: float | None,
@@ -172,16 +178,18 @@ class TaskPool(concurrent.futures.Executor):
         if chunksize == 1:
             for args in calls:
                 futures.append(self._enqueue(lambda a=args: payloads.call(fn, a, {}),  # type: ignore[misc]
-                                             task_timeout, retries, True))
+                                             task_timeout, retries, True, wake=False))
         else:
             while chunk := list(itertools.islice(calls, chunksize)):
                 futures.append(self._enqueue(lambda c=chunk: payloads.chunk_call(fn, c),  # type: ignore[misc]
-                                             task_timeout, retries, True))
+                                             task_timeout, retries, True, wake=False))
         self._wake()
         return results_in_order(futures, end, chunksize > 1)
 
     def _enqueue(self, body: Callable[[], bytes], timeout: float | None, retries: int,
-                 block: bool) -> TaskFuture:
+                 block: bool, *, wake: bool) -> TaskFuture:
+        """Pickle the call, take a queue place, put it in the inbox (and wake the loop, unless
+        a wake-up is on its way already or the caller hands over a batch later)."""
         future = TaskFuture()
         future.task = task = next(self._ids)
         try:
@@ -201,6 +209,9 @@ class TaskPool(concurrent.futures.Executor):
                 raise RuntimeError("cannot submit to a task pool after shutdown")
             self._futures[task] = future
             self._inbox.append(Item(task, data, timeout, retries))
+            if wake and not self._wake_pending:
+                self._wake_pending = True
+                os.write(self._wake_w, b"!")  # under the lock: the pipe is open
         future.add_done_callback(self._future_done)
         return future
 
@@ -209,10 +220,14 @@ class TaskPool(concurrent.futures.Executor):
             if self._wake_pending or not self._inbox:
                 return
             self._wake_pending = True
-        self.supervisor.call_soon(self._drain)
+            os.write(self._wake_w, b"!")
 
     # -- in the loop thread -------------------------------------------------------------------
     def _drain(self) -> None:
+        try:
+            os.read(self._wake_r, 64)
+        except BlockingIOError:
+            pass
         with self._inbox_lock:
             items, self._inbox = self._inbox, []
             self._wake_pending = False
@@ -239,6 +254,7 @@ class TaskPool(concurrent.futures.Executor):
     def _on_turn(self) -> None:
         if not self._opened:
             self._opened = True
+            self.supervisor.add_reader(self._wake_r, self._drain)
             self._dispatcher.open()
             self._started.set()
 
@@ -247,9 +263,12 @@ class TaskPool(concurrent.futures.Executor):
             self.supervisor.run_until_shutdown()
         finally:
             self._dispatcher.close()
+            with self._inbox_lock:  # no more wake-ups: the pipe closes
+                self._closed = self._wake_pending = True
+            self.supervisor.remove_reader(self._wake_r)
+            for fd in (self._wake_r, self._wake_w):
+                self.supervisor.private_fds.close(fd)
             shutil.rmtree(self._directory, ignore_errors=True)
-            with self._inbox_lock:
-                self._closed = True
             left, self._futures = list(self._futures.values()), {}
             for future in left:  # the pool stopped under them
                 future.cancel()
