@@ -109,3 +109,7 @@ def allocate(megabytes):
 
 
 _held = b""
+
+
+def failing_initializer():
+    raise RuntimeError("cannot set up")

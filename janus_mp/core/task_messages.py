@@ -20,6 +20,7 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"      # it ran past its timeout: its worker was killed
     POISON = "poison"        # it has killed max_worker_deaths workers: never run again
     CANCELLED = "cancelled"  # cancelled (queued: removed; running: stopped), or pool shut down
+    BROKEN = "broken"        # the pool's workers die before they can take a task
 
 
 class Ending(StrEnum):
@@ -92,7 +93,8 @@ class WorkerLeaving(TaskEvent):
 
 @dataclass(frozen=True)
 class WorkerLost(TaskEvent):
-    """The worker's process ended (the supervisor's exit path)."""
+    """The worker's process ended (the supervisor's exit path); also for a worker that never
+    joined (it died booting)."""
 
     worker: int
     exit: WorkerExit

@@ -13,7 +13,10 @@ Invariants (the hypothesis machine in tests/unit/test_tasks_machine.py checks th
   task a dead worker held is exactly the task that was running when it died;
 - every submitted task gets exactly one ``Resolve``; a task runs again only when its worker
   died under it and it has retries left (or its worker left before starting it);
-- a task whose runs killed ``max_worker_deaths`` workers is resolved POISON, never sent again.
+- a task whose runs killed ``max_worker_deaths`` workers is resolved POISON, never sent again;
+- after ``max_boot_failures`` workers in a row died before joining (a failing initializer, a
+  refused process setting), the pool is broken: what waits and what comes is resolved BROKEN
+  at once, until a worker joins.
 
 A queue place (``max_queued``) is taken by a submission and given back (``Released``) when the
 task leaves the queue for the first time: a retried task goes back to the front without one.
@@ -62,8 +65,12 @@ class TaskRules:
     max_worker_deaths: int = 3
     cancel_grace: float = 1.0  # a cancelled running task has this long to stop before a kill
     max_tasks_per_worker: int | None = None
+    max_boot_failures: int = 5
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_boot_failures, bool) or not isinstance(
+                self.max_boot_failures, int) or self.max_boot_failures < 1:
+            raise ConfigError("max_boot_failures", "must be an integer >= 1")
         if isinstance(self.max_worker_deaths, bool) or not isinstance(self.max_worker_deaths,
                                                                       int) \
                 or self.max_worker_deaths < 1:
@@ -120,6 +127,12 @@ class TaskBook:
     outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     closing: bool = False
     drained: bool = False
+    boot_failures: int = 0  # workers in a row that died before joining
+    boot_exit: WorkerExit | None = None  # the last of them
+
+    @property
+    def broken(self) -> bool:
+        return self.boot_failures >= self.rules.max_boot_failures
 
 
 def handle(book: TaskBook, event: TaskEvent, now: float) -> list[TaskAction]:
@@ -131,6 +144,7 @@ def handle(book: TaskBook, event: TaskEvent, now: float) -> list[TaskAction]:
         case WorkerJoined(worker=worker):
             book.workers[worker] = PoolWorker(worker)
             book.idle[worker] = None
+            book.boot_failures = 0
         case TaskEnded():
             _ended(book, event, out)
         case WorkerLeaving(worker=worker):
@@ -160,7 +174,8 @@ def handle(book: TaskBook, event: TaskEvent, now: float) -> list[TaskAction]:
 
 #: Outcomes told as a ``task_failed`` notice: those of the pool's making, not the function's.
 NOTABLE = {Outcome.DIED: "its worker died", Outcome.TIMEOUT: "it ran past its timeout",
-           Outcome.POISON: "it killed max_worker_deaths workers: quarantined"}
+           Outcome.POISON: "it killed max_worker_deaths workers: quarantined",
+           Outcome.BROKEN: "the pool's workers die before they can take a task"}
 
 
 def notice_for(pool: str, resolve: Resolve, now: float) -> LifecycleNotice | None:
@@ -187,6 +202,9 @@ def _submitted(book: TaskBook, event: Submitted, out: list[TaskAction]) -> None:
     if book.closing:  # submitted after close (a race the runtime lost): it ends at once
         book.queue.pop()
         _resolve(book, task, Outcome.CANCELLED, out)
+    elif book.broken:
+        book.queue.pop()
+        _resolve(book, task, Outcome.BROKEN, out, book.boot_exit)
 
 
 def _ended(book: TaskBook, event: TaskEnded, out: list[TaskAction]) -> None:
@@ -227,7 +245,10 @@ def _leaving(book: TaskBook, worker_id: int, out: list[TaskAction]) -> None:
 def _lost(book: TaskBook, worker_id: int, exit_: WorkerExit, out: list[TaskAction]) -> None:
     worker = book.workers.pop(worker_id, None)
     book.idle.pop(worker_id, None)
-    if worker is None or worker.task is None:
+    if worker is None:
+        _died_booting(book, exit_, out)
+        return
+    if worker.task is None:
         return
     task = book.tasks[worker.task]
     _unhold(book, worker)
@@ -241,6 +262,19 @@ def _lost(book: TaskBook, worker_id: int, exit_: WorkerExit, out: list[TaskActio
         _requeue(book, task)
     else:
         _resolve(book, task, Outcome.DIED, out, exit_)
+
+
+def _died_booting(book: TaskBook, exit_: WorkerExit, out: list[TaskAction]) -> None:
+    if exit_.returncode == 0:
+        return  # stopped before it joined (a standby at shutdown): not a failure
+    book.boot_failures += 1
+    book.boot_exit = exit_
+    if book.broken:
+        for task_id in list(book.queue):
+            task = book.tasks.get(task_id)
+            if task is not None and task.state is TaskState.QUEUED:
+                _resolve(book, task, Outcome.BROKEN, out, exit_)
+        book.queue.clear()
 
 
 def _timer_due(book: TaskBook, key: TaskTimer, out: list[TaskAction]) -> None:

@@ -276,9 +276,7 @@ class Dispatcher:
         if service != self.service:
             return
         worker = self._workers.pop(worker_id, None)
-        if worker is None:
-            return  # it never connected
-        if worker.open:
+        if worker is not None and worker.open:
             self._readable(worker)  # what it sent before dying counts
             self._disconnect(worker)
         self._feed(WorkerLost(worker_id, WorkerExit(returncode, oom_killed)))

@@ -27,6 +27,14 @@ def error_for(outcome: Outcome | str, exit_: WorkerExit | None = None,
         return cls(message, exitcode=None if exit_ is None else exit_.code,
                    signal=None if exit_ is None else exit_.signal,
                    oom_killed=bool(exit_ and exit_.oom_killed), deaths=deaths)
+    if outcome == Outcome.BROKEN:
+        how = "" if exit_ is None else (f" (killed by signal {exit_.signal})"
+                                        if exit_.signal is not None
+                                        else f" (exit code {exit_.code})")
+        return WorkerDied(f"the pool's workers die before they can take a task{how}: see "
+                          f"the pool's log (a failing initializer?)",
+                          exitcode=None if exit_ is None else exit_.code,
+                          signal=None if exit_ is None else exit_.signal, deaths=0)
     if outcome == Outcome.TIMEOUT:
         return TaskTimeout("the task ran past its timeout: its worker was killed and replaced")
     if outcome == Outcome.CANCELLED:

@@ -95,7 +95,7 @@ def test_retries_run_a_task_again_on_another_worker(tmp_path):
         assert pool.submit(t.die_first_time, str(tmp_path / "once")).result(DEADLINE) == \
             "survived"
         assert pool.stats()["outcomes"] == {"done": 1, "raised": 0, "died": 0, "timeout": 0,
-                                            "poison": 0, "cancelled": 0}
+                                            "poison": 0, "cancelled": 0, "broken": 0}
         # options() overrides per task: no retry for this one
         exc = pool.options(retries=0).submit(t.die_first_time,
                                              str(tmp_path / "twice")).exception(DEADLINE)
@@ -248,3 +248,12 @@ def test_max_memory_recycles_a_worker_between_tasks():
         wait_until(lambda: pool.submit(t.pid).result(DEADLINE) != big, DEADLINE)
         wait_until(lambda: not alive(big), DEADLINE)
         assert pool.stats()["outcomes"]["died"] == 0
+
+
+def test_a_pool_whose_workers_cannot_start_fails_its_tasks_instead_of_hanging():
+    with janus_mp.TaskPool(2, name="tp", initializer=t.failing_initializer) as pool:
+        exc = pool.submit(t.square, 2).exception(DEADLINE)
+        assert isinstance(exc, WorkerDied) and exc.exitcode == 1 and exc.deaths == 0
+        assert "die before they can take a task" in str(exc)
+        assert isinstance(pool.submit(t.square, 3).exception(DEADLINE), WorkerDied)
+        assert pool.stats()["outcomes"]["broken"] == 2

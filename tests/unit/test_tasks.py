@@ -211,6 +211,7 @@ def test_a_task_id_is_submitted_once():
     ({"max_worker_deaths": 0}, "max_worker_deaths"),
     ({"cancel_grace": -1}, "cancel_grace"),
     ({"max_tasks_per_worker": 0}, "max_tasks_per_worker"),
+    ({"max_boot_failures": 0}, "max_boot_failures"),
 ])
 def test_rules_are_checked(kwargs, key):
     with pytest.raises(ConfigError, match=key):
@@ -229,3 +230,17 @@ def test_notices_tell_the_outcomes_of_the_pools_making():
     assert notice_for("crunch", Resolve(5, Outcome.TIMEOUT), 0.0).reason == "timeout"
     assert notice_for("crunch", Resolve(6, Outcome.RAISED), 0.0) is None
     assert notice_for("crunch", Resolve(7, Outcome.DONE), 0.0) is None
+
+
+def test_workers_dying_before_they_join_break_the_pool_until_one_joins():
+    book = TaskBook(TaskRules(max_boot_failures=2))
+    handle(book, Submitted(1), 0.0)
+    assert handle(book, WorkerLost(10, WorkerExit(1)), 0.0) == []
+    assert handle(book, WorkerLost(11, WorkerExit(0)), 0.0) == []  # a clean stop: no failure
+    out = handle(book, WorkerLost(12, WorkerExit(1)), 0.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.BROKEN, WorkerExit(1))]
+    out = handle(book, Submitted(2), 0.0)  # broken: what comes fails at once
+    assert of(Resolve, out) == [Resolve(2, Outcome.BROKEN, WorkerExit(1))]
+    assert book.queued == 0 and not book.tasks
+    handle(book, WorkerJoined(13), 0.0)
+    assert of(Send, handle(book, Submitted(3), 0.0)) == [Send(13, 3)]

@@ -111,6 +111,11 @@ class TaskMachine(RuleBasedStateMachine):
         self.live.discard(worker)
         self.feed(WorkerLost(worker, WorkerExit(code)))
 
+    @rule(code=st.sampled_from([1, -9, 0]))
+    def die_booting(self, code):
+        worker, self.next_worker = self.next_worker, self.next_worker + 1
+        self.feed(WorkerLost(worker, WorkerExit(code)))
+
     @precondition(lambda self: bool(self.live))
     @rule(data=st.data())
     def leave(self, data):
