@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 
+from janus_mp.pools import payloads
+from janus_mp.pools.frames import SUBMIT_HEAD, Kind, frame
 from tests.http_client import get
 from tests.integration.test_cli import Cli
 from tests.support import wait_until
@@ -41,6 +44,8 @@ def app(environ, start_response):
             body = str(crunch.submit(os.getpid).result(60))
         elif path == "map":
             body = repr(list(crunch.map(square, range(10), chunksize=3, timeout=60)))
+        elif path == "where":
+            body = os.environ["JANUS_MP_POOLS"]
         elif path == "missing":
             body = repr(janus_mp.pool("nope").submit(square, 1).exception(60))
         else:
@@ -115,6 +120,18 @@ max_queued = 100
     assert 'janus_pool_busy_workers{pool="crunch"} 0.0' in text
     assert 'janus_pool_task_duration_seconds_count{pool="crunch"} 8.0' in text
 
+    # Only the supervisor's own workers may submit: another process is refused.
+    directory = get(web, "/where")[2].decode()
+    assert oct(Path(directory).stat().st_mode & 0o777) == "0o700"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as intruder:
+        intruder.connect(f"{directory}/submit.sock")
+        name = b"crunch"
+        intruder.sendall(frame(Kind.SUBMIT, 1, SUBMIT_HEAD.pack(-1.0, 0, len(name)) + name +
+                               payloads.call(print, ("intruder",), {})))
+        intruder.settimeout(30)
+        assert closed_by_peer(intruder)
+    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 7
+
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0
 
@@ -143,3 +160,11 @@ def test_status_json_of_a_supervisor_without_pools_has_none(cli, tmp_path):
     cli.start("--config", str(config))
     assert "pools" not in cli.status()
     assert json.loads(cli.ctl("status", "--json").stdout)["services"]
+
+
+def closed_by_peer(sock) -> bool:
+    """The peer closed the connection (with our bytes unread, the close is a reset)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True

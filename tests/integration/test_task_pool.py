@@ -257,3 +257,26 @@ def test_a_pool_whose_workers_cannot_start_fails_its_tasks_instead_of_hanging():
         assert "die before they can take a task" in str(exc)
         assert isinstance(pool.submit(t.square, 3).exception(DEADLINE), WorkerDied)
         assert pool.stats()["outcomes"]["broken"] == 2
+
+
+def test_a_process_that_is_not_a_pool_worker_is_refused(pool):
+    import socket as sockets
+
+    from janus_mp.pools.frames import Kind, frame
+
+    assert oct(os.stat(os.path.dirname(pool._dispatcher.address)).st_mode & 0o777) == "0o700"
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as intruder:
+        intruder.connect(pool._dispatcher.address)
+        intruder.sendall(frame(Kind.HELLO))
+        intruder.settimeout(DEADLINE)
+        assert closed_by_peer(intruder)  # at once: its pid is no worker of the pool
+    assert pool.submit(t.square, 8).result(DEADLINE) == 64
+    wait_until(lambda: pool.stats()["workers"] == 2, DEADLINE)  # the intruder is not a third
+
+
+def closed_by_peer(sock) -> bool:
+    """The peer closed the connection (with our bytes unread, the close is a reset)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
