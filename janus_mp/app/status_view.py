@@ -105,7 +105,17 @@ def run_top(fetch: Callable[[], dict[str, Any]], interval: float, once: bool) ->
             history.add_row(time.strftime("%H:%M:%S", time.localtime(exit_["at"])),
                             exit_["service"], str(exit_["worker"]), str(exit_["pid"]),
                             exit_["reason"], f"{exit_['uptime_secs']:.1f}s")
-        return Group(table, history)
+        pools = data.get("pools") or {}
+        if not pools:
+            return Group(table, history)
+        pool_table = Table(title="task pools", expand=True)
+        for header in ("POOL", "QUEUED", "RUNNING", "WORKERS", "OUTCOMES"):
+            pool_table.add_column(header)
+        for name, pool in sorted(pools.items()):
+            pool_table.add_row(name, str(pool["queued"]), str(pool["running"]),
+                               str(pool["workers"]), "  ".join(
+                                   f"{k} {v}" for k, v in pool["outcomes"].items() if v))
+        return Group(table, pool_table, history)
 
     console = Console()
     if once:

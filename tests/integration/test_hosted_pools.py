@@ -107,6 +107,8 @@ max_queued = 100
     shown = cli.ctl("status").stdout
     assert any(line.startswith("pool crunch") and "died 1" in line
                for line in shown.splitlines()), shown
+    top = cli.ctl("top", "--once").stdout
+    assert "task pools" in top and "crunch" in top and "died 1" in top, top
 
     told = [json.loads(line) for line in cli.ctl("events", "--json").stdout.splitlines()
             if line.strip()]
