@@ -26,6 +26,17 @@ import signal
 import janus_mp
 
 
+_state = {}
+
+
+def setup(value):
+    _state["value"] = value
+
+
+def state():
+    return _state.get("value")
+
+
 def square(x):
     return x * x
 
@@ -44,6 +55,8 @@ def app(environ, start_response):
             body = str(crunch.submit(os.getpid).result(60))
         elif path == "map":
             body = repr(list(crunch.map(square, range(10), chunksize=3, timeout=60)))
+        elif path == "state":
+            body = crunch.submit(state).result(60)
         elif path == "where":
             body = os.environ["JANUS_MP_POOLS"]
         elif path == "missing":
@@ -87,12 +100,15 @@ workers = 2
 workers = 2
 task_timeout = 30
 max_queued = 100
+initializer = "poolapp:setup"
+initargs = ["set up"]
 """)
     cli.start("--config", str(config), "--metrics-bind", f"127.0.0.1:{metrics}")
     web = f"127.0.0.1:{port}"
     wait_until(lambda: cli.service("web")["ready"] == 2 and cli.service("crunch")["ready"] == 2,
                timeout=60)
     assert get(web, "/7")[2] == b"49"
+    assert get(web, "/state")[2] == b"set up"  # the initializer ran in the pool's worker
     pool_pids = set(cli.service("crunch")["pids"])
     assert int(get(web, "/pid")[2]) in pool_pids
     assert get(web, "/map")[2] == repr([x * x for x in range(10)]).encode()
@@ -102,7 +118,7 @@ max_queued = 100
 
     status = cli.status()
     crunch = status["pools"]["crunch"]
-    assert crunch["outcomes"]["died"] == 1 and crunch["outcomes"]["done"] == 7  # map: 4 chunks
+    assert crunch["outcomes"]["died"] == 1 and crunch["outcomes"]["done"] == 8  # map: 4 chunks
     assert crunch["queued"] == 0 and crunch["running"] == 0
     shown = cli.ctl("status").stdout
     assert any(line.startswith("pool crunch") and "died 1" in line
@@ -117,10 +133,10 @@ max_queued = 100
 
     text = get(f"127.0.0.1:{metrics}", "/metrics")[2].decode()
     assert 'janus_pool_tasks_total{outcome="died",pool="crunch"} 1.0' in text
-    assert 'janus_pool_tasks_total{outcome="done",pool="crunch"} 7.0' in text
+    assert 'janus_pool_tasks_total{outcome="done",pool="crunch"} 8.0' in text
     assert 'janus_pool_queue_depth{pool="crunch"} 0.0' in text
     assert 'janus_pool_busy_workers{pool="crunch"} 0.0' in text
-    assert 'janus_pool_task_duration_seconds_count{pool="crunch"} 8.0' in text
+    assert 'janus_pool_task_duration_seconds_count{pool="crunch"} 9.0' in text
 
     # Only the supervisor's own workers may submit: another process is refused.
     directory = get(web, "/where")[2].decode()
@@ -132,7 +148,7 @@ max_queued = 100
                                payloads.call(print, ("intruder",), {})))
         intruder.settimeout(30)
         assert closed_by_peer(intruder)
-    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 7
+    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 8
 
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0
