@@ -77,6 +77,7 @@ class TaskPool(concurrent.futures.Executor):
         self._places = None if max_queued is None else threading.Semaphore(max_queued)
         self._ids = itertools.count(1)
         self._futures: dict[int, TaskFuture] = {}
+        self._outcomes: list[tuple[TaskFuture, Resolve, Kind | None, bytes]] = []
         self._inbox: list[Item] = []
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
@@ -202,6 +203,7 @@ class TaskPool(concurrent.futures.Executor):
                 raise QueueFull(f"task pool {self.name!r}: the queue is full (max_queued)")
             self._wake()  # hand over what waits here, then wait for room
             self._places.acquire()
+        future.add_done_callback(self._future_done)
         with self._inbox_lock:
             if self._closed:
                 if self._places is not None:
@@ -212,7 +214,6 @@ class TaskPool(concurrent.futures.Executor):
             if wake and not self._wake_pending:
                 self._wake_pending = True
                 os.write(self._wake_w, b"!")  # under the lock: the pipe is open
-        future.add_done_callback(self._future_done)
         return future
 
     def _wake(self) -> None:
@@ -240,18 +241,27 @@ class TaskPool(concurrent.futures.Executor):
 
     def _deliver(self, resolve: Resolve, kind: Kind | None, body: bytes) -> None:
         future = self._futures.pop(resolve.task, None)
-        if future is None or future.done():
-            return
-        try:
-            _settle(future, resolve, kind, body)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled by the caller in the meantime
+        if future is not None:
+            self._outcomes.append((future, resolve, kind, body))
+
+    def _settle_outcomes(self) -> None:
+        """Settle the turn's futures last thing in the turn: a caller woken by one gets the
+        GIL as soon as the loop goes back to waiting, not after the turn's bookkeeping."""
+        outcomes, self._outcomes = self._outcomes, []
+        for future, resolve, kind, body in outcomes:
+            if not future.done():
+                try:
+                    _settle(future, resolve, kind, body)
+                except concurrent.futures.InvalidStateError:
+                    pass  # cancelled by the caller in the meantime
 
     def _release(self, count: int) -> None:
         if self._places is not None:
             self._places.release(count)
 
     def _on_turn(self) -> None:
+        if self._outcomes:
+            self._settle_outcomes()
         if not self._opened:
             self._opened = True
             self.supervisor.add_reader(self._wake_r, self._drain)
@@ -262,6 +272,7 @@ class TaskPool(concurrent.futures.Executor):
         try:
             self.supervisor.run_until_shutdown()
         finally:
+            self._settle_outcomes()
             self._dispatcher.close()
             with self._inbox_lock:  # no more wake-ups: the pipe closes
                 self._closed = self._wake_pending = True
