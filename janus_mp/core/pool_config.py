@@ -86,10 +86,12 @@ class PoolConfig:
         return TaskRules(self.max_worker_deaths, self.cancel_grace, self.max_tasks_per_worker)
 
     def spawn_options(self, name: str) -> SpawnOptions:
-        """The pool's workers as a service named ``name``."""
+        """The pool's workers as a service named ``name``. A worker's exit code is whatever a
+        task passed to ``os._exit``: no code halts the supervisor or stops the restarts."""
         try:
             return SpawnOptions(
                 workers=self.workers, name=name, restart=RestartPolicy.ALWAYS,
+                halt_codes=frozenset(), no_restart_codes=frozenset(),
                 backoff=self.backoff, standby=self.standby, max_memory=self.max_memory,
                 memory_measure=self.memory_measure,
                 rss_check_interval=self.memory_check_interval, process=self.process)

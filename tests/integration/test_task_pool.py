@@ -62,6 +62,8 @@ def test_unpicklable_argument_and_result_fail_only_their_future(pool):
 @pytest.mark.parametrize("task, args, exitcode, sig", [
     (t.kill_self, (), None, signal.SIGKILL),
     (t.exit_now, (7,), 7, None),
+    (t.exit_now, (3,), 3, None),    # a halt code for services: not for a pool's tasks
+    (t.exit_now, (78,), 78, None),  # nor the no-restart code
     (t.segfault, (), None, signal.SIGSEGV),
 ])
 def test_a_dying_worker_fails_only_its_task(pool, task, args, exitcode, sig):
@@ -282,3 +284,12 @@ def closed_by_peer(sock) -> bool:
         return sock.recv(100) == b""
     except ConnectionResetError:
         return True
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_start_methods_that_never_fork_the_caller(start_method):
+    with janus_mp.TaskPool(1, name="tp", start_method=start_method) as pool:
+        assert pool.supervisor.config.start_method == start_method
+        assert pool.submit(t.square, 12).result(DEADLINE) == 144
+        assert isinstance(pool.submit(t.exit_now, 3).exception(DEADLINE), WorkerDied)
+        assert pool.submit(t.pid).result(DEADLINE) != os.getpid()
