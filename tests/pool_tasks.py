@@ -113,3 +113,8 @@ _held = b""
 
 def failing_initializer():
     raise RuntimeError("cannot set up")
+
+
+def ignore_sigint_then(value):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return value

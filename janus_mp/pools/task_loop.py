@@ -90,6 +90,8 @@ class _Runner:
                 for kind, task, body in reader.feed(data):
                     if kind is Kind.TASK:
                         sock.sendall(self._run(task, body))
+                        if signal.getsignal(signal.SIGINT) is not self._on_interrupt:
+                            signal.signal(signal.SIGINT, self._on_interrupt)  # a task took it
                     elif kind is Kind.RETIRE:
                         ctx.recycle("max_tasks_per_worker reached")
             with contextlib.suppress(OSError):

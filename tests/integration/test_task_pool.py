@@ -293,3 +293,14 @@ def test_start_methods_that_never_fork_the_caller(start_method):
         assert pool.submit(t.square, 12).result(DEADLINE) == 144
         assert isinstance(pool.submit(t.exit_now, 3).exception(DEADLINE), WorkerDied)
         assert pool.submit(t.pid).result(DEADLINE) != os.getpid()
+
+
+def test_a_task_that_took_sigint_does_not_keep_it_from_the_next(tmp_path):
+    with janus_mp.TaskPool(1, name="tp") as pool:
+        first = pool.submit(t.ignore_sigint_then, 5)
+        assert first.result(DEADLINE) == 5
+        running = pool.submit(t.mark_and_wait, str(tmp_path / "m"), str(tmp_path / "never"))
+        wait_until(lambda: (tmp_path / "m").exists(), DEADLINE)
+        worker = int((tmp_path / "m").read_text())
+        running.cancel()
+        assert pool.submit(t.pid).result(DEADLINE) == worker  # stopped cooperatively again
