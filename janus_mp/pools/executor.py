@@ -109,9 +109,11 @@ class TaskPool(concurrent.futures.Executor):
         self._thread = threading.Thread(target=self._serve, name=f"janus-mp pool {name}",
                                         daemon=True)
         self._thread.start()
-        if not self._started.wait(start_timeout):
-            raise JanusError(f"task pool {name!r}: its supervisor did not start in "
-                             f"{start_timeout:g} s")
+        if not self._started.wait(start_timeout) or not self._opened:
+            self.supervisor.shutdown(fast=True)
+            self._thread.join(start_timeout)
+            raise JanusError(f"task pool {name!r}: its supervisor did not start (see the "
+                             f"log) within {start_timeout:g} s")
         atexit.register(self.shutdown)
 
     # -- concurrent.futures.Executor ---------------------------------------------------------
