@@ -92,12 +92,21 @@ class WorkerLeaving(TaskEvent):
 
 
 @dataclass(frozen=True)
+class WorkerClosed(TaskEvent):
+    """The worker's connection ended: it gets nothing more; its exit decides what it held."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
 class WorkerLost(TaskEvent):
     """The worker's process ended (the supervisor's exit path); also for a worker that never
-    joined (it died booting)."""
+    joined (it died booting). ``last_words``: what it sent that was not read yet (TaskEnded,
+    WorkerLeaving), applied first — nothing is sent to it meanwhile."""
 
     worker: int
     exit: WorkerExit
+    last_words: tuple[TaskEvent, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,15 @@ class Resolve(TaskAction):
 
 
 @dataclass(frozen=True)
+class Skip(TaskAction):
+    """The worker holds ``task`` behind the one it runs: it drops it when it gets there (and
+    answers INTERRUPTED)."""
+
+    worker: int
+    task: int
+
+
+@dataclass(frozen=True)
 class KillWorker(TaskAction):
     worker: int
     why: str
@@ -147,9 +165,11 @@ class KillWorker(TaskAction):
 
 @dataclass(frozen=True)
 class Interrupt(TaskAction):
-    """Cooperative stop of the task the worker runs."""
+    """Cooperative stop of ``task``, which the worker runs: it is named, so an interrupt that
+    arrives after it ended never stops the next one."""
 
     worker: int
+    task: int
 
 
 @dataclass(frozen=True)

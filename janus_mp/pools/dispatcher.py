@@ -40,6 +40,7 @@ from janus_mp.core.task_messages import (
     Retire,
     Schedule,
     Send,
+    Skip,
     Submitted,
     TaskAction,
     TaskEnded,
@@ -47,6 +48,7 @@ from janus_mp.core.task_messages import (
     TaskTimer,
     TimerDue,
     Unschedule,
+    WorkerClosed,
     WorkerExit,
     WorkerJoined,
     WorkerLeaving,
@@ -154,10 +156,9 @@ class Dispatcher:
     def _act(self, action: TaskAction) -> None:
         match action:
             case Send(worker=worker_id, task=task):
-                worker = self._workers[worker_id]
                 if self.on_duration is not None:
                     self._sent_at[task] = self.supervisor.clock()
-                self._send(worker, frame(Kind.TASK, task, self._bodies[task]))
+                self._send(worker_id, frame(Kind.TASK, task, self._bodies[task]))
             case Resolve(task=task):
                 self._bodies.pop(task, None)
                 sent_at = self._sent_at.pop(task, None)
@@ -177,20 +178,26 @@ class Dispatcher:
             case KillWorker(worker=worker, why=why):
                 log.warning("%s: killing worker %d: %s", self.service, worker, why)
                 self.supervisor.signal_worker(worker, signal.SIGKILL)
-            case Interrupt(worker=worker):
-                self.supervisor.signal_worker(worker, signal.SIGINT, group=False)
+            case Interrupt(worker=worker_id, task=task):
+                # The frame names the task: the worker's SIGINT handler reads it, so a signal
+                # that arrives after that task ended stops nothing else.
+                self._send(worker_id, frame(Kind.CANCEL, task))
+                self.supervisor.signal_worker(worker_id, signal.SIGINT, group=False)
+            case Skip(worker=worker_id, task=task):
+                self._send(worker_id, frame(Kind.CANCEL, task))
             case Retire(worker=worker_id):
-                self._send(self._workers[worker_id], frame(Kind.RETIRE))
+                self._send(worker_id, frame(Kind.RETIRE))
             case Drained():
                 self._drained()
             case _:
                 raise TypeError(f"no way to perform {action!r}")
 
-    def _send(self, worker: _Worker, data: bytes) -> None:
-        """Write a whole frame. The worker holds one task, so it is idle and reading when a
-        TASK goes out: a full socket buffer only means a large body, read as fast as sent."""
-        if not worker.open:
-            return
+    def _send(self, worker_id: int, data: bytes) -> None:
+        """Write a whole frame. A worker is sent a task only while it runs at most one other,
+        and reads between tasks: a full socket buffer means a large body, read soon."""
+        worker = self._workers.get(worker_id)
+        if worker is None or not worker.open:
+            return  # gone: its exit (WorkerLost) gives back what it held
         view = memoryview(data)
         try:
             while view:
@@ -226,6 +233,18 @@ class Dispatcher:
             self.supervisor.add_reader(sock, functools.partial(self._readable, worker))
 
     def _readable(self, worker: _Worker) -> None:
+        frames, eof = self._read(worker)
+        for kind, task, body in frames:
+            event = self._event(worker, kind, task, body)
+            if event is not None:
+                self._feed(event)
+                self._answers.pop(task, None)  # not taken by a Resolve: decided already
+        if eof:
+            self._disconnect(worker)
+            self._feed(WorkerClosed(worker.id))  # its exit, from the supervisor, decides more
+
+    def _read(self, worker: _Worker) -> tuple[list[tuple[Kind, int, bytes]], bool]:
+        """The complete frames waiting on the worker's connection, and whether it closed."""
         chunks: list[bytes] = []
         eof = False
         while True:
@@ -241,30 +260,27 @@ class Dispatcher:
             chunks.append(data)
             if len(data) < (1 << 20):
                 break
-        if chunks:
-            try:
-                frames = worker.reader.feed(b"".join(chunks))
-            except FrameError as exc:
-                log.warning("%s: worker %d: %s", self.service, worker.id, exc)
-                frames, eof = [], True
-            for kind, task, body in frames:
-                self._on_frame(worker, kind, task, body)
-        if eof:
-            self._disconnect(worker)  # its exit, from the supervisor, decides what it held
+        if not chunks:
+            return [], eof
+        try:
+            return worker.reader.feed(b"".join(chunks)), eof
+        except FrameError as exc:
+            log.warning("%s: worker %d: %s", self.service, worker.id, exc)
+            return [], True
 
-    def _on_frame(self, worker: _Worker, kind: Kind, task: int, body: bytes) -> None:
+    def _event(self, worker: _Worker, kind: Kind, task: int, body: bytes) -> TaskEvent | None:
         if kind is Kind.RESULT or kind is Kind.RAISED:
             if task in self.book.tasks:
-                self._answers[task] = (kind, body)
-            self._feed(TaskEnded(worker.id, task, Ending.RETURNED if kind is Kind.RESULT
-                                 else Ending.RAISED))
-            self._answers.pop(task, None)  # not taken: its outcome was decided already
-        elif kind is Kind.INTERRUPTED:
-            self._feed(TaskEnded(worker.id, task, Ending.INTERRUPTED))
-        elif kind is Kind.HELLO:
-            self._feed(WorkerJoined(worker.id))
-        elif kind is Kind.BYE:
-            self._feed(WorkerLeaving(worker.id))
+                self._answers[task] = (kind, body)  # taken by its Resolve (else: too late)
+            return TaskEnded(worker.id, task, Ending.RETURNED if kind is Kind.RESULT
+                             else Ending.RAISED)
+        if kind is Kind.INTERRUPTED:
+            return TaskEnded(worker.id, task, Ending.INTERRUPTED)
+        if kind is Kind.HELLO:
+            return WorkerJoined(worker.id)
+        if kind is Kind.BYE:
+            return WorkerLeaving(worker.id)
+        return None
 
     def _disconnect(self, worker: _Worker) -> None:
         if worker.open:
@@ -276,10 +292,18 @@ class Dispatcher:
         if service != self.service:
             return
         worker = self._workers.pop(worker_id, None)
+        last_words: list[TaskEvent] = []
         if worker is not None and worker.open:
-            self._readable(worker)  # what it sent before dying counts
+            frames, _ = self._read(worker)  # what it sent before dying counts
             self._disconnect(worker)
-        self._feed(WorkerLost(worker_id, WorkerExit(returncode, oom_killed)))
+            for kind, task, body in frames:
+                event = self._event(worker, kind, task, body)
+                if event is not None and not isinstance(event, WorkerJoined):
+                    last_words.append(event)
+        self._feed(WorkerLost(worker_id, WorkerExit(returncode, oom_killed), tuple(last_words)))
+        for event in last_words:
+            if isinstance(event, TaskEnded):
+                self._answers.pop(event.task, None)  # not taken: decided already
 
     # -- deadlines ---------------------------------------------------------------------------
     def _schedule(self, key: TaskTimer, at: float) -> None:

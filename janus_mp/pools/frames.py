@@ -30,7 +30,7 @@ class Kind(IntEnum):
     RETIRE = 7       # dispatcher → worker: enough tasks, have yourself recycled
     # between a hosted pool and the service workers that submit to it
     SUBMIT = 8       # submitter → supervisor: SUBMIT_HEAD, the pool's name, the pickled call
-    CANCEL = 9       # submitter → supervisor: cancel this task
+    CANCEL = 9       # submitter → supervisor, dispatcher → worker: cancel this task
     OUTCOME = 10     # supervisor → submitter: how a task ended without a result (JSON)
 
 

@@ -304,3 +304,29 @@ def test_a_task_that_took_sigint_does_not_keep_it_from_the_next(tmp_path):
         worker = int((tmp_path / "m").read_text())
         running.cancel()
         assert pool.submit(t.pid).result(DEADLINE) == worker  # stopped cooperatively again
+
+
+def test_a_task_waiting_in_a_busy_worker_is_cancelled_at_once_and_never_runs(tmp_path):
+    with janus_mp.TaskPool(1, name="tp") as pool:
+        gate = tmp_path / "go"
+        blocker = pool.submit(t.mark_and_wait, str(tmp_path / "m"), str(gate))
+        wait_until(lambda: (tmp_path / "m").exists(), DEADLINE)
+        behind = pool.submit(t.mark, str(tmp_path / "never"))  # sent to the busy worker
+        wait_until(lambda: pool.stats()["queued"] == 0, DEADLINE)
+        assert behind.cancel() and behind.cancelled()
+        gate.touch()
+        worker = blocker.result(DEADLINE)
+        assert pool.submit(t.pid).result(DEADLINE) == worker
+        assert not (tmp_path / "never").exists()
+
+
+def test_interrupting_a_running_task_leaves_the_one_behind_it_alone(tmp_path):
+    with janus_mp.TaskPool(1, name="tp") as pool:
+        running = pool.submit(t.mark_and_wait, str(tmp_path / "m"), str(tmp_path / "never"))
+        wait_until(lambda: (tmp_path / "m").exists(), DEADLINE)
+        behind = pool.submit(t.square, 4)
+        wait_until(lambda: pool.stats()["queued"] == 0, DEADLINE)  # it waits in the worker
+        assert running.cancel()
+        assert behind.result(DEADLINE) == 16
+        wait_until(lambda: pool.stats()["outcomes"]["cancelled"] == 1, DEADLINE)
+        assert pool.stats()["outcomes"]["done"] == 1

@@ -18,12 +18,14 @@ from janus_mp.core.task_messages import (
     Retire,
     Schedule,
     Send,
+    Skip,
     Submitted,
     TaskEnded,
     TaskTimer,
     TimerDue,
     TimerKind,
     Unschedule,
+    WorkerClosed,
     WorkerExit,
     WorkerJoined,
     WorkerLeaving,
@@ -40,7 +42,7 @@ def of(kind, actions):
 
 
 def test_idle_workers_take_queued_tasks_oldest_first():
-    book = TaskBook()
+    book = TaskBook(TaskRules(prefetch=0))
     assert of(Send, handle(book, Submitted(1), 0.0)) == []
     handle(book, Submitted(2), 0.0)
     out = handle(book, WorkerJoined(10), 0.0)
@@ -54,7 +56,7 @@ def test_idle_workers_take_queued_tasks_oldest_first():
 
 
 def test_a_worker_death_fails_only_the_task_it_held():
-    book = TaskBook()
+    book = TaskBook(TaskRules(prefetch=0))
     for task in (1, 2, 3):
         handle(book, Submitted(task), 0.0)
     handle(book, WorkerJoined(10), 0.0)
@@ -142,7 +144,7 @@ def test_cancelling_a_running_task_interrupts_then_kills():
     handle(book, WorkerJoined(10), 0.0)
     out = handle(book, CancelAsked(1), 1.0)
     key = TaskTimer(TimerKind.CANCEL, 1)
-    assert out == [Interrupt(10), Schedule(key, 3.0)]
+    assert out == [Interrupt(10, 1), Schedule(key, 3.0)]
     assert handle(book, CancelAsked(1), 1.5) == []  # idempotent
     out = handle(book, TimerDue(key), 3.0)
     assert of(KillWorker, out) and of(Resolve, out) == [Resolve(1, Outcome.CANCELLED)]
@@ -182,7 +184,7 @@ def test_max_tasks_per_worker_retires_the_worker():
 
 
 def test_closing_drains_then_says_so_once():
-    book = TaskBook()
+    book = TaskBook(TaskRules(prefetch=0))
     handle(book, Submitted(1), 0.0)
     handle(book, Submitted(2), 0.0)
     handle(book, WorkerJoined(10), 0.0)
@@ -244,3 +246,127 @@ def test_workers_dying_before_they_join_break_the_pool_until_one_joins():
     assert book.queued == 0 and not book.tasks
     handle(book, WorkerJoined(13), 0.0)
     assert of(Send, handle(book, Submitted(3), 0.0)) == [Send(13, 3)]
+
+
+def test_prefetch_only_when_no_worker_is_idle_and_in_order():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, WorkerJoined(11), 0.0)
+    out = []
+    for task in (1, 2, 3, 4, 5):
+        out += handle(book, Submitted(task), 0.0)
+    assert of(Send, out) == [Send(10, 1), Send(11, 2), Send(10, 3), Send(11, 4)]
+    assert book.queued == 1 and book.busy == 2
+    assert book.tasks[1].state == "running" and book.tasks[3].state == "sent"
+    out = handle(book, TaskEnded(10, 1, Ending.RETURNED), 1.0)
+    assert of(Send, out) == [Send(10, 5)]  # 3 runs now, 5 waits behind it
+    assert book.tasks[3].state == "running" and book.tasks[3].started_at == 1.0
+
+
+def test_a_prefetched_task_starts_its_timeout_when_it_starts():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, Submitted(1, timeout=5.0), 0.0)
+    out = handle(book, Submitted(2, timeout=5.0), 0.0)
+    assert of(Schedule, out) == []  # sent, not started
+    out = handle(book, TaskEnded(10, 1, Ending.RETURNED), 3.0)
+    assert Schedule(TaskTimer(TimerKind.TIMEOUT, 2), 8.0) in out
+
+
+def test_a_death_fails_the_running_task_and_gives_back_the_ones_behind():
+    book = TaskBook(TaskRules(prefetch=2))
+    handle(book, WorkerJoined(10), 0.0)
+    for task in (1, 2, 3):
+        handle(book, Submitted(task), 0.0)
+    out = handle(book, WorkerLost(10, KILLED), 1.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.DIED, KILLED, 1)]
+    assert list(book.queue) == [2, 3] and book.tasks[2].runs == 0
+    out = handle(book, WorkerJoined(11), 1.0)
+    assert of(Send, out) == [Send(11, 2), Send(11, 3)]
+
+
+def test_a_timed_out_worker_gives_back_what_it_held_behind_at_its_exit():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, Submitted(1, timeout=1.0), 0.0)
+    handle(book, Submitted(2), 0.0)
+    out = handle(book, TimerDue(TaskTimer(TimerKind.TIMEOUT, 1)), 1.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.TIMEOUT)] and of(KillWorker, out)
+    assert 2 in book.tasks and book.queued == 0  # held, until the worker is gone
+    out = handle(book, WorkerLost(10, KILLED), 1.5)
+    assert of(Resolve, out) == [] and list(book.queue) == [2]
+
+
+def test_a_late_result_of_a_timed_out_task_means_the_next_one_started():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, Submitted(1, timeout=1.0), 0.0)
+    handle(book, Submitted(2), 0.0)
+    handle(book, TimerDue(TaskTimer(TimerKind.TIMEOUT, 1)), 1.0)
+    assert handle(book, TaskEnded(10, 1, Ending.RETURNED), 1.0) == []  # dropped
+    assert book.tasks[2].state == "running"
+    out = handle(book, WorkerLost(10, KILLED), 1.5)  # so the kill hit task 2 running
+    assert of(Resolve, out) == [Resolve(2, Outcome.DIED, KILLED, 1)]
+
+
+def test_cancelling_a_prefetched_task_ends_it_and_the_worker_drops_it():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, Submitted(1), 0.0)
+    handle(book, Submitted(2), 0.0)
+    assert handle(book, CancelAsked(2), 0.5) == [Skip(10, 2), Resolve(2, Outcome.CANCELLED)]
+    assert list(book.workers[10].held) == [1, 2]  # until the worker answers for it
+    assert handle(book, TaskEnded(10, 2, Ending.INTERRUPTED), 0.6) == []  # it dropped it
+    assert list(book.workers[10].held) == [1]
+
+
+def test_a_prefetched_task_cancelled_after_it_started_runs_out_its_result_dropped():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    for task in (1, 2, 3):
+        handle(book, Submitted(task), 0.0)
+    handle(book, CancelAsked(2), 0.5)
+    out = handle(book, TaskEnded(10, 1, Ending.RETURNED), 1.0)
+    assert of(Interrupt, out) == [] and of(Send, out) == [Send(10, 3)]
+    assert handle(book, TaskEnded(10, 2, Ending.RETURNED), 1.1) == []
+    assert book.tasks[3].state == "running" and book.outcomes[Outcome.CANCELLED] == 1
+
+
+def test_shutdown_cancels_prefetched_tasks_too():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    for task in (1, 2, 3):
+        handle(book, Submitted(task), 0.0)
+    out = handle(book, Closing(cancel_queued=True), 0.0)
+    assert of(Resolve, out) == [Resolve(3, Outcome.CANCELLED), Resolve(2, Outcome.CANCELLED)]
+    assert of(Skip, out) == [Skip(10, 2)]
+    out = handle(book, TaskEnded(10, 1, Ending.RETURNED), 1.0)
+    assert of(Drained, out) == [Drained()]
+
+
+def test_prefetch_respects_max_tasks_per_worker():
+    book = TaskBook(TaskRules(prefetch=1, max_tasks_per_worker=1))
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, Submitted(1), 0.0)
+    out = handle(book, Submitted(2), 0.0)
+    assert of(Send, out) == []  # it will be retired after task 1
+
+
+def test_a_closed_connection_gets_nothing_more_and_its_exit_decides():
+    book = TaskBook(TaskRules(prefetch=0))
+    handle(book, WorkerJoined(10), 0.0)
+    handle(book, WorkerClosed(10), 0.0)
+    assert of(Send, handle(book, Submitted(1), 0.0)) == []
+    assert of(Resolve, handle(book, WorkerLost(10, KILLED), 0.0)) == []
+    assert book.queued == 1
+
+
+def test_last_words_count_before_the_death():
+    book = TaskBook(TaskRules(prefetch=1))
+    handle(book, WorkerJoined(10), 0.0)
+    for task in (1, 2, 3):
+        handle(book, Submitted(task), 0.0)
+    out = handle(book, WorkerLost(10, KILLED, (TaskEnded(10, 1, Ending.RETURNED),)), 1.0)
+    assert of(Resolve, out) == [Resolve(1, Outcome.DONE), Resolve(2, Outcome.DIED, KILLED, 1)]
+    assert of(Send, out) == []  # nothing for the dead worker, even after its result
+    assert list(book.queue) == [3]

@@ -20,10 +20,12 @@ from janus_mp.core.task_messages import (
     Resolve,
     Schedule,
     Send,
+    Skip,
     Submitted,
     TaskEnded,
     TimerDue,
     Unschedule,
+    WorkerClosed,
     WorkerExit,
     WorkerJoined,
     WorkerLeaving,
@@ -37,13 +39,14 @@ class TaskMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.book = TaskBook(TaskRules(max_worker_deaths=3, cancel_grace=1.0,
-                                       max_tasks_per_worker=4))
+                                       max_tasks_per_worker=4, prefetch=1))
         self.now = 0.0
         self.next_task = 0
         self.next_worker = 0
         self.submitted: set[int] = set()
         self.resolved: dict[int, Outcome] = {}
-        self.running: dict[int, int] = {}  # worker -> task, as the workers see it
+        self.running: dict[int, list[int]] = {}  # worker -> tasks sent to it, in order
+        self.skips: list[tuple[int, int]] = []
         self.live: set[int] = set()  # joined, not lost
         self.killed: set[int] = set()
         self.sends: dict[int, int] = {}
@@ -57,10 +60,14 @@ class TaskMachine(RuleBasedStateMachine):
         for action in handle(self.book, event, self.now):
             match action:
                 case Send(worker=w, task=t):
-                    assert w in self.live and w not in self.running and w not in self.killed
+                    assert w in self.live and w not in self.killed
                     assert t not in self.resolved
-                    self.running[w] = t
+                    held = self.running.setdefault(w, [])
+                    assert len(held) <= self.book.rules.prefetch, "more than prefetch behind"
+                    held.append(t)
                     self.sends[t] = self.sends.get(t, 0) + 1
+                case Skip(worker=w, task=t):
+                    self.skips.append((w, t))
                 case Resolve(task=t, outcome=outcome):
                     assert t in self.submitted and t not in self.resolved, "resolved twice"
                     self.resolved[t] = outcome
@@ -94,22 +101,34 @@ class TaskMachine(RuleBasedStateMachine):
         self.live.add(worker)
         self.feed(WorkerJoined(worker))
 
-    @precondition(lambda self: bool(self.running))
+    @precondition(lambda self: any(self.running.values()))
     @rule(data=st.data(), ending=st.sampled_from(list(Ending)))
     def finish(self, data, ending):
-        worker = data.draw(st.sampled_from(sorted(self.running)))
-        task = self.running.pop(worker)
+        worker = data.draw(st.sampled_from(sorted(w for w, h in self.running.items() if h)))
+        task = self.running[worker].pop(0)
         self.feed(TaskEnded(worker, task, ending))
 
+    @precondition(lambda self: bool(self.skips))
+    @rule()
+    def skip(self):
+        worker, task = self.skips.pop(0)
+        held = self.running.get(worker, [])
+        if task in held[1:]:  # not started yet: the worker drops it
+            held.remove(task)
+            self.feed(TaskEnded(worker, task, Ending.INTERRUPTED))
+
     @precondition(lambda self: bool(self.live))
-    @rule(data=st.data(), code=st.sampled_from([-9, -11, 1, 0]))
-    def die(self, data, code):
+    @rule(data=st.data(), code=st.sampled_from([-9, -11, 1, 0]), said=st.integers(0, 2))
+    def die(self, data, code, said):
+        """It dies; its last ``said`` results were still unread."""
         worker = data.draw(st.sampled_from(sorted(self.live)))
-        task = self.running.pop(worker, None)
-        if task is not None and task not in self.resolved:
-            self.deaths[task] = self.deaths.get(task, 0) + 1
+        held = self.running.pop(worker, [])
+        last_words = tuple(TaskEnded(worker, task, Ending.RETURNED) for task in held[:said])
+        held = held[said:]
+        if held and held[0] not in self.resolved:
+            self.deaths[held[0]] = self.deaths.get(held[0], 0) + 1
         self.live.discard(worker)
-        self.feed(WorkerLost(worker, WorkerExit(code)))
+        self.feed(WorkerLost(worker, WorkerExit(code), last_words))
 
     @rule(code=st.sampled_from([1, -9, 0]))
     def die_booting(self, code):
@@ -118,9 +137,14 @@ class TaskMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: bool(self.live))
     @rule(data=st.data())
+    def close_connection(self, data):
+        self.feed(WorkerClosed(data.draw(st.sampled_from(sorted(self.live)))))
+
+    @precondition(lambda self: bool(self.live))
+    @rule(data=st.data())
     def leave(self, data):
         worker = data.draw(st.sampled_from(sorted(self.live)))
-        self.running.pop(worker, None)  # what it held it never started
+        self.running.pop(worker, None)  # what it still held it never started
         self.feed(WorkerLeaving(worker))
 
     @rule(data=st.data())
@@ -144,7 +168,12 @@ class TaskMachine(RuleBasedStateMachine):
         assert set(book.tasks) | set(self.resolved) == self.submitted
         assert not set(book.tasks) & set(self.resolved)
         assert sum(book.outcomes.values()) == len(self.resolved)
-        assert book.busy == sum(1 for w in book.workers.values() if w.task is not None)
+        assert book.busy == sum(1 for w in book.workers.values() if w.held)
+        for worker in book.workers.values():
+            assert len(worker.held) <= 1 + book.rules.prefetch
+            assert not (worker.id in book.idle and worker.held)
+            assert list(worker.held) == self.running.get(worker.id, [])[:len(worker.held)] \
+                or worker.leaving
         assert book.queued == sum(1 for t in book.tasks.values() if t.state == "queued")
         assert self.drained <= 1
 
@@ -153,8 +182,8 @@ class TaskMachine(RuleBasedStateMachine):
         self.advance(100.0)
         for _ in range(len(self.submitted) * 4 + 8):
             for worker in sorted(self.live - self.killed):
-                if worker in self.running:
-                    self.feed(TaskEnded(worker, self.running.pop(worker), Ending.RETURNED))
+                while self.running.get(worker):
+                    self.feed(TaskEnded(worker, self.running[worker].pop(0), Ending.RETURNED))
             for worker in sorted(self.killed & self.live):
                 self.running.pop(worker, None)
                 self.live.discard(worker)
