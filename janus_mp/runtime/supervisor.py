@@ -122,6 +122,7 @@ class JanusSupervisor:
         #: fds of the supervisor's own threads (control, HTTP): never inherited by workers.
         self.private_fds = PrivateFds()
         self._published = self._state.metrics.snapshot()
+        self._published_version = -1
         #: Every worker's stdout/stderr; set ``output.sink`` before running to send it elsewhere.
         self.output = OutputCapture(self.private_fds)
         self._observability = Observability(
@@ -562,7 +563,9 @@ class JanusSupervisor:
         if self._reap_children:
             self._reap_children = False
             self._orphans.reap()
-        self._published = self._state.metrics.snapshot()
+        if self._state.metrics.version != self._published_version:  # else: as published
+            self._published_version = self._state.metrics.version
+            self._published = self._state.metrics.snapshot()
         for turn_hook in self.on_turn:
             turn_hook()
 
