@@ -24,6 +24,7 @@ import select
 import signal
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -84,7 +85,10 @@ class _Worker:
 
 
 class Dispatcher:
-    """Routes one pool's tasks; every method runs in the supervisor's loop thread."""
+    """Routes one pool's tasks. It runs in the supervisor's loop thread, except ``submit``,
+    which a submitting thread may call itself (a task goes straight to an idle worker, without
+    waking the loop first): ``lock`` serialises everything that feeds the policy or writes to
+    a worker. What only the loop may do (signals, notices) is handed to it."""
 
     def __init__(self, supervisor: JanusSupervisor, service: str, rules: tasks.TaskRules,
                  directory: str, deliver: Deliver, released: Callable[[int], None],
@@ -104,6 +108,7 @@ class Dispatcher:
         self._heap: list[tuple[float, int, TaskTimer]] = []
         self._seq = itertools.count()
         self._wake_at: float | None = None
+        self.lock = threading.RLock()
         #: Called with how long each task that ran took (hosted pools' histogram).
         self.on_duration: Callable[[float], None] | None = None
         self._sent_at: dict[int, float] = {}
@@ -125,8 +130,9 @@ class Dispatcher:
         self.supervisor.on_worker_exited.append(self._on_exit)
 
     def close(self) -> None:
-        for worker in list(self._workers.values()):
-            self._disconnect(worker)
+        with self.lock:
+            for worker in list(self._workers.values()):
+                self._disconnect(worker)
         if self._listener is not None:
             self.supervisor.remove_reader(self._listener)
             self.supervisor.private_fds.close_socket(self._listener)
@@ -150,8 +156,9 @@ class Dispatcher:
 
     # -- feeding the policy, performing its actions -----------------------------------------
     def _feed(self, event: TaskEvent) -> None:
-        for action in tasks.handle(self.book, event, self.supervisor.clock()):
-            self._act(action)
+        with self.lock:
+            for action in tasks.handle(self.book, event, self.supervisor.clock()):
+                self._act(action)
 
     def _act(self, action: TaskAction) -> None:
         match action:
@@ -166,7 +173,7 @@ class Dispatcher:
                     self.on_duration(self.supervisor.clock() - sent_at)
                 notice = tasks.notice_for(self.service, action, self.supervisor.clock())
                 if notice is not None:
-                    self.supervisor.publish(notice)
+                    self.supervisor.call_soon(functools.partial(self.supervisor.publish, notice))
                 kind, body = self._answers.pop(task, (None, b""))
                 self._deliver(action, kind, body)
             case Released(count=count):
@@ -177,12 +184,14 @@ class Dispatcher:
                 self._due.pop(key, None)
             case KillWorker(worker=worker, why=why):
                 log.warning("%s: killing worker %d: %s", self.service, worker, why)
-                self.supervisor.signal_worker(worker, signal.SIGKILL)
+                self.supervisor.call_soon(functools.partial(
+                    self.supervisor.signal_worker, worker, signal.SIGKILL))
             case Interrupt(worker=worker_id, task=task):
                 # The frame names the task: the worker's SIGINT handler reads it, so a signal
                 # that arrives after that task ended stops nothing else.
                 self._send(worker_id, frame(Kind.CANCEL, task))
-                self.supervisor.signal_worker(worker_id, signal.SIGINT, group=False)
+                self.supervisor.call_soon(functools.partial(
+                    self.supervisor.signal_worker, worker_id, signal.SIGINT, group=False))
             case Skip(worker=worker_id, task=task):
                 self._send(worker_id, frame(Kind.CANCEL, task))
             case Retire(worker=worker_id):
@@ -240,8 +249,9 @@ class Dispatcher:
                 self._feed(event)
                 self._answers.pop(task, None)  # not taken by a Resolve: decided already
         if eof:
-            self._disconnect(worker)
-            self._feed(WorkerClosed(worker.id))  # its exit, from the supervisor, decides more
+            with self.lock:
+                self._disconnect(worker)
+                self._feed(WorkerClosed(worker.id))  # its exit, from the supervisor, decides more
 
     def _read(self, worker: _Worker) -> tuple[list[tuple[Kind, int, bytes]], bool]:
         """The complete frames waiting on the worker's connection, and whether it closed."""
@@ -291,6 +301,10 @@ class Dispatcher:
     def _on_exit(self, service: str, worker_id: int, returncode: int, oom_killed: bool) -> None:
         if service != self.service:
             return
+        with self.lock:
+            self._lost(worker_id, WorkerExit(returncode, oom_killed))
+
+    def _lost(self, worker_id: int, exit_: WorkerExit) -> None:
         worker = self._workers.pop(worker_id, None)
         last_words: list[TaskEvent] = []
         if worker is not None and worker.open:
@@ -300,7 +314,7 @@ class Dispatcher:
                 event = self._event(worker, kind, task, body)
                 if event is not None and not isinstance(event, WorkerJoined):
                     last_words.append(event)
-        self._feed(WorkerLost(worker_id, WorkerExit(returncode, oom_killed), tuple(last_words)))
+        self._feed(WorkerLost(worker_id, exit_, tuple(last_words)))
         for event in last_words:
             if isinstance(event, TaskEnded):
                 self._answers.pop(event.task, None)  # not taken: decided already
@@ -314,6 +328,10 @@ class Dispatcher:
             self.supervisor.call_later(max(0.0, at - self.supervisor.clock()), self._on_timers)
 
     def _on_timers(self) -> None:
+        with self.lock:
+            self._timers_due()
+
+    def _timers_due(self) -> None:
         now = self.supervisor.clock()
         if self._wake_at is not None and now < self._wake_at:
             return  # a wake-up that an earlier deadline overtook: that one's is booked

@@ -86,6 +86,7 @@ class TaskPool(concurrent.futures.Executor):
         #: One byte here wakes the loop to take the inbox (caller threads write, once a batch).
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._opened = False
+        self._loop_thread = -1
         self.supervisor = JanusSupervisor(SupervisorConfig(
             install_signal_handlers=False, start_method=start_method, reap_orphans=False,
             gc_freeze=False, name=f"janus-mp pool {name}"))
@@ -159,7 +160,10 @@ class TaskPool(concurrent.futures.Executor):
     def stats(self) -> dict[str, Any]:
         """Queued and running tasks, busy workers, outcomes so far (counts)."""
         def read() -> dict[str, Any]:
-            book = self._dispatcher.book
+            with self._dispatcher.lock:
+                return counts(self._dispatcher.book)
+
+        def counts(book: Any) -> dict[str, Any]:
             return {"queued": book.queued, "busy": book.busy, "workers": len(book.workers),
                     "outcomes": {str(k): v for k, v in book.outcomes.items()}}
         return self.supervisor.call_in_loop(read)
@@ -168,7 +172,7 @@ class TaskPool(concurrent.futures.Executor):
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 timeout: float | None, retries: int, block: bool) -> TaskFuture:
         return self._enqueue(lambda: payloads.call(fn, args, kwargs), timeout, retries, block,
-                             wake=True)
+                             direct=True)
 
     def _map(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
              timeout: float | None, chunksize: int, task_timeout: float | None,
@@ -181,18 +185,19 @@ class TaskPool(concurrent.futures.Executor):
         if chunksize == 1:
             for args in calls:
                 futures.append(self._enqueue(lambda a=args: payloads.call(fn, a, {}),  # type: ignore[misc]
-                                             task_timeout, retries, True, wake=False))
+                                             task_timeout, retries, True, direct=False))
         else:
             while chunk := list(itertools.islice(calls, chunksize)):
                 futures.append(self._enqueue(lambda c=chunk: payloads.chunk_call(fn, c),  # type: ignore[misc]
-                                             task_timeout, retries, True, wake=False))
+                                             task_timeout, retries, True, direct=False))
         self._wake()
         return results_in_order(futures, end, chunksize > 1)
 
     def _enqueue(self, body: Callable[[], bytes], timeout: float | None, retries: int,
-                 block: bool, *, wake: bool) -> TaskFuture:
-        """Pickle the call, take a queue place, put it in the inbox (and wake the loop, unless
-        a wake-up is on its way already or the caller hands over a batch later)."""
+                 block: bool, *, direct: bool) -> TaskFuture:
+        """Pickle the call, take a queue place, register the future; then hand the task to the
+        dispatcher from this thread (``direct``: one submission, no loop wake-up on its way)
+        or leave it in the inbox for the loop (a ``map`` wakes it once for all)."""
         future = TaskFuture()
         future.task = task = next(self._ids)
         try:
@@ -206,16 +211,17 @@ class TaskPool(concurrent.futures.Executor):
             self._wake()  # hand over what waits here, then wait for room
             self._places.acquire()
         future.add_done_callback(self._future_done)
+        item = Item(task, data, timeout, retries)
         with self._inbox_lock:
             if self._closed:
                 if self._places is not None:
                     self._places.release()
                 raise RuntimeError("cannot submit to a task pool after shutdown")
             self._futures[task] = future
-            self._inbox.append(Item(task, data, timeout, retries))
-            if wake and not self._wake_pending:
-                self._wake_pending = True
-                os.write(self._wake_w, b"!")  # under the lock: the pipe is open
+            if not direct:
+                self._inbox.append(item)
+                return future
+        self._dispatcher.submit([item])
         return future
 
     def _wake(self) -> None:
@@ -243,13 +249,21 @@ class TaskPool(concurrent.futures.Executor):
 
     def _deliver(self, resolve: Resolve, kind: Kind | None, body: bytes) -> None:
         future = self._futures.pop(resolve.task, None)
-        if future is not None:
+        if future is None:
+            return
+        if threading.get_ident() != self._loop_thread:  # a submission ended at once
+            self._outcomes_now([(future, resolve, kind, body)])
+        else:
             self._outcomes.append((future, resolve, kind, body))
 
     def _settle_outcomes(self) -> None:
         """Settle the turn's futures last thing in the turn: a caller woken by one gets the
         GIL as soon as the loop goes back to waiting, not after the turn's bookkeeping."""
         outcomes, self._outcomes = self._outcomes, []
+        self._outcomes_now(outcomes)
+
+    @staticmethod
+    def _outcomes_now(outcomes: list[tuple[TaskFuture, Resolve, Kind | None, bytes]]) -> None:
         for future, resolve, kind, body in outcomes:
             if not future.done():
                 try:
@@ -266,6 +280,7 @@ class TaskPool(concurrent.futures.Executor):
             self._settle_outcomes()
         if not self._opened:
             self._opened = True
+            self._loop_thread = threading.get_ident()
             self.supervisor.add_reader(self._wake_r, self._drain)
             self._dispatcher.open()
             self._started.set()

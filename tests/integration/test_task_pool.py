@@ -168,12 +168,16 @@ def test_max_queued_blocks_or_raises_queue_full(tmp_path):
         gate = tmp_path / "go"
         blocker = pool.submit(t.mark_and_wait, str(tmp_path / "m"), str(gate))
         wait_until(lambda: (tmp_path / "m").exists(), DEADLINE)
-        queued = [pool.submit(t.square, x, block=False) for x in range(2)]
-        with pytest.raises(QueueFull):
-            pool.submit(t.square, 9, block=False)
-        gate.touch()
+        # One more waits in the busy worker itself (prefetch), then two in the queue.
+        queued = [pool.submit(t.square, x, block=False) for x in range(3)]
+        assert pool.stats()["queued"] == 2
+        try:
+            with pytest.raises(QueueFull):
+                pool.submit(t.square, 9, block=False)
+        finally:
+            gate.touch()
         blocker.result(DEADLINE)
-        assert [f.result(DEADLINE) for f in queued] == [0, 1]
+        assert [f.result(DEADLINE) for f in queued] == [0, 1, 4]
         # blocking submissions wait for room instead: all of them get through
         assert list(pool.map(t.square, range(30), timeout=DEADLINE)) == \
             [x * x for x in range(30)]
