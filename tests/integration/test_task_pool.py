@@ -334,3 +334,31 @@ def test_interrupting_a_running_task_leaves_the_one_behind_it_alone(tmp_path):
         assert behind.result(DEADLINE) == 16
         wait_until(lambda: pool.stats()["outcomes"]["cancelled"] == 1, DEADLINE)
         assert pool.stats()["outcomes"]["done"] == 1
+
+
+def test_threads_submitting_at_once_with_a_map_and_a_kill_lose_nothing(tmp_path):
+    import threading
+
+    with janus_mp.TaskPool(2, name="tp") as pool:
+        victim = pool.submit(t.mark_and_wait, str(tmp_path / "m"), str(tmp_path / "never"))
+        wait_until(lambda: (tmp_path / "m").exists(), DEADLINE)
+        futures: list[list] = [[] for _ in range(4)]
+
+        def submit_many(mine: list) -> None:
+            for x in range(200):
+                mine.append(pool.submit(t.square, x))
+
+        threads = [threading.Thread(target=submit_many, args=(f,)) for f in futures]
+        for thread in threads:
+            thread.start()
+        mapped = pool.map(t.square, range(300), timeout=DEADLINE)
+        os.kill(int((tmp_path / "m").read_text()), signal.SIGKILL)
+        for thread in threads:
+            thread.join(DEADLINE)
+        assert list(mapped) == [x * x for x in range(300)]
+        for mine in futures:
+            assert [f.result(DEADLINE) for f in mine] == [x * x for x in range(200)]
+        assert isinstance(victim.exception(DEADLINE), WorkerDied)
+        outcomes = pool.stats()["outcomes"]
+        assert outcomes["done"] == 1100 and outcomes["died"] == 1
+        assert sum(outcomes.values()) == 1101
