@@ -144,9 +144,10 @@ class Dispatcher:
 
     # -- submitters ---------------------------------------------------------------------------
     def submit(self, items: list[Item]) -> None:
-        for item in items:
-            self._bodies[item.task] = item.body
-            self._feed(Submitted(item.task, item.timeout, item.retries))
+        with self.lock:
+            for item in items:
+                self._bodies[item.task] = item.body
+                self._feed(Submitted(item.task, item.timeout, item.retries))
 
     def cancel(self, task: int) -> None:
         self._feed(CancelAsked(task))
