@@ -152,6 +152,14 @@ initargs = ["set up"]
         assert closed_by_peer(intruder)
     assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 8
 
+    # A reload leaves the pool as it is (its workers, its counts) and the app keeps using it.
+    pool_pids = cli.service("crunch")["pids"]
+    reloaded = cli.ctl("reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert get(web, "/6")[2] == b"36"
+    assert cli.service("crunch")["pids"] == pool_pids
+    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 9
+
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0
 
