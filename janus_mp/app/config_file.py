@@ -139,6 +139,9 @@ def _build_pool(name: str, table: Mapping[str, Any]) -> PoolEntry:
     prefix = _key("pools", name)
     if not valid_service_name(name):
         raise ConfigError(prefix, "pool names are letters, digits, '-', '_' or '.'")
+    if "start_method" in table:
+        raise ConfigError(f"{prefix}.start_method", "set it in [supervisor]: a hosted pool's "
+                                                    "workers start like every service's")
     _check_keys(table, {f.name for f in fields(PoolConfig)} - {"process"} | PROCESS_KEYS,
                 prefix)
     kwargs: dict[str, Any] = {k: v for k, v in table.items() if k not in PROCESS_KEYS}

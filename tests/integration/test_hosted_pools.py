@@ -171,6 +171,9 @@ initargs = ["set up"]
      "pools.crunch.task_timeout: must be a number of seconds > 0 or unset"),
     ("[pools.crunch]\nmax_memory = \"lots\"\n",
      "pools.crunch.max_memory: must be a size in bytes or like 512MiB"),
+    ("[pools.crunch]\nstart_method = \"spawn\"\n",
+     "pools.crunch.start_method: set it in [supervisor]: a hosted pool's workers start like "
+     "every service's"),
     ("[services.crunch]\ntarget = \"svcmod:Crunch\"\n[pools.crunch]\n",
      "pools.crunch: a service has this name: a pool's workers are a service of that name"),
 ])
