@@ -34,7 +34,18 @@ from janus_mp.core.notices import LifecycleNotice, NoticeKind
 from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.core.snapshots import ServiceSnapshot, SupervisorSnapshot
 from janus_mp.core.tree import GroupStrategy, ServiceGroup
-from janus_mp.errors import ConfigError, JanusError, ServiceLoadError, UnknownServiceError
+from janus_mp.errors import (
+    ConfigError,
+    JanusError,
+    PoisonTask,
+    QueueFull,
+    ServiceLoadError,
+    TaskError,
+    TaskTimeout,
+    UnknownServiceError,
+    WorkerDied,
+)
+from janus_mp.pools import TaskInterrupted, TaskPool, pool
 from janus_mp.runtime.supervisor import JanusSupervisor
 from janus_mp.service import JanusService, WorkerContext
 from janus_mp.version import __version__
@@ -53,4 +64,6 @@ __all__ = [
     "SupervisorMetrics", "SupervisorSnapshot", "TerminationKind", "TerminationReason",
     "TransitionError", "UnknownServiceError", "WorkerContext", "__version__",
     "HealthCheck", "HooksConfig", "LifecycleNotice", "NoticeKind",
+    "PoisonTask", "QueueFull", "TaskError", "TaskInterrupted", "TaskPool", "TaskTimeout",
+    "WorkerDied", "pool",
 ]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from janus_mp.app.code_changes import CodeFingerprints
-from janus_mp.app.config_file import ConfigFile, load_config
+from janus_mp.app.config_file import ConfigFile, PoolEntry, load_config
 from janus_mp.app.deploy import Deployment, Reloader
 from janus_mp.app.logs import SupervisorLog
 from janus_mp.app.service_logs import ServiceLogs
@@ -33,6 +33,7 @@ from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.ordering import creation_order
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
+from janus_mp.pools.hosted import HostedPools
 from janus_mp.runtime.process_settings import check as check_process_settings
 from janus_mp.runtime.specs import check_heartbeat, make_spec
 from janus_mp.runtime.supervisor import JanusSupervisor
@@ -93,6 +94,8 @@ class Plan:
     prebuilt: JanusSupervisor | None = None
     #: The config file's supervision-tree groups (checked against its services).
     groups: tuple[ServiceGroup, ...] = ()
+    #: The config file's ``[pools.NAME]``: task pools this supervisor hosts.
+    pools: tuple[PoolEntry, ...] = ()
 
 
 def plan(flags: RunFlags, log: SupervisorLog | None = None) -> Plan:
@@ -119,7 +122,8 @@ def plan(flags: RunFlags, log: SupervisorLog | None = None) -> Plan:
     elif flags.kind is not None:
         what = f"--{flags.kind} {flags.target}"
     groups = config_file.groups if config_file is not None else ()
-    return Plan(config, tuple(services), what, groups=groups)
+    pools = config_file.pools if config_file is not None else ()
+    return Plan(config, tuple(services), what, groups=groups, pools=pools)
 
 
 def build_supervisor(planned: Plan, handover: Handover | None = None) -> JanusSupervisor:
@@ -149,6 +153,7 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     handover = Handover.from_environ()  # first: adopted, not bound, by build_supervisor
     planned = plan(flags, log)
     sup = build_supervisor(planned, handover)
+    hosted = host_pools(sup, planned.pools)
     reopen = log.reopen if log is not None else None
     writer = log.writer if log is not None else None
     if log is not None:
@@ -174,7 +179,25 @@ def deployment(flags: RunFlags, log: SupervisorLog | None = None) -> Deployment:
     return Deployment(sup, socket_path=socket_path, reloader=reload, reopen_logs=reopen,
                       log_writer=writer, title=f"janus-mp: supervisor {planned.what}",
                       upgrade_argv=list(flags.upgrade_argv) or None, handover=handover,
-                      watch_root=flags.watch_root, service_logs=outputs)
+                      watch_root=flags.watch_root, service_logs=outputs, pools=hosted)
+
+
+def host_pools(sup: JanusSupervisor, pools: tuple[PoolEntry, ...]) -> HostedPools | None:
+    """The config file's pools, registered with ``sup`` and reachable by its workers."""
+    if not pools:
+        return None
+    hosted = HostedPools(sup)
+    try:
+        for entry in pools:
+            try:
+                hosted.add(entry.name, entry.config)
+            except ConfigError as exc:
+                raise exc.under(f"pools.{entry.name}") from None
+        hosted.expose()
+    except BaseException:
+        hosted.close()
+        raise
+    return hosted
 
 
 def service_logs(config: SupervisorConfig) -> ServiceLogs:

@@ -53,6 +53,7 @@ from janus_mp.core.exits import RestartPolicy
 from janus_mp.core.foreign_names import foreign_hint
 from janus_mp.core.hooks_config import HooksConfig
 from janus_mp.core.ordering import check_auto_shutdown, check_tree
+from janus_mp.core.pool_config import PoolConfig
 from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError
@@ -87,6 +88,14 @@ class ConfigFile:
     supervisor: SupervisorConfig
     services: tuple[ServiceEntry, ...]
     groups: tuple[ServiceGroup, ...] = ()
+    #: ``[pools.NAME]``: task pools the supervisor hosts (janus_mp.pool("NAME")).
+    pools: tuple[PoolEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    name: str
+    config: PoolConfig
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ConfigFile:
@@ -104,7 +113,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 
 def parse_config(data: Mapping[str, Any], path: str = "<config>",
                  overrides: Mapping[str, Any] | None = None) -> ConfigFile:
-    _check_keys(data, {"supervisor", "services", "groups", "hooks"}, "")
+    _check_keys(data, {"supervisor", "services", "groups", "hooks", "pools"}, "")
     supervisor_table = dict(_table(data.get("supervisor", {}), "supervisor"))
     supervisor_table.update(overrides or {})
     if "hooks" in data:
@@ -119,7 +128,39 @@ def parse_config(data: Mapping[str, Any], path: str = "<config>",
     check_tree(groups, {s.name: s.options.depends_on for s in services})
     check_auto_shutdown(groups, [s.name for s in services if s.options.significant],
                         supervisor.auto_shutdown)
-    return ConfigFile(path=path, supervisor=supervisor, services=services, groups=groups)
+    pools_table = _table(data.get("pools", {}), "pools")
+    pools = tuple(_build_pool(name, _table(table, _key("pools", name)))
+                  for name, table in pools_table.items())
+    names = {s.name for s in services}
+    for entry in pools:
+        if entry.name in names:
+            raise ConfigError(_key("pools", entry.name), "a service has this name: a pool's "
+                                                         "workers are a service of that name")
+    return ConfigFile(path=path, supervisor=supervisor, services=services, groups=groups,
+                      pools=pools)
+
+
+def _build_pool(name: str, table: Mapping[str, Any]) -> PoolEntry:
+    prefix = _key("pools", name)
+    if not valid_service_name(name):
+        raise ConfigError(prefix, "pool names are letters, digits, '-', '_' or '.'")
+    if "start_method" in table:
+        raise ConfigError(f"{prefix}.start_method", "set it in [supervisor]: a hosted pool's "
+                                                    "workers start like every service's")
+    _check_keys(table, {f.name for f in fields(PoolConfig)} - {"process"} | PROCESS_KEYS,
+                prefix)
+    kwargs: dict[str, Any] = {k: v for k, v in table.items() if k not in PROCESS_KEYS}
+    if kwargs.get("workers") == "auto":
+        kwargs["workers"] = usable_cpus()
+    if "backoff" in kwargs:
+        kwargs["backoff"] = _build_backoff(kwargs["backoff"], f"{prefix}.backoff")
+    if "initializer" in kwargs and not isinstance(kwargs["initializer"], str):
+        raise ConfigError(f"{prefix}.initializer", "must be \"module:attribute\"")
+    try:
+        process = ProcessSettings(**{k: v for k, v in table.items() if k in PROCESS_KEYS})
+        return PoolEntry(name, PoolConfig(process=process, **kwargs))
+    except ConfigError as exc:
+        raise exc.under(prefix) from None
 
 
 def _build_group(name: str, table: Mapping[str, Any]) -> ServiceGroup:

@@ -26,6 +26,8 @@ from janus_mp.app.watch import FileWatcher
 from janus_mp.core.selection import select_services
 from janus_mp.core.snapshots import SupervisorSnapshot
 from janus_mp.errors import JanusError, UnknownServiceError
+from janus_mp.pools.hosted import HostedPools
+from janus_mp.pools.metrics import PoolMetrics
 from janus_mp.runtime.supervisor import JanusSupervisor
 
 log = logging.getLogger("janus_mp.deploy")
@@ -43,8 +45,12 @@ class Deployment:
                  reopen_logs: Callable[[], None] | None = None, title: str | None = None,
                  log_writer: LogWriter | None = None, upgrade_argv: list[str] | None = None,
                  handover: Handover | None = None, watch_root: str | None = None,
-                 service_logs: ServiceLogs | None = None) -> None:
+                 service_logs: ServiceLogs | None = None,
+                 pools: HostedPools | None = None) -> None:
         self.sup = sup
+        #: ``[pools.NAME]`` task pools (opened on the first turn, in the loop).
+        self.pools = pools
+        self._pools_open = False
         self.title = title
         self.socket_path = socket_path
         self.reloader = reloader
@@ -92,6 +98,8 @@ class Deployment:
             self.sup.output.sink = self.service_logs
         if self._log_writer_to_serve is not None:
             self.sup.on_turn.append(self._serve_log_drops)
+        if self.pools is not None:
+            self.sup.on_turn.append(self._open_pools)
         self.sup.signal_handlers[signal.SIGHUP] = self._on_hup
         self.sup.signal_handlers[signal.SIGUSR1] = self._on_usr1
         if self._notifier is not None:
@@ -113,6 +121,19 @@ class Deployment:
                 self._control.stop()
             if self._notifier is not None:
                 self._notifier.close()
+            if self.pools is not None:
+                self.pools.close()
+
+    def _open_pools(self) -> None:
+        """On the first turn (in the loop, the registry exists): serve the pools' sockets,
+        add their metrics."""
+        pools = self.pools
+        if pools is None or self._pools_open:
+            return
+        self._pools_open = True
+        pools.open()
+        if self.sup.registry is not None:
+            self.sup.registry.register(PoolMetrics(pools))
 
     def _serve_log_drops(self) -> None:
         """On the first turn (the registry exists once the supervisor runs): add the log
@@ -232,6 +253,8 @@ class Deployment:
         snapshot["supervisor"] = self._process_stats(snapshot["pid"])
         snapshot["recent_exits"] = self.sup.recent_exits()
         snapshot["hooks"] = self.sup.hook_runs
+        if self.pools is not None:
+            snapshot["pools"] = self.pools.snapshot()
         live = set()
         for service in snapshot["services"]:
             live.update(service["pids"])

@@ -55,8 +55,19 @@ def render_text(data: dict[str, Any]) -> str:
     lines += [f"group {g['name']}  {g['strategy']}  {g['phase']}  restarts {g['restarts']} "
               f"(max {g['max_restarts']} in {g['within']:g}s)  members {', '.join(g['members'])}"
               for g in data.get("groups", ())]
+    lines += pool_lines(data.get("pools") or {})
     lines += stack_dump_lines(data.get("recent_exits") or [])
     return "\n".join(lines)
+
+
+def pool_lines(pools: dict[str, Any]) -> list[str]:
+    """One line per hosted task pool: its queue, its busy workers, its outcomes so far."""
+    lines = []
+    for name, pool in sorted(pools.items()):
+        outcomes = "  ".join(f"{outcome} {count}" for outcome, count in pool["outcomes"].items())
+        lines.append(f"pool {name}  queued {pool['queued']}  running {pool['running']}  "
+                     f"workers {pool['workers']}  {outcomes}")
+    return lines
 
 
 def stack_dump_lines(exits: list[dict[str, Any]]) -> list[str]:
@@ -77,6 +88,8 @@ KEEP_ORDER = ("SERVICE", "PHASE", "WORKER", "READY/GEN", "PIDS", "CPU", "RSS", "
               "LAST", "BREAKER")
 EXIT_HEADERS = ["WHEN", "SERVICE", "WORKER", "PID", "REASON", "UPTIME"]
 EXIT_KEEP_ORDER = ("SERVICE", "REASON", "WHEN", "WORKER", "PID", "UPTIME")
+POOL_HEADERS = ["POOL", "QUEUED", "RUNNING", "WORKERS", "OUTCOMES"]
+POOL_KEEP_ORDER = ("POOL", "QUEUED", "RUNNING", "OUTCOMES", "WORKERS")
 #: A column as rich draws it: one space of padding each side and a rule.
 _COLUMN_EDGES = 3
 #: Long cells are shortened with an ellipsis down to this before any column is dropped.
@@ -115,8 +128,16 @@ def top_frame(data: dict[str, Any], width: int) -> Any:
     exits = [[time.strftime("%H:%M:%S", time.localtime(e["at"])), e["service"],
               str(e["worker"]), str(e["pid"]), e["reason"], f"{e['uptime_secs']:.1f}s"]
              for e in reversed(data.get("recent_exits", [])[-8:])]
-    return Group(_table(title, HEADERS, rows(data), width, KEEP_ORDER, bold_first=True),
-                 _table("recent exits", EXIT_HEADERS, exits, width, EXIT_KEEP_ORDER))
+    services = _table(title, HEADERS, rows(data), width, KEEP_ORDER, bold_first=True)
+    history = _table("recent exits", EXIT_HEADERS, exits, width, EXIT_KEEP_ORDER)
+    pools = data.get("pools") or {}
+    if not pools:
+        return Group(services, history)
+    pool_rows = [[name, str(pool["queued"]), str(pool["running"]), str(pool["workers"]),
+                  "  ".join(f"{k} {v}" for k, v in pool["outcomes"].items() if v)]
+                 for name, pool in sorted(pools.items())]
+    return Group(services, _table("task pools", POOL_HEADERS, pool_rows, width, POOL_KEEP_ORDER),
+                 history)
 
 
 def _table(title: str, headers: list[str], table_rows: list[list[str]], width: int,

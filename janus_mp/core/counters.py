@@ -87,8 +87,12 @@ class SupervisorMetrics:
     def __init__(self) -> None:
         self._services: dict[str, _ServiceCounters] = {}
         self._active_services = 0
+        #: Moves with every change (every change goes through ``_svc`` or
+        #: ``set_active_services``): an unchanged version needs no new snapshot.
+        self.version = 0
 
     def _svc(self, service: str) -> _ServiceCounters:
+        self.version += 1
         counters = self._services.get(service)
         if counters is None:
             counters = self._services[service] = _ServiceCounters()
@@ -120,6 +124,7 @@ class SupervisorMetrics:
         self._svc(service).trips += 1
 
     def set_active_services(self, count: int) -> None:
+        self.version += 1
         self._active_services = count
 
     def set_service_state(self, service: str, phases: Mapping[str, int], backoff: float) -> None:

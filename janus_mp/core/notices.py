@@ -25,6 +25,7 @@ class NoticeKind(StrEnum):
     BREAKER_CLOSED = "breaker_closed"          # its half-open trial held: the pool comes back
     GROUP_RESTARTED = "group_restarted"        # a supervision group restarted members
     SERVICE_TERMINATED = "service_terminated"  # a service ended (stopped, completed, failed)
+    TASK_FAILED = "task_failed"                # a pool's task: its worker died, timed out, poison
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import multiprocess
 
+from janus_mp import osproc
 from janus_mp.core import events as ev
 from janus_mp.core import policy
 from janus_mp.core.actions import (
@@ -56,6 +57,7 @@ from janus_mp.core.actions import (
 )
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
+from janus_mp.core.notices import LifecycleNotice
 from janus_mp.core.pool import SupervisorPhase, SupervisorState
 from janus_mp.core.snapshots import SupervisorSnapshot, supervisor_snapshot
 from janus_mp.core.timers import TimerKey
@@ -120,6 +122,7 @@ class JanusSupervisor:
         #: fds of the supervisor's own threads (control, HTTP): never inherited by workers.
         self.private_fds = PrivateFds()
         self._published = self._state.metrics.snapshot()
+        self._published_version = -1
         #: Every worker's stdout/stderr; set ``output.sink`` before running to send it elsewhere.
         self.output = OutputCapture(self.private_fds)
         self.output.on_fatal_signal = lambda pid, signum: self._loop.call(
@@ -134,6 +137,9 @@ class JanusSupervisor:
         self.on_turn: list[Callable[[], None]] = []
         self.on_shutdown: list[Callable[[], None]] = []
         self.signal_handlers: dict[int, Callable[[], None]] = {}
+        #: Called in the loop thread with (service, worker id, returncode, oom_killed) when a
+        #: worker's exit is known, before the policy hears it (task pools fail its task).
+        self.on_worker_exited: list[Callable[[str, int, int, bool], None]] = []
         #: Sockets to and from another supervisor in an upgrade (see runtime/handover.py).
         self.handover = HandoverPort(self._listeners, self._observability, self._orphans,
                                      self._loop.call)
@@ -311,6 +317,42 @@ class JanusSupervisor:
     def call_in_loop(self, fn: Callable[[], T], *, timeout: float | None = None) -> T:
         """Run ``fn`` in the loop thread and return its result (directly if already there)."""
         return self._loop.call(fn, timeout=timeout)
+
+    # -- for task pools (janus_mp/pools), which serve their sockets in this loop ---------------
+    def clock(self) -> float:
+        return self._clock()
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the loop thread, without waiting for it."""
+        self._loop.call(fn, wait=False)
+
+    def add_reader(self, fileobj: Any, callback: Callable[[], None]) -> None:
+        """Loop thread only: call ``callback`` in the loop whenever ``fileobj`` is readable."""
+        self._loop.add_reader(fileobj, callback)
+
+    def remove_reader(self, fileobj: Any) -> None:
+        self._loop.remove_reader(fileobj)
+
+    def worker_of_pid(self, pid: int) -> tuple[str, int] | None:
+        """Loop thread only: (service, worker id) of a live worker process, or None."""
+        for process in self._processes.by_id.values():
+            if process.pid == pid:
+                return process.service, process.id
+        return None
+
+    def signal_worker(self, worker: int, signum: int, *, group: bool = True) -> None:
+        """Loop thread only: signal a worker (and its process group) that is not reaped yet."""
+        process = self._processes.by_id.get(worker)
+        if process is None:
+            return
+        if group:
+            self._processes.signal(process, signum)
+        else:
+            osproc.signal_process(process.pid, signum)
+
+    def publish(self, notice: LifecycleNotice) -> None:
+        """Loop thread only: a notice for subscribers, ``events`` and hooks (task pools')."""
+        self._act(Publish(notice))
 
     def handle_signal(self, signum: int) -> None:
         """Feed a signal to the loop as if it had been received (tests, embedding)."""
@@ -496,6 +538,8 @@ class JanusSupervisor:
         if ready:
             self._feed(ev.WorkerReady(worker.id))
         self._feed(ev.WorkerExited(worker.id, returncode, oom_killed))
+        for hook in self.on_worker_exited:  # task pools: after the decision (a standby first)
+            hook(worker.service, worker.id, returncode, oom_killed)
         self._loop.remove_reader(worker.exit_source)
         self._loop.remove_reader(worker.conn)
         self._processes.release(worker)
@@ -548,7 +592,9 @@ class JanusSupervisor:
         if self._reap_children:
             self._reap_children = False
             self._orphans.reap()
-        self._published = self._state.metrics.snapshot()
+        if self._state.metrics.version != self._published_version:  # else: as published
+            self._published_version = self._state.metrics.version
+            self._published = self._state.metrics.snapshot()
         for turn_hook in self.on_turn:
             turn_hook()
 

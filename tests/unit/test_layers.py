@@ -6,6 +6,7 @@ included), and each layer imports only what it may.
     metrics/  core, leaf
     adapters/ core, leaf (never the runtime: they run inside workers)
     runtime/  core, metrics, leaf
+    pools/    core, metrics, runtime, leaf (task pools: the executor, dispatcher, task loop)
     app/      anything; nothing imports app (but __main__)
 """
 
@@ -22,6 +23,7 @@ ALLOWED = {
     "metrics": {"core", "metrics", *LEAF},
     "adapters": {"core", "adapters", *LEAF},
     "runtime": {"core", "metrics", "runtime", *LEAF},
+    "pools": {"core", "metrics", "runtime", "pools", *LEAF},
     "leaf": {"core", *LEAF},
 }
 
@@ -58,7 +60,7 @@ def _layer(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1:
         return "package"
-    if parts[1] in {"core", "metrics", "adapters", "runtime", "app"}:
+    if parts[1] in {"core", "metrics", "adapters", "runtime", "pools", "app"}:
         return parts[1]
     return "leaf" if parts[1] in LEAF else parts[1]
 
