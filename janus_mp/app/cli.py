@@ -349,9 +349,11 @@ def check(config_path: str, imports: bool) -> None:
     from janus_mp.app import build
 
     try:
-        names = build.check(config_path, imports=imports)
+        names, warnings = build.check(config_path, imports=imports)
     except JanusError as exc:
         _fail(str(exc))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{config_path}: ok ({', '.join(names) or 'no services'})")
     _exit(0, None)
 
@@ -410,8 +412,8 @@ def _call(socket_path: str | None, name: str, timeout: float, command: str,
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @click.option("--check", is_flag=True,
-              help="Print one line and exit 0 when every service has all its workers ready, "
-                   "1 when not, 2 when no supervisor answers.")
+              help="Print one line and exit 0 when every service serves (the verdict of "
+                   "/readyz), 1 when not, 2 when no supervisor answers.")
 @_client_options
 def status(as_json: bool, check: bool, socket_path: str | None, name: str,
            timeout: float) -> None:

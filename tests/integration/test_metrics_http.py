@@ -104,7 +104,7 @@ def test_readyz_flips_as_workers_start_crash_and_recover(tmp_path):
         os.unlink(held)
         wait_until(lambda: get(port, "/readyz")[0] == 200)
         assert json.loads(get(port, "/readyz")[1]) == {"ready": True, "state": "running",
-                                                       "not_ready": {}}
+                                                       "not_ready": {}, "given_up": []}
         assert get(port, "/healthz") == (200, b"ok\n", "text/plain")
         assert get(port, "/nothing")[0] == 404
         del hold
