@@ -10,7 +10,7 @@ import pytest
 
 from janus_mp.app import control
 from tests.integration.ops_cli import QuickCli
-from tests.support import wait_until
+from tests.support import tagged_pids, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,6 +30,19 @@ def fifo_dump(ctx):
 def idle(ctx):
     ctx.ready()
     ctx.shutdown.wait()
+
+def dripping_app(environ, start_response):
+    """Answers 200 at once, then drips its body a byte at a time, for ever."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    def body():
+        while True:
+            yield b"x"
+            time.sleep(0.2)
+    return body()
+
+def sick_app(environ, start_response):
+    start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+    return [b"sick"]
 '''
 
 BASE = '''
@@ -69,3 +82,63 @@ backoff = { initial_delay = 0.1, max_delay = 0.1, max_retries = 0 }
     exits = [e for e in _status(cli)["recent_exits"] if e["pid"] == first]
     assert exits and exits[0]["reason"] == "watchdog timeout"
     assert "not a regular file" in (exits[0].get("stack_dump") or "")
+
+
+def test_a_dripping_http_answer_fails_its_probe_and_does_not_starve_other_services(cli,
+                                                                                   tmp_path):
+    (tmp_path / "janus.toml").write_text(BASE + '''
+[services.drip]
+wsgi = "probeapp:dripping_app"
+bind = "127.0.0.1:0"
+workers = 4
+stop_timeout = 0.5
+health = { http = "/", interval = 0.2, timeout = 1, failures = 1 }
+backoff = { initial_delay = 0.1, max_delay = 0.1, max_retries = 0 }
+
+[services.sick]
+wsgi = "probeapp:sick_app"
+bind = "unix:sick.sock"
+stop_timeout = 0.5
+health = { http = "/", interval = 0.2, timeout = 1, failures = 1 }
+backoff = { initial_delay = 0.1, max_delay = 0.1, max_retries = 0 }
+''')
+    cli.start("-c", str(tmp_path / "janus.toml"))
+
+    def replaced(service: str) -> bool:
+        return any(e["service"] == service and e["reason"] == "unhealthy"
+                   for e in _status(cli)["recent_exits"])
+
+    # The dripping answers end at the probe's timeout, as failures; and the four of them do
+    # not keep the other service from being probed (and its sick worker replaced).
+    wait_until(lambda: replaced("drip"), timeout=30, message="a dripping worker replaced")
+    wait_until(lambda: replaced("sick"), timeout=30, message="the sick worker replaced")
+    assert "no whole answer within 1s" in cli.log.read_text()
+
+
+def test_a_command_probe_leaves_no_children_behind(cli, tmp_path):
+    (tmp_path / "janus.toml").write_text(BASE + '''
+[services.idle]
+target = "probeapp:idle"
+health = { command = ["sh", "-c", "echo x >> probes; sleep 300 & exit 0"], interval = 0.1, timeout = 5 }
+''')
+    cli.start("-c", str(tmp_path / "janus.toml"))
+    probes = tmp_path / "probes"
+    wait_until(lambda: probes.exists() and len(probes.read_text().split()) >= 10, timeout=30,
+               message="ten probes run")
+
+    def sleeps() -> list[int]:
+        left = []
+        for pid in tagged_pids(cli.tag):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"sleep", b"300"]:
+                        left.append(pid)
+            except OSError:
+                pass
+        return left
+
+    # Each probe's group is killed as it ends: at most the one running now has a sleep.
+    wait_until(lambda: len(sleeps()) <= 1, timeout=10, message="the probes' children killed")
+    count = len(probes.read_text().split())
+    wait_until(lambda: len(probes.read_text().split()) >= count + 10, timeout=30)
+    assert len(sleeps()) <= 1
