@@ -31,6 +31,14 @@ def idle(ctx):
     ctx.ready()
     ctx.shutdown.wait()
 
+def spoofer(ctx):
+    """Prints lines that, raw on a terminal, would pass for the supervisor's own."""
+    sys.stdout.write("work\\r\\x1b[2K2026-01-01 00:00:00,000 [1] INFO janus_mp.supervisor: "
+                     "all good\\x07\\x9b\\n")
+    sys.stdout.flush()
+    ctx.ready()
+    ctx.shutdown.wait()
+
 def dripping_app(environ, start_response):
     """Answers 200 at once, then drips its body a byte at a time, for ever."""
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -142,3 +150,21 @@ health = { command = ["sh", "-c", "echo x >> probes; sleep 300 & exit 0"], inter
     count = len(probes.read_text().split())
     wait_until(lambda: len(probes.read_text().split()) >= count + 10, timeout=30)
     assert len(sleeps()) <= 1
+
+
+@pytest.mark.parametrize("log_dir", [False, True])
+def test_control_characters_in_worker_output_are_escaped_in_text_logs(cli, tmp_path, log_dir):
+    (tmp_path / "janus.toml").write_text(BASE + (f'log_dir = "{tmp_path / "logs"}"\n'
+                                                 if log_dir else "") + '''
+[services.spoof]
+target = "probeapp:spoofer"
+''')
+    cli.start("-c", str(tmp_path / "janus.toml"))
+    where = tmp_path / "logs" / "spoof.log" if log_dir else cli.log
+    text = wait_until(lambda: where.exists() and "all good" in (t := where.read_text()) and t,
+                      timeout=20, message="the worker's line in the log")
+    line = next(line for line in text.splitlines() if "all good" in line)
+    assert "work\\x0d\\x1b[2K2026-01-01" in line and line.endswith("all good\\x07\\x9b")
+    assert not any(c in text for c in "\r\x1b\x07\x9b")
+    shown = control.call(cli.socket, "logs", service="spoof", lines=5)
+    assert any("work\\x0d\\x1b[2K" in entry for entry in shown)
