@@ -142,3 +142,22 @@ def test_check_warns_on_a_start_count_that_would_end_a_service_for_good(cli, tmp
     assert warnings[0].startswith("warning: services.x.backoff: max_retries = 3 with "
                                   'half_open_after = "never" ends the service for good')
     assert "startretries" in warnings[0]
+
+
+@pytest.mark.parametrize("setting, line", [
+    ("env_file = 'bad.env'", "services.x.env_file: env_file bad.env, line 2: not UTF-8 text"),
+    ("rlimits = { nofile = 100000000 }",
+     "services.x.rlimits.nofile: 100000000 is above the kernel's most open files per process "
+     "(fs.nr_open = {nr_open})"),
+])
+def test_check_and_run_refuse_settings_no_worker_could_apply(cli, tmp_path, setting, line):
+    (tmp_path / "bad.env").write_bytes(b"GOOD=1\nBAD=\xff\xfe\n")
+    with open("/proc/sys/fs/nr_open") as f:
+        line = line.format(nr_open=int(f.read()))
+    path = tmp_path / "settings.toml"
+    path.write_text(f"[services.x]\ntarget = 'svcmod:helper'\n{setting}\n")
+    checked = cli.janus("check", str(path))
+    ran = cli.janus("run", "-c", str(path), "--metrics-bind", "off", "--socket", "off")
+    for result in (checked, ran):
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert result.stderr.splitlines() == [f"janus-mp: error: {line}"]
