@@ -31,6 +31,12 @@ def idle(ctx):
     ctx.ready()
     ctx.shutdown.wait()
 
+def gated(ctx):
+    while not os.path.exists("open") and not ctx.shutdown.wait(0.01):
+        pass
+    ctx.ready()
+    ctx.shutdown.wait()
+
 def spoofer(ctx):
     """Prints lines that, raw on a terminal, would pass for the supervisor's own."""
     sys.stdout.write("work\\r\\x1b[2K2026-01-01 00:00:00,000 [1] INFO janus_mp.supervisor: "
@@ -168,3 +174,23 @@ target = "probeapp:spoofer"
     assert not any(c in text for c in "\r\x1b\x07\x9b")
     shown = control.call(cli.socket, "logs", service="spoof", lines=5)
     assert any("work\\x0d\\x1b[2K" in entry for entry in shown)
+
+
+def test_scaling_a_service_that_waits_for_a_dependency_starts_no_worker(cli, tmp_path):
+    (tmp_path / "janus.toml").write_text(BASE + '''
+[services.db]
+target = "probeapp:gated"
+wait_for_ready = true
+
+[services.api]
+target = "probeapp:idle"
+depends_on = ["db"]
+''')
+    cli.start("-c", str(tmp_path / "janus.toml"))
+    wait_until(lambda: cli.service("db")["pids"], timeout=20, message="db starting")
+    control.call(cli.socket, "scale", service="api", workers=3, timeout=10)
+    api = cli.service("api")
+    assert api["desired"] == 3 and api["waiting"] == "waiting for db (starting)"
+    assert api["pids"] == [] and [w["pids"] for w in api["workers"]] == [[], [], []]
+    (tmp_path / "open").touch()
+    wait_until(lambda: cli.service("api")["ready"] == 3, timeout=30, message="api ready")
