@@ -231,12 +231,11 @@ def test_sigkilled_supervisor_leaves_no_process_behind(tmp_path):
         tree = tagged_pids(sup.tag)
         assert len(tree) >= 12
         sup.signal(signal.SIGKILL)
-        t0 = time.monotonic()
+        # Promptly (the deadman's kill, not a later sweep), with room for a loaded machine.
         try:
-            wait_until(lambda: not tagged_pids(sup.tag), timeout=1.0)
+            wait_until(lambda: not tagged_pids(sup.tag), timeout=10.0)
         except AssertionError:
-            raise AssertionError(f"left after 1 s: {describe(tagged_pids(sup.tag))}") from None
-        assert time.monotonic() - t0 < 1.0
+            raise AssertionError(f"left after 10 s: {describe(tagged_pids(sup.tag))}") from None
 
 
 def test_stopping_one_service_leaves_others_running(tmp_path):
