@@ -99,9 +99,11 @@ timeout = 5
     web = wait_until(lambda: (s := cli.service("web"))["ready"] == 1 and s, timeout=20,
                      message="a healthy replacement")
     assert web["restarts"] == 1 and sick_pid not in web["pids"]
-    status = cli.status()
+    # The hook wrote its file before it exited; it counts as run once the supervisor reaped it.
+    status = wait_until(lambda: (s := cli.status())["hooks"]["ran"] >= 1 and s, timeout=20,
+                        message="the exit hook counted as run")
     (exit_,) = status["recent_exits"]
-    assert status["hooks"]["dropped"] == 0 and status["hooks"]["ran"] >= 1
+    assert status["hooks"]["dropped"] == 0
     assert (exit_["pid"], exit_["service"], exit_["reason"]) == (sick_pid, "web", "unhealthy")
     log = cli.log.read_text()
     assert "health probe failed (2/2): GET /healthz on 127.0.0.1:" in log
