@@ -175,8 +175,10 @@ def build(sup):
         backoff=BackoffConfig(initial_delay=0.001, max_delay=0.01)))
 """
     with SupervisorProcess(tmp_path, scenario) as sup:
-        worker = wait_until(lambda: (w := sup.service("slow")["workers"][0])["generation"] == 2
-                            and w["phase"] == "running" and w, timeout=10)
+        # >= 2: on a loaded machine the second generation may miss 0.5 s too; one after it
+        # gets there, and the reason stays the start timeout.
+        worker = wait_until(lambda: (w := sup.service("slow")["workers"][0])["generation"] >= 2
+                            and w["phase"] == "running" and w, timeout=30)
         assert worker["last_error"] == "start timeout"
 
 
