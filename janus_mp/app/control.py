@@ -1,9 +1,10 @@
 """The control socket: a unix socket speaking one JSON line in, one JSON line out.
 
 Security: the socket is created mode 0600 inside a 0700 directory, and every peer's uid is
-checked (SO_PEERCRED) against ours; requests are bounded (``MAX_REQUEST`` bytes, a read deadline)
-and parsed as JSON only — nothing received is ever unpickled. A stale socket left by a killed
-supervisor is reclaimed; a live one belongs to another supervisor and is refused.
+checked (SO_PEERCRED) against ours; requests are bounded in size, time and nesting
+(control_wire.py) and parsed as JSON only — nothing received is ever unpickled. A stale
+socket left by a killed supervisor is reclaimed; a live one belongs to another supervisor and
+is refused.
 
 Commands: status, restart, scale, stop, start, reload, upgrade, shutdown, events, logs (see
 ``Deployment.handle``). Two replies stream: ``events`` (a :class:`StreamReply`) and ``logs``
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from janus_mp.app.control_wire import one_line, read_request, send
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
 from janus_mp.safe_paths import (
@@ -45,10 +47,6 @@ from janus_mp.safe_paths import (
 
 log = logging.getLogger("janus_mp.control")
 
-MAX_REQUEST = 64 * 1024
-#: A request must arrive whole within this (not per read: a client dripping a byte a second
-#: would otherwise hold its connection for ever).
-READ_DEADLINE = 2.0
 #: Connections read and answered at once, at most: each holds a descriptor (and a thread) for
 #: up to READ_DEADLINE, and a flood of them must not take the descriptors a worker's spawn
 #: needs. The others wait in the backlog. A stream (``events -f``, ``logs -f``) gives its
@@ -56,8 +54,6 @@ READ_DEADLINE = 2.0
 MAX_CONNECTIONS = 64
 #: Streams followed at once, at most, on places of their own; one more is refused.
 MAX_FOLLOWERS = 16
-#: JSON nested deeper than this is refused before parsing (Python's parser would recurse).
-MAX_NESTING = 64
 #: At stop, how long connections being answered get to send their reply.
 REPLY_GRACE = 1.0
 #: Connections the kernel queues for us while the accept thread is busy; past it, a client's
@@ -255,9 +251,9 @@ class ControlServer:
         (run by the caller once it holds a follower's place)."""
         try:
             if not _peer_allowed(conn):
-                _send(conn, {"ok": False, "error": "permission denied"})
+                send(conn, {"ok": False, "error": "permission denied"})
                 return None
-            request = _read_request(conn)
+            request = read_request(conn)
             result = self.handler(request)
             if isinstance(result, (StreamReply, Streaming)):
                 if not self._followers.acquire(blocking=False):
@@ -270,12 +266,12 @@ class ControlServer:
                 return lambda: _follow(conn, result)
             reply = {"ok": True, "result": result}
         except (JanusError, KeyError, ValueError, TypeError) as exc:
-            reply = {"ok": False, "error": _one_line(exc)}
+            reply = {"ok": False, "error": one_line(exc)}
         except Exception as exc:  # a bug must not take the supervisor down
             log.exception("control request failed")
             reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
         with contextlib.suppress(OSError):
-            _send(conn, reply)
+            send(conn, reply)
         return None
 
 
@@ -283,13 +279,13 @@ def _stream(conn: socket.socket, reply: StreamReply) -> None:
     """Send the stream's items as lines until it ends or the client has gone."""
     try:
         conn.settimeout(SEND_DEADLINE)  # a client that stops reading is dropped
-        _send(conn, {"ok": True, "result": None, "stream": True})
+        send(conn, {"ok": True, "result": None, "stream": True})
         for item in reply.items:
             if item is None:
                 if _client_gone(conn):
                     return
                 continue
-            _send(conn, item)
+            send(conn, item)
     except OSError:
         return  # the client went away mid-line
     finally:
@@ -332,7 +328,7 @@ SEND_DEADLINE = 10.0
 def _follow(conn: socket.socket, streaming: Streaming) -> None:
     conn.settimeout(SEND_DEADLINE)
     with contextlib.suppress(OSError):
-        _send(conn, {"ok": True, "result": streaming.first})
+        send(conn, {"ok": True, "result": streaming.first})
     poller = select.poll()
     poller.register(conn, select.POLLIN | select.POLLHUP)
 
@@ -340,67 +336,13 @@ def _follow(conn: socket.socket, streaming: Streaming) -> None:
         return bool(poller.poll(0))
 
     with contextlib.suppress(OSError):
-        streaming.stream(lambda obj: _send(conn, obj), client_gone)
+        streaming.stream(lambda obj: send(conn, obj), client_gone)
 
 
 def _peer_allowed(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid in (os.getuid(), 0)
-
-
-def _read_request(conn: socket.socket) -> dict[str, Any]:
-    deadline = time.monotonic() + READ_DEADLINE
-    data = b""
-    while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            conn.settimeout(remaining)
-            chunk = conn.recv(4096)
-        except TimeoutError:
-            raise ValueError("request not received in time") from None
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > MAX_REQUEST:
-            raise ValueError(f"request larger than {MAX_REQUEST} bytes")
-    line = data.split(b"\n", 1)[0]
-    if _nesting(line) > MAX_NESTING:
-        raise ValueError(f"request nests deeper than {MAX_NESTING} levels")
-    try:
-        request = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ValueError("request is not a JSON object on one line") from None
-    if not isinstance(request, dict) or not isinstance(request.get("command"), str):
-        raise ValueError('request must be a JSON object with a "command" string')
-    return request
-
-
-def _nesting(line: bytes) -> int:
-    """An upper bound of the JSON's nesting (brackets inside strings count too: a request
-    that only looks deep is refused as well, which costs nothing real)."""
-    depth = deepest = 0
-    for byte in line.translate(None, _NOT_BRACKETS):
-        depth += 1 if byte in b"[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def _send(conn: socket.socket, obj: Any) -> None:
-    conn.sendall(json.dumps(obj, default=str).encode() + b"\n")
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and not isinstance(exc, JanusError) and exc.args:
-        text = str(exc.args[0])  # KeyError's own str() adds quotes
-    else:
-        text = str(exc)
-    return " ".join(text.split()) or type(exc).__name__
 
 
 def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from janus_mp.app import control
+from janus_mp.app import control, control_wire
 from janus_mp.app.control import ControlServer, StreamReply
 from tests.support import wait_until
 
@@ -148,9 +148,9 @@ def test_deeply_nested_json_is_refused_in_one_line(server, caplog):
                     50_000 + b"}"):
         sock = _connect(srv.path)
         with sock:
-            sock.sendall(payload[:control.MAX_REQUEST - 1] + b"\n")
+            sock.sendall(payload[:control_wire.MAX_REQUEST - 1] + b"\n")
             reply = json.loads(sock.makefile("rb").readline())
         assert reply["ok"] is False
-        assert reply["error"] == f"request nests deeper than {control.MAX_NESTING} levels"
+        assert reply["error"] == f"request nests deeper than {control_wire.MAX_NESTING} levels"
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert control.call(srv.path, "status", timeout=5) == {"state": "running"}
