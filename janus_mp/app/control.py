@@ -73,6 +73,9 @@ class StreamReply:
 
     items: Iterator[Any]
     close: Callable[[], None]
+    #: The items end by themselves (``events`` without follow): answered on the connection's
+    #: own place, like any one-shot command, never refused for want of a follower's place.
+    finite: bool = False
 
 
 def default_run_dir() -> str:
@@ -255,6 +258,9 @@ class ControlServer:
                 return None
             request = read_request(conn)
             result = self.handler(request)
+            if isinstance(result, StreamReply) and result.finite:
+                _stream(conn, result)
+                return None
             if isinstance(result, (StreamReply, Streaming)):
                 if not self._followers.acquire(blocking=False):
                     cancel = result.close if isinstance(result, StreamReply) else result.cancel

@@ -247,7 +247,7 @@ class Deployment:
                 if not batch and not lost:
                     yield None  # idle: the server checks the client is still there
 
-        return StreamReply(items(), subscription.close)
+        return StreamReply(items(), subscription.close, finite=not follow)
 
     def reload(self) -> str:
         if self.reloader is None:

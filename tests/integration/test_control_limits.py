@@ -34,6 +34,8 @@ class Handler:
     def __call__(self, request: dict[str, Any]) -> Any:
         if request["command"] == "status":
             return {"state": "running"}
+        if request["command"] == "history":
+            return StreamReply(iter([{"n": 1}, {"n": 2}]), lambda: None, finite=True)
         if request["command"] == "events":
             flood = bool(request.get("flood"))
             stop = threading.Event()
@@ -89,9 +91,12 @@ def test_followers_are_capped_and_one_shot_commands_still_answer(server):
         assert {r["error"] for r in refused} == \
             {f"too many followers ({control.MAX_FOLLOWERS}): try again later"}
         wait_until(lambda: handler.open_streams == control.MAX_FOLLOWERS, timeout=10)
-        # Every follower place is taken, and still: one-shot commands answer at once.
+        # Every follower place is taken, and still: one-shot commands answer at once, a stream
+        # that ends by itself (`events` without -f) among them.
         for _ in range(5):
             assert control.call(srv.path, "status", timeout=5) == {"state": "running"}
+        assert list(control.follow(srv.path, "history", timeout=5)) == [None, {"n": 1},
+                                                                         {"n": 2}]
     finally:
         for sock, reader in followers:
             reader.close()
