@@ -126,7 +126,8 @@ backoff = { initial_delay = 0.1, max_delay = 0.1, max_retries = 0 }
     # not keep the other service from being probed (and its sick worker replaced).
     wait_until(lambda: replaced("drip"), timeout=30, message="a dripping worker replaced")
     wait_until(lambda: replaced("sick"), timeout=30, message="the sick worker replaced")
-    assert "no whole answer within 1s" in cli.log.read_text()
+    wait_until(lambda: "no whole answer within 1s" in cli.log.read_text(), timeout=20,
+               message="the probe's failure in the log")
 
 
 def test_a_command_probe_leaves_no_children_behind(cli, tmp_path):
