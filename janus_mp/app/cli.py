@@ -507,7 +507,8 @@ def shutdown(fast: bool, socket_path: str | None, name: str, timeout: float) -> 
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("-f", "--follow", is_flag=True,
               help="Keep streaming new events until the supervisor stops (Ctrl-C to quit).")
-@click.option("--buffer", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--buffer", type=click.IntRange(min=1, max=10_000), default=256,
+              show_default=True,
               help="Events the supervisor keeps for this client before it loses some.")
 @_client_options
 def events(as_json: bool, follow: bool, buffer: int, socket_path: str | None, name: str,

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from janus_mp.app import control
+from janus_mp.errors import JanusError
 from tests.integration.ops_cli import QuickCli
 from tests.support import tagged_pids, wait_until
 
@@ -195,3 +196,12 @@ depends_on = ["db"]
     assert api["pids"] == [] and [w["pids"] for w in api["workers"]] == [[], [], []]
     (tmp_path / "open").touch()
     wait_until(lambda: cli.service("api")["ready"] == 3, timeout=30, message="api ready")
+
+
+def test_an_events_buffer_past_the_cap_is_refused_in_one_line(cli, tmp_path):
+    (tmp_path / "janus.toml").write_text(BASE + '[services.idle]\ntarget = "probeapp:idle"\n')
+    cli.start("-c", str(tmp_path / "janus.toml"))
+    with pytest.raises(JanusError) as refused:
+        control.call(cli.socket, "events", timeout=10, follow=True, buffer=100_000_000)
+    assert str(refused.value) == "events: buffer must be an integer from 1 to 10000"
+    assert control.call(cli.socket, "events", timeout=10, buffer=10_000) is None  # the cap
