@@ -114,5 +114,5 @@ def readiness(data: dict[str, Any]) -> tuple[bool, str]:
     from janus_mp.core.readiness import readiness as verdict
 
     answer = verdict(data)
-    workers = sum(svc["ready"] for svc in data["services"])
-    return answer.ready, answer.line(len(data["services"]), workers)
+    started = [svc for svc in data["services"] if svc.get("started", True)]
+    return answer.ready, answer.line(len(started), sum(svc["ready"] for svc in started))

@@ -3,8 +3,9 @@
 
 A service serves when it is ``running`` with all its desired workers ready. Everything else —
 starting, waiting for a dependency, backing off, breaker open or half-open, stopped by
-``janus-mp stop``, ended by a failure — is named in ``not_ready``; the one exception is a
-service that ended on purpose (a one-shot whose worker completed: reason ``completed``). A
+``janus-mp stop``, ended by a failure — is named in ``not_ready``; the exceptions are a
+service that ended on purpose (a one-shot whose worker completed: reason ``completed``), and
+one not started on purpose (``started: false``: ``autostart = false`` and no start yet). A
 service that ended by a failure and will not come back by itself is also *given up*: only a
 restart of the supervisor (or ``janus-mp start``) brings it back.
 """
@@ -69,6 +70,8 @@ def _services(status: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
 
 
 def _not_serving(svc: Mapping[str, Any]) -> dict[str, Any] | None:
+    if not svc.get("started", True):  # autostart = false, not started yet: nobody waits for it
+        return None
     phase, ready, desired = svc["phase"], svc["ready"], svc["desired"]
     reason = (svc.get("termination_reason") or {}).get("kind")
     if phase == "running" and ready >= desired and svc.get("breaker", "closed") == "closed":

@@ -103,3 +103,14 @@ def test_a_supervisor_that_is_not_running_is_not_ready():
     answer = verdict(sim)
     assert not answer.ready and answer.state != "running"
     assert answer.line(1, 1).startswith("not ready: supervisor ")
+
+
+def test_a_service_not_started_on_purpose_is_not_waited_for():
+    # autostart = false and no `janus-mp start` yet: shown terminated, with "started": false.
+    status = {"state": "running", "services": [
+        {"name": "later", "started": False, "phase": "terminated", "ready": 0, "desired": 1,
+         "breaker": "closed", "termination_reason": None},
+        {"name": "web", "phase": "running", "ready": 2, "desired": 2, "breaker": "closed",
+         "termination_reason": None}]}
+    answer = readiness(status)
+    assert answer.ready and answer.not_ready == {} and answer.given_up == ()
