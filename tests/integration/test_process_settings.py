@@ -130,3 +130,18 @@ def test_bad_settings_are_refused_in_one_line_naming_the_key(cli, base):
     done = cli.janus("check", str(config), env=env)  # the last case, from the command line
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines == [f"janus-mp: error: {cases[-1][1]}"], lines
+
+
+def test_check_refuses_an_rlimit_above_the_hard_limit_without_root(monkeypatch):
+    from janus_mp.core.process_settings import ProcessSettings
+    from janus_mp.errors import ConfigError
+    from janus_mp.runtime import process_settings
+
+    # A supervisor not running as root, with a hard limit of 4096 (as seen by the check).
+    monkeypatch.setattr(process_settings.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(process_settings.resource, "getrlimit", lambda _which: (1024, 4096))
+    with pytest.raises(ConfigError) as refused:
+        process_settings.check(ProcessSettings(rlimits={"core": 4097}))
+    assert str(refused.value) == ("rlimits.core: 4097 is above the hard limit (4096); only "
+                                  "root may raise it")
+    process_settings.check(ProcessSettings(rlimits={"core": 4096}))  # at the limit: fine
