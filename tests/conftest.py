@@ -8,7 +8,11 @@ from hypothesis import HealthCheck, settings
 from janus_mp.osproc import children_of, process_state
 from tests.support import kill_pids
 
-settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Reproducible: the same examples on every run and machine (derandomize), and no example
+# database, so a failure found once is not replayed by later runs (results never depend on
+# what ran before). Every @settings in the suite inherits these.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                          derandomize=True, database=None)
 settings.load_profile("ci")
 
 

@@ -211,20 +211,36 @@ def service_logs(config: SupervisorConfig) -> ServiceLogs:
     return logs
 
 
-def check(config_path: str, *, imports: bool = True) -> list[str]:
+def check(config_path: str, *, imports: bool = True) -> tuple[list[str], list[str]]:
     """`janus-mp check`: what `run -c FILE` would refuse, refused the same way; returns the
-    services' names. Without ``imports``, only what needs no import of user code (the file,
-    pool sizes, watchdogs on adapters that cannot heartbeat)."""
+    services' names and warnings (settings that run but likely do not mean what was meant).
+    Without ``imports``, only what needs no import of user code (the file, pool sizes,
+    watchdogs on adapters that cannot heartbeat)."""
     flags = RunFlags(config_path=config_path)
     if imports:
-        return [entry.service.name for entry in plan(flags).services]
+        planned = plan(flags)
+        return ([entry.service.name for entry in planned.services],
+                _warnings(planned.config, [(entry.service.name, entry.options)
+                                           for entry in planned.services]))
     config_file = load_config(config_path)
     config = supervisor_config(config_file, flags)
     for entry in config_file.services:
         refusal = _refused_options(entry.options, config, ADAPTERS.get(entry.kind))
         if refusal is not None:
             raise refusal.under(f"services.{entry.name}")
-    return [entry.name for entry in config_file.services]
+    return ([entry.name for entry in config_file.services],
+            _warnings(config, [(entry.name, entry.options) for entry in config_file.services]))
+
+
+def _warnings(config: SupervisorConfig, services: list[tuple[str, SpawnOptions]]) -> list[str]:
+    lines = []
+    for name, options in services:
+        backoff = options.backoff or config.backoff
+        where = f"services.{name}.backoff" if options.backoff else "supervisor.backoff"
+        warning = backoff.start_count_warning()
+        if warning is not None:
+            lines.append(f"{where}: {warning}" + ("" if options.backoff else f" ({name})"))
+    return lines
 
 
 def reloader(flags: RunFlags, log: SupervisorLog | None, managed: set[str],

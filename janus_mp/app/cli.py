@@ -373,9 +373,11 @@ def check(file_argument: str | None, config_option: str | None, imports: bool) -
     config_path = file_argument or config_option or ""
 
     try:
-        names = build.check(config_path, imports=imports)
+        names, warnings = build.check(config_path, imports=imports)
     except JanusError as exc:
         _fail(str(exc))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{config_path}: ok ({', '.join(names) or 'no services'})")
     _exit(0, None)
 
@@ -413,8 +415,8 @@ def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> Non
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 @click.option("--check", is_flag=True,
-              help="Print one line and exit 0 when every service has all its workers ready, "
-                   "1 when not, 2 when no supervisor answers.")
+              help="Print one line and exit 0 when every service serves (the verdict of "
+                   "/readyz), 1 when not, 2 when no supervisor answers.")
 @_client_options
 def status(as_json: bool, check: bool, socket_path: str | None, name: str,
            timeout: float) -> None:
@@ -484,7 +486,8 @@ def shutdown(fast: bool, socket_path: str | None, name: str, timeout: float) -> 
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("-f", "--follow", is_flag=True,
               help="Keep streaming new events until the supervisor stops (Ctrl-C to quit).")
-@click.option("--buffer", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--buffer", type=click.IntRange(min=1, max=10_000), default=256,
+              show_default=True,
               help="Events the supervisor keeps for this client before it loses some.")
 @_client_options
 def events(as_json: bool, follow: bool, buffer: int, socket_path: str | None, name: str,

@@ -1,16 +1,18 @@
 """The control socket: a unix socket speaking one JSON line in, one JSON line out.
 
 Security: the socket is created mode 0600 inside a 0700 directory, and every peer's uid is
-checked (SO_PEERCRED) against ours; requests are bounded (``MAX_REQUEST`` bytes, a read deadline)
-and parsed as JSON only — nothing received is ever unpickled. A stale socket left by a killed
-supervisor is reclaimed; a live one belongs to another supervisor and is refused.
+checked (SO_PEERCRED) against ours; requests are bounded in size, time and nesting
+(control_wire.py) and parsed as JSON only — nothing received is ever unpickled. A stale
+socket left by a killed supervisor is reclaimed; a live one belongs to another supervisor and
+is refused.
 
 Commands: status, restart, scale, stop, start, reload, upgrade, shutdown, events, logs (see
 ``Deployment.handle``). Two replies stream: ``events`` (a :class:`StreamReply`) and ``logs``
 with ``follow`` (a :class:`Streaming`). Both answer ``{"ok": true, "result": ...}`` first and
 then one JSON line per item, on the same connection, until the stream ends or the client goes
-away (a streaming client holds one of the ``MAX_CONNECTIONS`` while it listens); one client,
-:func:`follow`, reads them both.
+away or stops reading for ``SEND_DEADLINE``. A streaming client gives its connection place back
+once its request is read and holds one of ``MAX_FOLLOWERS`` places instead, so streams never
+take the places one-shot commands need; one client, :func:`follow`, reads them both.
 
 In an upgrade the listening socket is shared by two supervisors: the new one adopts it
 (``inherited_fd``) and the old one stops with ``keep_path``. Neither ever calls ``shutdown()``
@@ -33,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from janus_mp.app.control_wire import one_line, read_request, send
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
 from janus_mp.safe_paths import (
@@ -44,12 +47,13 @@ from janus_mp.safe_paths import (
 
 log = logging.getLogger("janus_mp.control")
 
-MAX_REQUEST = 64 * 1024
-READ_DEADLINE = 2.0
-#: Connections served at once, at most: each holds a descriptor (and a thread) for up to
-#: READ_DEADLINE, and a flood of them must not take the descriptors a worker's spawn needs.
-#: The others wait in the backlog.
+#: Connections read and answered at once, at most: each holds a descriptor (and a thread) for
+#: up to READ_DEADLINE, and a flood of them must not take the descriptors a worker's spawn
+#: needs. The others wait in the backlog. A stream (``events -f``, ``logs -f``) gives its
+#: place back once its request is read, so one-shot commands always find one.
 MAX_CONNECTIONS = 64
+#: Streams followed at once, at most, on places of their own; one more is refused.
+MAX_FOLLOWERS = 16
 #: At stop, how long connections being answered get to send their reply.
 REPLY_GRACE = 1.0
 #: Connections the kernel queues for us while the accept thread is busy; past it, a client's
@@ -69,6 +73,9 @@ class StreamReply:
 
     items: Iterator[Any]
     close: Callable[[], None]
+    #: The items end by themselves (``events`` without follow): answered on the connection's
+    #: own place, like any one-shot command, never refused for want of a follower's place.
+    finite: bool = False
 
 
 def default_run_dir() -> str:
@@ -94,6 +101,7 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._identity: tuple[int, int] | None = None
         self._slots = threading.Semaphore(_connection_limit())
+        self._followers = threading.Semaphore(MAX_FOLLOWERS)
         self._wake_r = self._wake_w = -1
         self._answering: set[threading.Thread] = set()
         self._answering_lock = threading.Lock()
@@ -217,10 +225,22 @@ class ControlServer:
                 threading.Event().wait(0.05)
 
     def _serve_one(self, conn: socket.socket) -> None:
+        holds_slot = True
         try:
-            self._serve_request(conn)
+            stream = self._serve_request(conn)
+            if stream is not None:
+                # A follower lives on a place of its own: the connection slot goes back now.
+                self._slots.release()
+                holds_slot = False
+                try:
+                    stream()
+                finally:
+                    self._followers.release()
         finally:
-            self._close(conn)
+            self.private_fds.discard(conn.fileno())
+            conn.close()
+            if holds_slot:
+                self._slots.release()
             with self._answering_lock:
                 self._answering.discard(threading.current_thread())
 
@@ -229,42 +249,49 @@ class ControlServer:
         conn.close()
         self._slots.release()
 
-    def _serve_request(self, conn: socket.socket) -> None:
-        if True:
-            try:
-                if not _peer_allowed(conn):
-                    _send(conn, {"ok": False, "error": "permission denied"})
-                    return
-                request = _read_request(conn)
-                result = self.handler(request)
+    def _serve_request(self, conn: socket.socket) -> Callable[[], None] | None:
+        """Answer a one-shot request; for a stream, send nothing and return what sends it
+        (run by the caller once it holds a follower's place)."""
+        try:
+            if not _peer_allowed(conn):
+                send(conn, {"ok": False, "error": "permission denied"})
+                return None
+            request = read_request(conn)
+            result = self.handler(request)
+            if isinstance(result, StreamReply) and result.finite:
+                _stream(conn, result)
+                return None
+            if isinstance(result, (StreamReply, Streaming)):
+                if not self._followers.acquire(blocking=False):
+                    cancel = result.close if isinstance(result, StreamReply) else result.cancel
+                    if cancel is not None:
+                        cancel()
+                    raise JanusError(f"too many followers ({MAX_FOLLOWERS}): try again later")
                 if isinstance(result, StreamReply):
-                    _stream(conn, result)
-                    return
-                if isinstance(result, Streaming):
-                    _send(conn, {"ok": True, "result": result.first})
-                    _follow(conn, result)
-                    return
-                reply = {"ok": True, "result": result}
-            except (JanusError, KeyError, ValueError, TypeError) as exc:
-                reply = {"ok": False, "error": _one_line(exc)}
-            except Exception as exc:  # a bug must not take the supervisor down
-                log.exception("control request failed")
-                reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
-            with contextlib.suppress(OSError):
-                _send(conn, reply)
+                    return lambda: _stream(conn, result)
+                return lambda: _follow(conn, result)
+            reply = {"ok": True, "result": result}
+        except (JanusError, KeyError, ValueError, TypeError) as exc:
+            reply = {"ok": False, "error": one_line(exc)}
+        except Exception as exc:  # a bug must not take the supervisor down
+            log.exception("control request failed")
+            reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+        with contextlib.suppress(OSError):
+            send(conn, reply)
+        return None
 
 
 def _stream(conn: socket.socket, reply: StreamReply) -> None:
     """Send the stream's items as lines until it ends or the client has gone."""
     try:
-        conn.settimeout(None)
-        _send(conn, {"ok": True, "result": None, "stream": True})
+        conn.settimeout(SEND_DEADLINE)  # a client that stops reading is dropped
+        send(conn, {"ok": True, "result": None, "stream": True})
         for item in reply.items:
             if item is None:
                 if _client_gone(conn):
                     return
                 continue
-            _send(conn, item)
+            send(conn, item)
     except OSError:
         return  # the client went away mid-line
     finally:
@@ -295,14 +322,19 @@ class Streaming:
 
     first: Any
     stream: Callable[[Callable[[dict[str, Any]], None], Callable[[], bool]], None]
+    #: Undoes what was set up for ``stream`` when it is refused before it runs.
+    cancel: Callable[[], None] | None = None
 
 
-#: Seconds a streaming reply may stay unable to send before its client is dropped.
-SEND_DEADLINE = 30.0
+#: Seconds a streaming reply may stay unable to send before its client is dropped (a
+#: client that never reads holds a thread and a follower's place until then).
+SEND_DEADLINE = 10.0
 
 
 def _follow(conn: socket.socket, streaming: Streaming) -> None:
     conn.settimeout(SEND_DEADLINE)
+    with contextlib.suppress(OSError):
+        send(conn, {"ok": True, "result": streaming.first})
     poller = select.poll()
     poller.register(conn, select.POLLIN | select.POLLHUP)
 
@@ -310,48 +342,13 @@ def _follow(conn: socket.socket, streaming: Streaming) -> None:
         return bool(poller.poll(0))
 
     with contextlib.suppress(OSError):
-        streaming.stream(lambda obj: _send(conn, obj), client_gone)
+        streaming.stream(lambda obj: send(conn, obj), client_gone)
 
 
 def _peer_allowed(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return uid in (os.getuid(), 0)
-
-
-def _read_request(conn: socket.socket) -> dict[str, Any]:
-    conn.settimeout(READ_DEADLINE)
-    data = b""
-    while b"\n" not in data:
-        try:
-            chunk = conn.recv(4096)
-        except TimeoutError:
-            raise ValueError("request not received in time") from None
-        if not chunk:
-            break
-        data += chunk
-        if len(data) > MAX_REQUEST:
-            raise ValueError(f"request larger than {MAX_REQUEST} bytes")
-    line = data.split(b"\n", 1)[0]
-    try:
-        request = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("request is not a JSON object on one line") from None
-    if not isinstance(request, dict) or not isinstance(request.get("command"), str):
-        raise ValueError('request must be a JSON object with a "command" string')
-    return request
-
-
-def _send(conn: socket.socket, obj: Any) -> None:
-    conn.sendall(json.dumps(obj, default=str).encode() + b"\n")
-
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and not isinstance(exc, JanusError) and exc.args:
-        text = str(exc.args[0])  # KeyError's own str() adds quotes
-    else:
-        text = str(exc)
-    return " ".join(text.split()) or type(exc).__name__
 
 
 def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:

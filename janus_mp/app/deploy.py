@@ -34,6 +34,8 @@ log = logging.getLogger("janus_mp.deploy")
 
 #: Notices an `events -f` client may fall behind by before it loses some (and is told).
 EVENTS_BUFFER = 256
+#: The most a client may ask for: each notice held for a slow follower costs memory.
+MAX_EVENTS_BUFFER = 10_000
 
 #: Re-reads the configuration and applies it to the supervisor; returns a summary line.
 Reloader = Callable[[JanusSupervisor], str]
@@ -164,8 +166,10 @@ class Deployment:
             return "shutting down"
         if command == "events":
             buffer = request.get("buffer", EVENTS_BUFFER)
-            if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-                raise ValueError("events: buffer must be an integer >= 1")
+            if isinstance(buffer, bool) or not isinstance(buffer, int) or \
+                    not 1 <= buffer <= MAX_EVENTS_BUFFER:
+                raise ValueError(f"events: buffer must be an integer from 1 to "
+                                 f"{MAX_EVENTS_BUFFER}")
             return self.events(follow=bool(request.get("follow")), buffer=buffer)
         service = request.get("service")
         if not isinstance(service, str):
@@ -243,7 +247,7 @@ class Deployment:
             finally:
                 logs.unfollow(follower)
 
-        return Streaming(recent, stream)
+        return Streaming(recent, stream, cancel=lambda: logs.unfollow(follower))
 
     def status(self) -> dict[str, Any]:
         snapshot = self.sup.snapshot().to_dict()
@@ -292,7 +296,7 @@ class Deployment:
                 if not batch and not lost:
                     yield None  # idle: the server checks the client is still there
 
-        return StreamReply(items(), subscription.close)
+        return StreamReply(items(), subscription.close, finite=not follow)
 
     def reload(self) -> str:
         if self.reloader is None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from janus_mp.errors import ConfigError, JanusError
-from janus_mp.runtime.output_capture import OutputSource
+from janus_mp.runtime.output_capture import OutputSource, decode_line, printable
 from janus_mp.safe_paths import open_no_follow
 
 #: Recent lines kept per service for `janus-mp logs` (and for all services together).
@@ -130,7 +130,7 @@ class ServiceLogs:
     # -- the sink (the capture's sink thread) --------------------------------------------------
     def write(self, source: OutputSource, lines: list[bytes], when: float) -> None:
         if self.log_dir is None:
-            texts = [line.decode("utf-8", "replace") for line in lines]
+            texts = [decode_line(line) for line in lines]
             self._remember(source.service, self._format(source, texts, when))
             self._to_supervisor_log(source, texts)
             return
@@ -143,7 +143,7 @@ class ServiceLogs:
         # Text to a file, the bulk of a flood: one join and one decode for the whole batch;
         # lines one by one only for what is kept in memory (the last RECENT, and followers).
         head = self._head(source, when).encode()
-        block = (head + (b"\n" + head).join(lines)).decode("utf-8", "replace")
+        block = printable((head + (b"\n" + head).join(lines)).decode("utf-8", "replace"))
         self._remember(source.service, lines, head.decode())
         self._write_batches(self._file_of(source), _cut(block, self._batch))
 
@@ -223,7 +223,7 @@ class ServiceLogs:
         """Keep the last RECENT lines and hand every line to the followers; bytes lines are
         formatted here (``head`` + text), only as many as needed."""
         def formatted(some: list[str] | list[bytes]) -> list[str]:
-            return [line if isinstance(line, str) else head + line.decode("utf-8", "replace")
+            return [line if isinstance(line, str) else head + decode_line(line)
                     for line in some]
 
         with self._lock:

@@ -176,15 +176,9 @@ def run_top(fetch: Callable[[], dict[str, Any]], interval: float, once: bool) ->
 
 
 def readiness(data: dict[str, Any]) -> tuple[bool, str]:
-    """`status --check`: ready when the supervisor runs and every service is running with all
-    its workers ready (a stopped or given-up service is not ready); and one line saying so."""
-    waiting = [f"{svc['name']} {svc['phase']} {svc['ready']}/{svc['desired']}"
-               for svc in data["services"] if svc.get("started", True)  # autostart = false
-               and (svc["phase"] != "running" or svc["ready"] < svc["desired"])]
-    if data.get("state") != "running":
-        waiting.insert(0, f"supervisor {data.get('state')}")
-    if waiting:
-        return False, "not ready: " + ", ".join(waiting)
-    total = sum(svc["ready"] for svc in data["services"])
+    """`status --check`: the verdict ``/readyz`` gives (core/readiness.py), and one line."""
+    from janus_mp.core.readiness import readiness as verdict
+
+    answer = verdict(data)
     started = [svc for svc in data["services"] if svc.get("started", True)]
-    return True, f"ready: {len(started)} services, {total} workers"
+    return answer.ready, answer.line(len(started), sum(svc["ready"] for svc in started))

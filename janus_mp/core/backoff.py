@@ -22,6 +22,14 @@ class RandomSource(Protocol):
     def randint(self, a: int, b: int) -> int: ...
 
 
+#: 60 s, as max_delay: a tripped service is tried again no less often than a backing-off one
+#: at its slowest, and a service that cannot start costs one trial start a minute.
+DEFAULT_HALF_OPEN_AFTER = 60.0
+#: ``max_retries`` below this, with no half-open, is likely a start-attempt count (supervisord's
+#: ``startretries``, systemd's ``StartLimitBurst``) that would end a service for good.
+SMALL_MAX_RETRIES = 10
+
+
 @dataclass(frozen=True)
 class BackoffConfig:
     """Restart pacing for one service; the defaults are the original's."""
@@ -32,19 +40,27 @@ class BackoffConfig:
     cooldown: float = 300.0
     max_retries: int = 10
     window: float = 600.0
-    half_open_after: float | None = None
+    #: After a trip, one trial worker starts this long later: a service comes back by itself,
+    #: as under supervisord's autorestart or systemd's Restart=; None (``"never"`` in TOML)
+    #: keeps a tripped service down for good.
+    half_open_after: float | None = DEFAULT_HALF_OPEN_AFTER
     trial_period: float = 10.0
     clean_restart_delay: float = 0.1
 
     def __post_init__(self) -> None:
+        spelled: object = self.half_open_after
+        if spelled == "never":  # the TOML spelling of None
+            object.__setattr__(self, "half_open_after", None)
         for f in fields(self):  # types first, in field order, so the first bad key is named
             value = getattr(self, f.name)
             if f.name == "max_retries":
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ConfigError(f.name, "must be an integer >= 0 (0 turns the breaker off)")
                 continue
-            if value is None and f.name == "half_open_after":
-                continue
+            if f.name == "half_open_after" and (value is None or isinstance(value, str)):
+                if value is None:
+                    continue
+                raise ConfigError(f.name, 'must be a number of seconds or "never"')
             if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                     not math.isfinite(value):
                 raise ConfigError(f.name, "must be a finite number")
@@ -59,11 +75,26 @@ class BackoffConfig:
         if self.window <= 0:
             raise ConfigError("window", "must be > 0")
         if self.half_open_after is not None and self.half_open_after <= 0:
-            raise ConfigError("half_open_after", "must be > 0 or unset")
+            raise ConfigError("half_open_after", "must be > 0 (or \"never\")")
         if self.trial_period < 0:
             raise ConfigError("trial_period", "must be >= 0")
         if self.clean_restart_delay < 0:
             raise ConfigError("clean_restart_delay", "must be >= 0")
+
+    @property
+    def down_for_good(self) -> bool:
+        """A tripped breaker ends the service: nothing brings it back by itself."""
+        return self.max_retries > 0 and self.half_open_after is None
+
+    def start_count_warning(self) -> str | None:
+        """Why a small ``max_retries`` without half-open is likely a mistake, or None."""
+        if not self.down_for_good or self.max_retries >= SMALL_MAX_RETRIES:
+            return None
+        return (f'max_retries = {self.max_retries} with half_open_after = "never" ends the '
+                f"service for good after {self.max_retries} failures within {self.window:g} s "
+                f"(a worker killed {self.max_retries} times a day is enough); supervisord's "
+                "startretries and systemd's StartLimitBurst count start attempts, not this: "
+                "set half_open_after, or a larger max_retries")
 
     def cap(self, attempt: int) -> float:
         """The jitter ceiling for ``attempt``: initial·multiplier^attempt, saturating at max."""

@@ -132,6 +132,10 @@ class SupervisorConfig:
     log_file: str | None = None
     log_level: str = "info"
     pid_file: str | None = None
+    #: /healthz answers 503 while a service has ended for good (its breaker tripped with
+    #: ``half_open_after = "never"``, or it failed under restart "never"): the orchestrator
+    #: then restarts the whole supervisor, as OTP escalates to the parent.
+    healthz_fails_on_given_up: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.backoff, BackoffConfig):
@@ -141,6 +145,7 @@ class SupervisorConfig:
         _flag("install_signal_handlers", self.install_signal_handlers)
         _flag("reap_orphans", self.reap_orphans)
         _flag("gc_freeze", self.gc_freeze)
+        _flag("healthz_fails_on_given_up", self.healthz_fails_on_given_up)
         if self.start_method is not None and self.start_method not in START_METHODS:
             raise ConfigError("start_method", f"must be one of {', '.join(START_METHODS)}")
         if self.metrics_dir is not None and not isinstance(self.metrics_dir, str):

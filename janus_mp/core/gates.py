@@ -56,6 +56,16 @@ def hold_restart(step: Step, service: ServiceState, slot: SlotState) -> bool:
     return True
 
 
+def hold_fresh(step: Step, service: ServiceState) -> bool:
+    """Before new slots (a scale-up) start: True (and they wait in ``starting`` with the
+    others, released by :func:`release_waiting`) if the gate is closed."""
+    reason = start_gate(step.state, service.name)
+    if reason is None:
+        return False
+    _wait(step, service.name, reason)
+    return True
+
+
 def release_waiting(step: Step) -> None:
     """Start the held slots of every service whose gate opened (settling calls this)."""
     state = step.state

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from janus_mp.core import standby, startup
+from janus_mp.core import gates, standby, startup
 from janus_mp.core.actions import LogLevel
 from janus_mp.core.backoff import BreakerState
 from janus_mp.core.exits import KillCause
@@ -92,6 +92,8 @@ def scale(step: Step, service: ServiceState, workers: int) -> None:
             fresh.append(slot)
         else:
             step.move(slot.lifecycle, ServicePhase.CIRCUIT_OPEN)
+    if fresh and gates.hold_fresh(step, service):
+        fresh = []  # they wait for what the service starts after, as its other slots do
     startup.fill_fresh(step, service, fresh)
     step.log(LogLevel.INFO, f"{service.name}: scaled to {workers} workers")
 

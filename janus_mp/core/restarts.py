@@ -303,7 +303,9 @@ def trip(step: Step, service: ServiceState, action: CircuitOpen) -> None:
         for worker in slot.workers():
             stop_worker(step, worker, KillCause.STOP_REQUESTED, grace_end, move_slot=False)
     due = service.breaker.half_open_due()
-    if due is None:
+    # A critical service escalates at its first trip, half-open or not: the supervisor cannot
+    # serve without it, and the orchestrator above restarts the whole (OTP's escalation).
+    if due is None or service.options.critical:
         service.end_reason = reason
         stop_service(step, service, reason)
         if service.options.critical:

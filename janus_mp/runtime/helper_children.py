@@ -34,10 +34,12 @@ class HelperChildren:
             return set(self._running)
 
     def run(self, argv: Sequence[str], env: Mapping[str, str], timeout: float, *,
-            quiet: bool = False) -> int | None:
+            quiet: bool = False, kill_group: bool = False) -> int | None:
         """Run ``argv`` to its end (blocking the calling thread, never the loop); its exit
         code, or None when it ran past ``timeout`` and was killed. Raises OSError when it
-        cannot start. ``quiet``: its output goes nowhere (else to the supervisor's)."""
+        cannot start. ``quiet``: its output goes nowhere (else to the supervisor's).
+        ``kill_group``: whatever it left running in its process group is killed when it ends
+        (a probe run every few seconds must not pile up the children it leaves behind)."""
         output = subprocess.DEVNULL if quiet else None
         with self._private_fds.frozen(), self._lock:
             if self._closed:
@@ -47,11 +49,15 @@ class HelperChildren:
             self._running[proc.pid] = proc
         try:
             try:
-                return proc.wait(timeout)
+                code = proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 _kill_group(proc.pid)
                 proc.wait()
                 return None
+            if kill_group:
+                # Its pid names the group while any member lives, so it cannot name another.
+                _kill_group(proc.pid)
+            return code
         finally:
             with self._lock:
                 self._running.pop(proc.pid, None)

@@ -12,7 +12,7 @@ from typing import Any
 
 from janus_mp.core.config import SupervisorConfig
 from janus_mp.core.counters import MetricsSnapshot
-from janus_mp.core.lifecycle import ServicePhase
+from janus_mp.core.readiness import readiness
 from janus_mp.core.snapshots import SupervisorSnapshot
 from janus_mp.errors import JanusError
 from janus_mp.metrics.http import MetricsServer
@@ -93,21 +93,18 @@ class Observability:
             self.store.processes_dead(pids)
 
     def _healthy(self) -> bool:
-        """The loop is alive and turning: it answers a no-op within a second."""
+        """The loop is alive and turning: it answers a no-op within a second; and, with
+        ``healthz_fails_on_given_up``, no service has ended for good (so an orchestrator
+        restarts the whole supervisor, as OTP escalates to the parent)."""
         try:
-            return self._ping(1.0)
+            if not self._ping(1.0):
+                return False
+            if self._config.healthz_fails_on_given_up:
+                return not readiness(self._snapshot(2.0).to_dict()).given_up
+            return True
         except Exception:
             return False
 
     def _readiness(self) -> tuple[bool, dict[str, Any]]:
-        snapshot = self._snapshot(2.0)
-        not_ready = {
-            s.name: {"phase": s.service.phase.value, "ready": s.service.ready,
-                     "desired": s.service.desired,
-                     **({"waiting": s.waiting} if s.waiting else {})}
-            for s in snapshot.services
-            if s.service.phase.is_alive and not (s.service.phase is ServicePhase.RUNNING
-                                                 and s.service.ready >= s.service.desired)
-        }
-        ready = snapshot.state == "running" and not not_ready
-        return ready, {"ready": ready, "state": snapshot.state, "not_ready": not_ready}
+        verdict = readiness(self._snapshot(2.0).to_dict())
+        return verdict.ready, verdict.to_dict()

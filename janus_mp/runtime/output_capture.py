@@ -67,6 +67,23 @@ class OutputSource:
         return f"{self.service}[{self.slot}] {self.stream}|"
 
 
+#: Control characters a worker's output may not put on a terminal or into a text log: C0
+#: but tab and newline (lines never hold one; a batch joins lines with it), DEL and C1. A
+#: ``\r`` or an ANSI escape would let a worker's line pass for the supervisor's own.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))
+            if code not in (0x09, 0x0a)}
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters shown as ``\\xNN``."""
+    return text.translate(_ESCAPES)
+
+
+def decode_line(line: bytes) -> str:
+    """A captured line as text for a log: UTF-8 (bad bytes replaced), controls escaped."""
+    return printable(line.decode("utf-8", "replace"))
+
+
 class OutputSink(Protocol):
     """Where captured lines go; called from the sink thread only."""
 
@@ -87,7 +104,7 @@ class LoggingSink:
 
     def write(self, source: OutputSource, lines: list[bytes], when: float) -> None:
         stream = sys.stdout if source.stream == "out" else sys.stderr
-        stream.write("".join(f"{source.prefix} {line.decode('utf-8', 'replace')}\n"
+        stream.write("".join(f"{source.prefix} {decode_line(line)}\n"
                              for line in lines))
         stream.flush()
 

@@ -10,6 +10,7 @@ the switch, so it is checked with the user's own permissions.
 from __future__ import annotations
 
 import grp
+import math
 import os
 import pwd
 import resource
@@ -92,12 +93,38 @@ def check(settings: ProcessSettings) -> None:
             raise ConfigError("env_file", f"{settings.env_file}: {exc.strerror}") from None
         except SettingsError as exc:
             raise ConfigError("env_file", str(exc)) from None
+    for name, (soft, hard) in settings.rlimits.items():
+        _check_rlimit(name, max(_rlim(soft), _rlim(hard), key=_ceiling))
     if settings.cwd is not None and not os.path.isdir(settings.cwd):
         raise ConfigError("cwd", f"{settings.cwd!r} is not a directory")
     if settings.cpus is not None:
         allowed = os.sched_getaffinity(0)
         if not set(settings.cpus) <= allowed:
             raise ConfigError("cpus", f"this supervisor may only use CPUs {sorted(allowed)}")
+
+
+def _ceiling(value: int) -> float:
+    return math.inf if value == resource.RLIM_INFINITY else value
+
+
+def _check_rlimit(name: str, wanted: int) -> None:
+    """Refuse a limit no worker could set: above the supervisor's hard limit without root
+    (only root may raise it), or a nofile above the kernel's fs.nr_open (not even root)."""
+    which = getattr(resource, f"RLIMIT_{name.upper()}")
+    _soft, hard = resource.getrlimit(which)
+    shown = "unlimited" if wanted == resource.RLIM_INFINITY else str(wanted)
+    if os.geteuid() != 0 and _ceiling(wanted) > _ceiling(hard):
+        raise ConfigError(f"rlimits.{name}", f"{shown} is above the hard limit ({hard}); "
+                                             "only root may raise it")
+    if name == "nofile":
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                most = int(f.read())
+        except (OSError, ValueError):
+            return
+        if _ceiling(wanted) > most:
+            raise ConfigError("rlimits.nofile", f"{shown} is above the kernel's most open "
+                                                f"files per process (fs.nr_open = {most})")
 
 
 def resolve_user(user: str | int, group: str | int | None) -> tuple[int, int, str]:
@@ -144,19 +171,24 @@ def read_env_file(path: str) -> dict[str, str]:
     """NAME=value lines; blank lines and # comments skipped; one pair of quotes around a value
     is removed. A line without "=" is an error naming the line."""
     values: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, sep, value = line.removeprefix("export ").partition("=")
-            name = name.strip()
-            if not sep or not name:
-                raise SettingsError(f"env_file {path}, line {number}: expected NAME=value")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            values[name] = value
+    with open(path, "rb") as f:
+        data = f.read()
+    for number, raw_bytes in enumerate(data.splitlines(), 1):
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SettingsError(f"env_file {path}, line {number}: not UTF-8 text") from None
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SettingsError(f"env_file {path}, line {number}: expected NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
     return values
 
 

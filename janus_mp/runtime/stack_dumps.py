@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import tempfile
 
 from janus_mp import osproc
@@ -47,14 +48,29 @@ class StackDumps:
             osproc.signal_process(pid, DUMP_SIGNAL)
 
     def read(self, worker: int) -> str:
+        """The dump, cut at MAX_DUMP. Never blocks the loop whatever the worker left at the
+        path: opened non-blocking without following a link, read only if a regular file."""
         path = self.path_for(worker)
         if path is None:
             return ""
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_DUMP + 1)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY |
+                         os.O_CLOEXEC)
         except OSError:
             return ""
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return "(not a regular file at the dump path: not read)"
+            data = b""
+            while len(data) <= MAX_DUMP:
+                chunk = os.read(fd, MAX_DUMP + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+        except OSError:
+            return ""
+        finally:
+            os.close(fd)
         text = data[:MAX_DUMP].decode("utf-8", "replace")
         return text + ("\n... (cut)" if len(data) > MAX_DUMP else "")
 

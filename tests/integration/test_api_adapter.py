@@ -218,16 +218,17 @@ def test_idle_api_workers_feed_the_watchdog_and_a_hung_handler_is_killed(tmp_pat
     scenario = HEADER + f"""
 def build(sup):
     sup.spawn_service(ApiModuleAdapter({app}, bind="127.0.0.1:0", name="web"),
-                      SpawnOptions(workers=2, watchdog_timeout=0.6,
+                      SpawnOptions(workers=2, watchdog_timeout=1.5,
                                    backoff=BackoffConfig(initial_delay=0.05)))
 """
     with SupervisorProcess(tmp_path, scenario) as sup:
         wait_until(lambda: sup.service("web")["ready"] == 2)
         address = _address(sup)
-        # Idle for several watchdog periods: nobody is killed.
+        # Idle for two watchdog periods: nobody is killed. (1.5 s, not less: an idle
+        # worker's heartbeat thread must not miss it on a loaded machine.)
         idle_since = sup.service("web")["pids"]
         with pytest.raises(AssertionError):
-            wait_until(lambda: sup.exits("web"), timeout=2.0)
+            wait_until(lambda: sup.exits("web"), timeout=3.0)
         assert sup.service("web")["pids"] == idle_since
         assert get(address)[0] == 200
         if app == "wsgi_app":  # a sync handler stuck past the watchdog: its worker is replaced

@@ -160,9 +160,10 @@ def test_django_logging_leaves_the_supervisor_log_alone(cli):
     assert restarted.stdout.strip() == "rolling restart of djsite started"
     wait_until(lambda: (s := cli.service("djsite"))["ready"] == 2
                and not set(s["pids"]) & before, timeout=30)
+    # The log is written by its own thread: wait for the line rather than race it.
+    _wait_for_line(cli, rf"^{STAMP} INFO janus_mp\.supervisor: djsite: rolling restart of 2 "
+                        "workers$", "the rolling restart line")
     log = cli.log.read_text()
-    assert re.search(rf"^{STAMP} INFO janus_mp\.supervisor: djsite: rolling restart of 2 "
-                     "workers$", log, re.M), log
     assert not re.search(r"^DJANGO .*(listening on|exited|rolling restart)", log, re.M), log
 
 

@@ -127,3 +127,37 @@ def test_cli_flags_that_run_refuses_name_the_flag(cli):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "janus-mp: error: --workers: 5000 is more than max_workers (1024)"]
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-imports"]])
+def test_check_warns_on_a_start_count_that_would_end_a_service_for_good(cli, tmp_path, flag):
+    path = tmp_path / "startretries.toml"
+    path.write_text("[services.x]\ntarget = 'svcmod:helper'\n"
+                    "backoff = { max_retries = 3, half_open_after = 'never' }\n"
+                    "[services.y]\ntarget = 'svcmod:helper'\nbackoff = { max_retries = 3 }\n")
+    result = cli.janus("check", *flag, str(path))
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert len(warnings) == 1, warnings  # y half-opens (the default): it comes back
+    assert warnings[0].startswith("warning: services.x.backoff: max_retries = 3 with "
+                                  'half_open_after = "never" ends the service for good')
+    assert "startretries" in warnings[0]
+
+
+@pytest.mark.parametrize("setting, line", [
+    ("env_file = 'bad.env'", "services.x.env_file: env_file bad.env, line 2: not UTF-8 text"),
+    ("rlimits = { nofile = 100000000 }",
+     "services.x.rlimits.nofile: 100000000 is above the kernel's most open files per process "
+     "(fs.nr_open = {nr_open})"),
+])
+def test_check_and_run_refuse_settings_no_worker_could_apply(cli, tmp_path, setting, line):
+    (tmp_path / "bad.env").write_bytes(b"GOOD=1\nBAD=\xff\xfe\n")
+    with open("/proc/sys/fs/nr_open") as f:
+        line = line.format(nr_open=int(f.read()))
+    path = tmp_path / "settings.toml"
+    path.write_text(f"[services.x]\ntarget = 'svcmod:helper'\n{setting}\n")
+    checked = cli.janus("check", str(path))
+    ran = cli.janus("run", "-c", str(path), "--metrics-bind", "off", "--socket", "off")
+    for result in (checked, ran):
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert result.stderr.splitlines() == [f"janus-mp: error: {line}"]

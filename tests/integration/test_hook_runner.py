@@ -40,8 +40,10 @@ def test_a_hook_past_its_timeout_is_killed_with_its_group_and_reaped(tmp_path):
     script = ("import os, subprocess, sys, time; "
               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
               f"open({str(started)!r}, 'w').write(str(child.pid)); time.sleep(60)")
+    # 3 s: the hook (a Python start, then a fork) must have written its file before it is
+    # killed, on a loaded machine too.
     hub, children, runner = _runner(tmp_path, on_exit=[sys.executable, "-c", script],
-                                    timeout=1.0)
+                                    timeout=3.0)
     try:
         hub.publish(EXITED)
         wait_until(lambda: started.exists() and started.read_text(), message="the hook")

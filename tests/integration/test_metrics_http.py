@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
 
@@ -104,7 +103,7 @@ def test_readyz_flips_as_workers_start_crash_and_recover(tmp_path):
         os.unlink(held)
         wait_until(lambda: get(port, "/readyz")[0] == 200)
         assert json.loads(get(port, "/readyz")[1]) == {"ready": True, "state": "running",
-                                                       "not_ready": {}}
+                                                       "not_ready": {}, "given_up": []}
         assert get(port, "/healthz") == (200, b"ok\n", "text/plain")
         assert get(port, "/nothing")[0] == 404
         del hold
@@ -124,11 +123,14 @@ def test_slow_and_idle_clients_do_not_block_scrapes(tmp_path):
             huge = socket.create_connection(("127.0.0.1", port))
             idle.append(huge)
             huge.sendall(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * 40_000)
-            # No waiting for timeouts to free slots: the scrape goes through at once, while
-            # every hostile connection is still open. (2 s is a generous bound, not a goal.)
-            t0 = time.monotonic()
+            # No waiting for timeouts to free slots: the scrape goes through while every
+            # hostile connection is still open (the slow one is cut only at its head deadline,
+            # so finding it open proves the scrape did not wait for that; no stopwatch).
             assert _try_scrape(port)
-            assert time.monotonic() - t0 < 2.0
+            slowloris.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                slowloris.recv(1)
+            slowloris.setblocking(True)
             try:  # cut off for its oversized headers: EOF, or RST as it had unread bytes
                 assert huge.recv(100) == b""
             except ConnectionResetError:

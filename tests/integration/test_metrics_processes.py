@@ -326,7 +326,28 @@ def trickle(socks: list[socket.socket], stop: threading.Event) -> None:
                 s.send(b"a")
 
 
-def test_slowloris_does_not_block_a_scrape_and_is_cut_off(
+def test_slowloris_does_not_block_a_scrape(
+        server: MetricsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The deadline is far beyond the scrape's timeout: an answer proves the scrape did not
+    # wait for slow clients to be cut off (no stopwatch, which a loaded machine would fool).
+    monkeypatch.setattr(http_endpoint, "HEAD_DEADLINE", 120.0)
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
+    stop = threading.Event()
+    thread = threading.Thread(target=trickle, args=(socks, stop))
+    try:
+        for s in socks:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        thread.start()
+        assert get(server.port, "/metrics", timeout=30.0)[0] == 200
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+        for s in socks:
+            s.close()
+
+
+def test_slowloris_is_cut_off_at_its_deadline(
         server: MetricsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http_endpoint, "HEAD_DEADLINE", 1.0)
     socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(50)]
@@ -336,11 +357,8 @@ def test_slowloris_does_not_block_a_scrape_and_is_cut_off(
         for s in socks:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         thread.start()
-        t0 = time.monotonic()
-        assert get(server.port, "/metrics", timeout=2.0)[0] == 200
-        assert time.monotonic() - t0 < 0.9  # before any deadline could have helped
-        for s in socks:  # and each is dropped at its deadline, trickle or not
-            s.settimeout(5.0)
+        for s in socks:  # each is dropped at its deadline, trickle or not
+            s.settimeout(30.0)
             with contextlib.suppress(ConnectionResetError):
                 assert s.recv(100) == b""
     finally:
@@ -351,12 +369,12 @@ def test_slowloris_does_not_block_a_scrape_and_is_cut_off(
             s.close()
 
 
-def test_300_idle_connections_do_not_block_a_scrape(server: MetricsServer) -> None:
+def test_300_idle_connections_do_not_block_a_scrape(
+        server: MetricsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_endpoint, "HEAD_DEADLINE", 120.0)  # answered: it did not wait
     idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
     try:
-        t0 = time.monotonic()
-        assert get(server.port, "/metrics", timeout=2.0)[0] == 200
-        assert time.monotonic() - t0 < 1.0
+        assert get(server.port, "/metrics", timeout=30.0)[0] == 200
     finally:
         for s in idle:
             s.close()

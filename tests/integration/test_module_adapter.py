@@ -116,7 +116,7 @@ def flaky():
 def build(sup):
     sup.spawn_service(ModuleAdapter(misconfigured, exit_codes={BadConfig: 78}))
     sup.spawn_service(ModuleAdapter(flaky), SpawnOptions(backoff=BackoffConfig(
-        initial_delay=0.01, max_delay=0.01, max_retries=2)))
+        initial_delay=0.01, max_delay=0.01, max_retries=2, half_open_after=None)))
 """
     with SupervisorProcess(tmp_path, scenario) as sup:
         assert sup.wait_exit() == 1

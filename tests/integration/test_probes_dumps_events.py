@@ -99,12 +99,15 @@ timeout = 5
     web = wait_until(lambda: (s := cli.service("web"))["ready"] == 1 and s, timeout=20,
                      message="a healthy replacement")
     assert web["restarts"] == 1 and sick_pid not in web["pids"]
-    status = cli.status()
+    # The hook wrote its file before it exited; it counts as run once the supervisor reaped it.
+    status = wait_until(lambda: (s := cli.status())["hooks"]["ran"] >= 1 and s, timeout=20,
+                        message="the exit hook counted as run")
     (exit_,) = status["recent_exits"]
-    assert status["hooks"]["dropped"] == 0 and status["hooks"]["ran"] >= 1
+    assert status["hooks"]["dropped"] == 0
     assert (exit_["pid"], exit_["service"], exit_["reason"]) == (sick_pid, "web", "unhealthy")
-    log = cli.log.read_text()
-    assert "health probe failed (2/2): GET /healthz on 127.0.0.1:" in log
+    log = wait_until(lambda: "health probe failed (2/2): GET /healthz on 127.0.0.1:" in
+                     (text := cli.log.read_text()) and text, timeout=20,
+                     message="the failed probe in the log (written by the log's own thread)")
     assert "HTTP 500" in log
     env = json.loads(hook_out.read_text())
     assert env["JANUS_EVENT"] == "exited" and env["JANUS_REASON"] == "unhealthy"
@@ -126,7 +129,7 @@ max_retries = 0
 [services.stuck]
 target = "probeapps:stuck"
 watchdog_timeout = 1
-stack_dump_timeout = 0.5
+stack_dump_timeout = 2
 [services.stuck.backoff]
 initial_delay = 30
 max_retries = 0
@@ -174,8 +177,9 @@ max_retries = 0
     dumped = next(e for e in exits if e["service"] == "stuck")
     assert dumped["pid"] == stuck["pid"] and dumped["reason"] == "watchdog timeout"
     assert "in blocked_in_here" in dumped["stack_dump"]
-    log = cli.log.read_text()
-    assert f"stuck[0] (pid {stuck['pid']}): stack dump before SIGKILL" in log
+    # The supervisor's log is written by its own thread: wait for the line, do not race it.
+    wait_until(lambda: f"stuck[0] (pid {stuck['pid']}): stack dump before SIGKILL"
+               in cli.log.read_text(), timeout=20, message="the stack dump in the log")
     text = cli.ctl("status").stdout
     heading = f"stack dump of stuck[0] (pid {stuck['pid']}, watchdog timeout"
     assert heading in text and "in blocked_in_here" in text.split(heading, 1)[1]

@@ -169,3 +169,18 @@ def test_process_flags_refused_in_one_line(cli, base):
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_check_refuses_an_rlimit_above_the_hard_limit_without_root(monkeypatch):
+    from janus_mp.core.process_settings import ProcessSettings
+    from janus_mp.errors import ConfigError
+    from janus_mp.runtime import process_settings
+
+    # A supervisor not running as root, with a hard limit of 4096 (as seen by the check).
+    monkeypatch.setattr(process_settings.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(process_settings.resource, "getrlimit", lambda _which: (1024, 4096))
+    with pytest.raises(ConfigError) as refused:
+        process_settings.check(ProcessSettings(rlimits={"core": 4097}))
+    assert str(refused.value) == ("rlimits.core: 4097 is above the hard limit (4096); only "
+                                  "root may raise it")
+    process_settings.check(ProcessSettings(rlimits={"core": 4096}))  # at the limit: fine

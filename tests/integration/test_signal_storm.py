@@ -25,11 +25,9 @@ def test_signal_storm_leaves_a_consistent_state(tmp_path):
         wait_until(lambda: cli.service("crunch")["ready"] == 2)
         rng = random.Random(42)
         storm = [signal.SIGHUP, signal.SIGTTIN, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1]
-        t0 = time.monotonic()
         for _ in range(1000):
             os.kill(cli.proc.pid, rng.choice(storm))
             time.sleep(0.0005)
-        assert time.monotonic() - t0 < 3.0
         assert cli.proc.poll() is None  # survived
 
         def settled():

@@ -16,8 +16,9 @@ from tests.unit.policy_sim import Sim
 
 #: Quick backoff, the breaker off (max_retries=0): restarts never stop.
 NO_BREAKER = BackoffConfig(initial_delay=0.1, max_delay=1.0, max_retries=0, window=60.0)
-#: Quick backoff, the breaker trips on the third failure within a minute.
-FAST = BackoffConfig(initial_delay=0.1, max_delay=1.0, max_retries=3, window=60.0)
+#: Quick backoff, the breaker trips on the third failure within a minute and stays open.
+FAST = BackoffConfig(initial_delay=0.1, max_delay=1.0, max_retries=3, window=60.0,
+                     half_open_after=None)
 
 
 class TopRandom:

@@ -23,7 +23,10 @@ def test_defaults_are_the_seeds():
     c = BackoffConfig()
     assert (c.initial_delay, c.max_delay, c.multiplier, c.cooldown, c.max_retries, c.window) == \
         (0.1, 60.0, 2.0, 300.0, 10, 600.0)
-    assert c.half_open_after is None  # seed behaviour: an open circuit ends the service
+    # Unlike the seed, a tripped breaker half-opens after a minute: the service comes back.
+    assert c.half_open_after == 60.0 and not c.down_for_good
+    never = BackoffConfig(half_open_after="never")  # type: ignore[arg-type]  # TOML's spelling
+    assert never.half_open_after is None and never.down_for_good
     assert (c.trial_period, c.clean_restart_delay) == (10.0, 0.1)
 
 
@@ -186,11 +189,36 @@ def test_max_retries_zero_never_trips():
 
 
 def test_open_circuit_without_half_open_stays_open():
-    breaker = CircuitBreaker(BackoffConfig(max_retries=1))
+    breaker = CircuitBreaker(BackoffConfig(max_retries=1, half_open_after=None))
     assert breaker.record_failure(0.0, 0)
     assert breaker.half_open_due() is None
     assert not breaker.record_failure(1.0, 0)  # already open: no second trip
     assert breaker.trips == 1 and breaker.state is BreakerState.OPEN
+
+
+def test_by_default_an_open_circuit_half_opens_after_a_minute():
+    breaker = CircuitBreaker(BackoffConfig(max_retries=1))
+    assert breaker.record_failure(100.0, 0)
+    assert breaker.half_open_due() == 160.0
+
+
+@pytest.mark.parametrize(("max_retries", "half_open_after", "warned"), [
+    (3, None, True), (9, None, True), (10, None, False), (0, None, False), (3, 60.0, False),
+    (1, 5.0, False)])
+def test_a_small_max_retries_that_ends_a_service_for_good_is_warned_about(
+        max_retries, half_open_after, warned):
+    config = BackoffConfig(max_retries=max_retries, half_open_after=half_open_after)
+    warning = config.start_count_warning()
+    assert (warning is not None) is warned
+    if warned:
+        assert f"max_retries = {max_retries}" in warning and "startretries" in warning
+
+
+def test_half_open_after_takes_never_or_seconds():
+    with pytest.raises(ConfigError, match="half_open_after"):
+        BackoffConfig(half_open_after="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="half_open_after"):
+        BackoffConfig(half_open_after=0)
 
 
 def test_half_open_cycle():

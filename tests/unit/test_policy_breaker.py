@@ -152,10 +152,14 @@ def test_a_critical_service_that_trips_shuts_the_supervisor_down_with_1():
     assert service_phase(sim, "keeper") is ServicePhase.TERMINATED
 
 
-def test_a_critical_service_with_half_open_does_not_shut_down_on_a_trip():
+def test_a_critical_service_escalates_at_its_first_trip_even_with_half_open():
+    # half-open is the default now: a critical service that waited for it would never
+    # escalate, and the orchestrator above would never restart the supervisor.
     sim = pool(2, keeper=True, backoff=HALF_OPEN, critical=True)
     _trip(sim)
-    assert sim.state.phase is SupervisorPhase.RUNNING
+    assert sim.state.phase is SupervisorPhase.STOPPING
+    assert sim.state.exit_status == 1
+    assert timer(sim, TimerKind.HALF_OPEN) is None
 
 
 # -- half-open ---------------------------------------------------------------------------------
@@ -306,3 +310,25 @@ def test_a_fork_failure_in_flight_when_the_breaker_trips_leaves_no_phantom():
     sim.exit_cancelled()
     assert [row.phase for row in sim.snapshot().service("a").workers] == \
         [ServicePhase.TERMINATED] * 5
+
+
+# -- the default: a tripped service comes back by itself ---------------------------------------
+def test_by_default_a_tripped_service_tries_again_after_a_minute_and_comes_back():
+    # Only max_retries is set: what a supervisord user writing startretries = 3 gets.
+    sim = pool(2, keeper=True, backoff=BackoffConfig(max_retries=3, initial_delay=0.1,
+                                                     max_delay=1.0))
+    _trip(sim)
+    assert timer(sim, TimerKind.HALF_OPEN) == pytest.approx(sim.now + 60.0)
+    sim.exit_cancelled()
+    assert service_phase(sim) is ServicePhase.CIRCUIT_OPEN  # not terminated: not for good
+    spawned = len(sim.spawned)
+    sim.advance(59.0)
+    assert len(sim.spawned) == spawned
+    sim.advance(1.5)
+    assert len(sim.spawned) == spawned + 1 and _breaker(sim) is BreakerState.HALF_OPEN
+    sim.ready_all()
+    sim.advance(BackoffConfig().trial_period + 0.5)
+    assert _breaker(sim) is BreakerState.CLOSED
+    sim.ready_all()
+    assert service_phase(sim) is ServicePhase.RUNNING
+    assert sim.snapshot().service("a").service.ready == 2

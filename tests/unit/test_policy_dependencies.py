@@ -124,3 +124,18 @@ def test_a_dependency_cycle_is_refused_at_registration_with_the_cycle_spelled_ou
         sim.register("b", _options("b", "a"))
     with pytest.raises(ConfigError, match="cannot depend on itself"):
         _options("c", "c")
+
+
+def test_scaling_a_waiting_service_keeps_its_new_slots_waiting():
+    sim = _sim(api=_options("api", "db", workers=1), db=_options("db"))
+    sim.feed(ev.Scale("api", 3))
+    check_invariants(sim)
+    assert _services(sim) == {"db"}  # no api worker started, old slot or new
+    api = sim.snapshot().service("api")
+    assert api.waiting == "waiting for db (starting)" and api.service.desired == 3
+    assert [w.phase for w in api.workers] == [ServicePhase.STARTING] * 3
+    sim.ready_all("db")
+    sim.advance(1.0)
+    assert len([w for w in sim.workers() if w.service == "api"]) == 3
+    sim.ready_all("api")
+    assert sim.snapshot().service("api").service.ready == 3

@@ -6,7 +6,8 @@ from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.lifecycle import ServicePhase
 from tests.unit.policy_sim import Sim
 
-FAST = BackoffConfig(initial_delay=0.1, max_delay=1.0, max_retries=3, window=60.0)
+FAST = BackoffConfig(initial_delay=0.1, max_delay=1.0, max_retries=3, window=60.0,
+                     half_open_after=None)
 
 
 def test_start_crash_restart_and_shutdown():
