@@ -102,6 +102,10 @@ class Pool:
     def call(self, fn: Callable[..., Any], x: Any) -> Any:
         return self.submit(fn, x).result()
 
+    def submit_untimed(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        """A task exempt from the scenario's task timeout (the capacity probe's)."""
+        return self.submit(fn, *args)
+
 
 class ExecutorPool(Pool):
     """ProcessPoolExecutor, loky and janus-mp: concurrent.futures Executors already."""
@@ -121,6 +125,11 @@ class ExecutorPool(Pool):
         return self.executor.map(fn, *iterables, chunksize=chunksize, timeout=timeout)
 
 
+class JanusPool(ExecutorPool):
+    def submit_untimed(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        return self.executor.options(timeout=3600).submit(fn, *args)  # type: ignore[no-any-return]
+
+
 class PebblePool(Pool):
     def __init__(self, pool: Any, task_timeout: float | None) -> None:
         self.pool = pool
@@ -128,6 +137,9 @@ class PebblePool(Pool):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
         return self.pool.submit(fn, self.task_timeout, *args)  # type: ignore[no-any-return]
+
+    def submit_untimed(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        return self.pool.submit(fn, None, *args)  # type: ignore[no-any-return]
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], chunksize: int) -> list[Any]:
         return list(self.pool.map(fn, items, chunksize=chunksize).result())
@@ -165,7 +177,7 @@ def open_pool(key: str, workers: int, f: Facility) -> Pool:
             options["max_worker_deaths"] = f.max_worker_deaths
         if f.max_memory_mib is not None:
             options["max_memory"] = f"{f.max_memory_mib}MiB"
-        return ExecutorPool(TaskPool(**options))
+        return JanusPool(TaskPool(**options))
     if key == "ppe":
         return ExecutorPool(cf.ProcessPoolExecutor(max_workers=workers))
     if key == "loky":

@@ -299,7 +299,7 @@ def _probe(pool: Pool, workers: int, where: Path, gather_s: float) -> dict[str, 
     where.mkdir()
     ctx = Context(log=os.devnull, gather_dir=str(where), gather_n=workers, gather_s=gather_s)
     try:
-        futures = [pool.submit(task, 10**9 + i, "gather", ctx) for i in range(workers)]
+        futures = [pool.submit_untimed(task, 10**9 + i, "gather", ctx) for i in range(workers)]
     except Exception as exc:
         return {"workers": 0, "note": f"submit refused: {type(exc).__name__}"}
     done, pending = cf.wait(futures, timeout=2 * gather_s + 5)

@@ -94,12 +94,12 @@ class Plan:
 FULL = Plan(quick=False, workers=os.cpu_count() or 2, perf_rounds=3, perf_n=100_000,
             search_n=20_000, chunksizes=(1, 10, 100, 1000), roundtrip_samples=1000,
             kill9_n=10_000, kill9_spin_s=0.0002, batch_n=40, batch_spin_s=0.01,
-            task_timeout_s=2.0, stall_s=8.0, deadline_s=120.0, gather_s=1.5,
+            task_timeout_s=2.0, stall_s=8.0, deadline_s=120.0, gather_s=2.0,
             leak_mib=320, limit_mib=256, recycle_s=12.0, parallel=1)
 QUICK = Plan(quick=True, workers=2, perf_rounds=1, perf_n=5_000, search_n=2_000,
              chunksizes=(1, 100), roundtrip_samples=100, kill9_n=1_000, kill9_spin_s=0.0002,
-             batch_n=12, batch_spin_s=0.005, task_timeout_s=1.0, stall_s=1.5, deadline_s=20.0,
-             gather_s=0.75, leak_mib=160, limit_mib=128, recycle_s=4.0, parallel=3)
+             batch_n=12, batch_spin_s=0.005, task_timeout_s=1.0, stall_s=3.0, deadline_s=20.0,
+             gather_s=1.5, leak_mib=160, limit_mib=128, recycle_s=4.0, parallel=4)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,15 +174,21 @@ def _meta(plan: Plan, selected: Sequence[str]) -> dict[str, Any]:
 
 
 def _inventory(env: dict[str, str]) -> dict[str, Any]:
-    """Each library's label, and why it cannot run if it cannot (the import that failed)."""
+    """Each library's label, and why it cannot run if it cannot (the import that failed).
+    The imports are tried at once, each in a fresh interpreter with the pools' PYTHONPATH."""
+    probes = {probe: subprocess.Popen([sys.executable, "-c", probe], env=env, text=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+              for probe in {probe for _, probe in LIBRARIES.values()}}
+    failures = {}
+    for probe, proc in probes.items():
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 0:
+            failures[probe] = (err.strip().splitlines() or ["?"])[-1]
     out: dict[str, Any] = {}
     for key, (label, probe) in LIBRARIES.items():
-        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                              text=True, timeout=120)
         out[key] = {"label": label}
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["?"])[-1]
-            out[key]["status"] = f"not installed: {last}"
+        if probe in failures:
+            out[key]["status"] = f"not installed: {failures[probe]}"
     return out
 
 
