@@ -176,8 +176,10 @@ def _meta(plan: Plan, selected: Sequence[str]) -> dict[str, Any]:
 def _inventory(env: dict[str, str]) -> dict[str, Any]:
     """Each library's label, and why it cannot run if it cannot (the import that failed).
     The imports are tried at once, each in a fresh interpreter with the pools' PYTHONPATH."""
+    # cwd: not the checkout's root, whose janus_mp "-c" would put ahead of the PYTHONPATH.
     probes = {probe: subprocess.Popen([sys.executable, "-c", probe], env=env, text=True,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                      cwd=BENCH_DIR, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE)
               for probe in {probe for _, probe in LIBRARIES.values()}}
     failures = {}
     for probe, proc in probes.items():
