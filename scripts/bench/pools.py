@@ -52,6 +52,7 @@ from common import (
     become_subreaper,
     descendants,
     exit_on_termination_signals,
+    median,
     reap_orphans,
     summarize,
     supervised,
@@ -74,6 +75,7 @@ class Plan:
     workers: int
     perf_rounds: int
     perf_n: int  # tasks in the timed map
+    perf_repeats: int  # timed maps per round
     search_n: int  # tasks in each chunksize candidate's map (first round)
     chunksizes: tuple[int, ...]
     roundtrip_samples: int  # per round
@@ -92,14 +94,15 @@ class Plan:
 
 
 FULL = Plan(quick=False, workers=os.cpu_count() or 2, perf_rounds=3, perf_n=100_000,
-            search_n=20_000, chunksizes=(1, 10, 100, 1000), roundtrip_samples=1000,
-            kill9_n=10_000, kill9_spin_s=0.0002, batch_n=40, batch_spin_s=0.01,
-            task_timeout_s=2.0, stall_s=8.0, deadline_s=120.0, gather_s=2.0,
+            perf_repeats=3, search_n=20_000, chunksizes=(1, 10, 100, 1000),
+            roundtrip_samples=1000, kill9_n=10_000, kill9_spin_s=0.0002, batch_n=40,
+            batch_spin_s=0.01, task_timeout_s=2.0, stall_s=8.0, deadline_s=120.0, gather_s=2.0,
             leak_mib=320, limit_mib=256, recycle_s=12.0, parallel=1)
-QUICK = Plan(quick=True, workers=2, perf_rounds=1, perf_n=5_000, search_n=2_000,
-             chunksizes=(1, 100), roundtrip_samples=100, kill9_n=1_000, kill9_spin_s=0.0002,
-             batch_n=12, batch_spin_s=0.005, task_timeout_s=1.0, stall_s=3.0, deadline_s=20.0,
-             gather_s=1.5, leak_mib=160, limit_mib=128, recycle_s=4.0, parallel=4)
+QUICK = Plan(quick=True, workers=2, perf_rounds=1, perf_n=5_000, perf_repeats=3,
+             search_n=2_000, chunksizes=(1, 100), roundtrip_samples=100, kill9_n=1_000,
+             kill9_spin_s=0.0002, batch_n=12, batch_spin_s=0.005, task_timeout_s=1.0,
+             stall_s=3.0, deadline_s=20.0, gather_s=1.5, leak_mib=160, limit_mib=128,
+             recycle_s=4.0, parallel=4)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,7 +275,8 @@ def run_perf(plan: Plan, runner: Runner) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in PERF_KEYS}
     rows: dict[str, Any] = {}
     spec = {"scenario": "perf", "workers": plan.workers, "n": plan.perf_n,
-            "search_n": plan.search_n, "samples": plan.roundtrip_samples}
+            "search_n": plan.search_n, "samples": plan.roundtrip_samples,
+            "repeats": plan.perf_repeats}
     for r in range(plan.perf_rounds):
         jobs = [Job(key, {**spec, "round": r + 1, "chunksizes": list(plan.chunksizes) if r == 0
                           else [rounds[key][0]["chunksize"]]}, _perf_budget(plan))
@@ -289,7 +293,8 @@ def run_perf(plan: Plan, runner: Runner) -> dict[str, Any]:
         if key not in rows:
             rows[key] = _fold_perf(got_rounds)
     return {"workers": plan.workers, "n": plan.perf_n, "search_n": plan.search_n,
-            "chunksizes": list(plan.chunksizes), "rounds": plan.perf_rounds, "rows": rows}
+            "chunksizes": list(plan.chunksizes), "rounds": plan.perf_rounds,
+            "repeats": plan.perf_repeats, "rows": rows}
 
 
 def _perf_budget(plan: Plan) -> float:
@@ -299,11 +304,11 @@ def _perf_budget(plan: Plan) -> float:
 
 
 def _fold_perf(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    rates = [r["tasks_per_s"] for r in rounds]
+    rates = [rate for r in rounds for rate in r["tasks_per_s"]]
     trips = [x for r in rounds for x in r["roundtrip_ms"]]
     return {"version": rounds[0]["version"], "chunksize": rounds[0]["chunksize"],
             "search_tasks_per_s": rounds[0].get("search_tasks_per_s", {}),
-            "tasks_per_s_rounds": rates, "tasks_per_s": sorted(rates)[len(rates) // 2],
+            "tasks_per_s_all": rates, "tasks_per_s": median(rates),
             "roundtrip": summarize(trips)}
 
 
