@@ -101,7 +101,7 @@ FULL = Plan(quick=False, workers=os.cpu_count() or 2, perf_rounds=3, perf_n=100_
 QUICK = Plan(quick=True, workers=2, perf_rounds=1, perf_n=5_000, perf_repeats=3,
              search_n=2_000, chunksizes=(1, 100), roundtrip_samples=100, kill9_n=1_000,
              kill9_spin_s=0.0002, batch_n=12, batch_spin_s=0.005, task_timeout_s=1.0,
-             stall_s=4.0, deadline_s=20.0, gather_s=1.5, leak_mib=160, limit_mib=128,
+             stall_s=4.0, deadline_s=20.0, gather_s=2.0, leak_mib=160, limit_mib=128,
              recycle_s=4.0, parallel=6)
 
 
@@ -249,8 +249,11 @@ class Runner:
         work.mkdir()
         spec = {**job.spec, "key": job.key, "workdir": str(work)}
         (work / "spec.json").write_text(json.dumps(spec))
+        # TMPDIR: the pools' own temporary directories (sockets, fork servers) land in the
+        # job's directory, which the harness removes: a pool left by os._exit cleans nothing.
         launch = Launch([sys.executable, str(BENCH_DIR / "pool_run.py"), str(work / "spec.json"),
-                         str(work / "result.json")], cwd=work, env=self.env)
+                         str(work / "result.json")], cwd=work,
+                        env={**self.env, "TMPDIR": str(work)})
         return stack.enter_context(supervised(launch, work / "output.log", job.key)), work
 
 
