@@ -62,7 +62,7 @@ def _throughput(m: dict[str, Any], libraries: dict[str, Any]) -> str:
     return _table(f"1. throughput: map() of {m['n']:,} tiny tasks, {m['workers']} workers, "
                   "each library at its best chunksize",
                   ["library", "chunksize", "tasks/s", "× janus-mp",
-                   f"search ({m['search_n']:,} tasks) at chunksize "
+                   f"search (median, {m['search_n']:,} tasks) at chunksize "
                    + " / ".join(str(c) for c in m["chunksizes"])],
                   _rows(m, libraries, cells),
                   f"median of {m['rounds']} round(s) × {m['repeats']} maps, each round a fresh "
