@@ -28,6 +28,7 @@ import concurrent.futures as cf
 import contextlib
 import json
 import os
+import queue
 import signal
 import sys
 import threading
@@ -61,6 +62,7 @@ def main(spec_path: str, result_path: str) -> None:
 
 def perf(spec: dict[str, Any]) -> dict[str, Any]:
     pool = open_pool(spec["key"], spec["workers"], Facility())
+    _probe(pool, spec["workers"], Path(spec["workdir"]) / "warm", spec["gather_s"])
     _timed_map(pool, spec["workers"] * 20, 1)  # every worker started and warm
     out: dict[str, Any] = {}
     candidates = spec["chunksizes"]
@@ -152,23 +154,32 @@ class Batch:
 def run_batch(pool: Pool, roles: list[str], ctx: Context, stall_s: float,
               deadline_s: float) -> tuple[Batch, float]:
     """Submit every task, then collect outcomes until all are in, nothing has arrived for
-    ``stall_s``, or ``deadline_s`` has passed. Returns the batch and its wall time."""
+    ``stall_s``, or ``deadline_s`` has passed. Returns the batch and its wall time.
+
+    Each future reports itself through a done callback into one queue: waiting on thousands
+    of futures at once with cf.wait would cost the caller O(pending) per outcome, CPU taken
+    from the in-process threads of the pool being measured."""
     batch = _batch_of(roles)
     began = batch.last_at = batch.began
-    pending: dict[cf.Future[Any], int] = {}
+    arrived: queue.SimpleQueue[tuple[int, cf.Future[Any]]] = queue.SimpleQueue()
+    pending = 0
     for i, role in enumerate(roles):
         try:
-            pending[pool.submit(task, i, role, ctx)] = i
+            future = pool.submit(task, i, role, ctx)
         except Exception as exc:  # a broken pool refuses the rest
             batch.refused(i, exc)
+            continue
+        pending += 1
+        future.add_done_callback(lambda f, i=i: arrived.put((i, f)))  # type: ignore[misc]
     while pending:
-        now = time.monotonic()
-        left = min(batch.last_at + stall_s, began + deadline_s) - now
-        if left <= 0:
+        left = min(batch.last_at + stall_s, began + deadline_s) - time.monotonic()
+        try:
+            index, future = arrived.get(timeout=max(left, 0.0)) if left > 0 else \
+                arrived.get_nowait()
+        except queue.Empty:
             break
-        done, _ = cf.wait(pending, timeout=left, return_when=cf.FIRST_COMPLETED)
-        for future in done:
-            batch.settle(pending.pop(future), future)
+        batch.settle(index, future)
+        pending -= 1
     wall = (batch.last_at if not pending else time.monotonic()) - began
     return batch, wall
 
@@ -315,7 +326,7 @@ def _probe(pool: Pool, workers: int, where: Path, gather_s: float) -> dict[str, 
         futures = [pool.submit_untimed(task, 10**9 + i, "gather", ctx) for i in range(workers)]
     except Exception as exc:
         return {"workers": 0, "note": f"submit refused: {type(exc).__name__}"}
-    done, pending = cf.wait(futures, timeout=2 * gather_s + 5)
+    done, pending = cf.wait(futures, timeout=gather_s + 10)
     seen, notes = 0, Counter()
     for future in done:
         if future.exception() is not None:

@@ -14,6 +14,7 @@ forkserver or loky's fork+exec import it by name: scripts/bench is on their PYTH
         gather   the capacity probe: mark its worker's pid in ``c.gather_dir`` and wait (up to
                  ``c.gather_s``) until ``c.gather_n`` distinct workers have marked at once;
                  returns (i, how many it saw): all of them only if that many are free together
+                 within the wait
 
 The log is the ground truth of what ran: ``done`` lines count executions, so a task run twice
 is seen even when its caller got one result. One O_APPEND write per line: atomic for lines this
@@ -86,11 +87,19 @@ def _claim(marker: str) -> bool:
 
 
 def _gather(c: Context) -> int:
+    """How many workers are in the probe at once. Once one probe task has given up waiting
+    (``gather_dir.over``), later ones answer at once: a pool short of workers runs them one
+    after the other, and each waiting the full time again would only repeat the answer."""
     open(os.path.join(c.gather_dir, str(os.getpid())), "w").close()
     deadline = time.monotonic() + c.gather_s
     while len(os.listdir(c.gather_dir)) < c.gather_n and time.monotonic() < deadline:
+        if os.path.exists(c.gather_dir + ".over"):
+            break
         time.sleep(0.005)  # a task waiting for its peers, not a test synchronising
-    return len(os.listdir(c.gather_dir))
+    seen = len(os.listdir(c.gather_dir))
+    if seen < c.gather_n:
+        open(c.gather_dir + ".over", "w").close()
+    return seen
 
 
 def _spin(seconds: float) -> None:

@@ -86,7 +86,7 @@ class Plan:
     task_timeout_s: float  # hang: T
     stall_s: float  # no outcome for this long while tasks are pending: those are hung
     deadline_s: float  # a batch's hard end
-    gather_s: float  # the capacity probe's wait for its peers
+    gather_s: float  # how long the capacity probe waits for the pool's full strength
     leak_mib: int
     limit_mib: int
     recycle_s: float  # how long the leaking worker is watched after the batch
@@ -96,12 +96,12 @@ class Plan:
 FULL = Plan(quick=False, workers=os.cpu_count() or 2, perf_rounds=3, perf_n=100_000,
             perf_repeats=3, search_n=20_000, chunksizes=(1, 10, 100, 1000),
             roundtrip_samples=1000, kill9_n=10_000, kill9_spin_s=0.0002, batch_n=40,
-            batch_spin_s=0.01, task_timeout_s=2.0, stall_s=8.0, deadline_s=120.0, gather_s=2.0,
+            batch_spin_s=0.01, task_timeout_s=2.0, stall_s=8.0, deadline_s=120.0, gather_s=5.0,
             leak_mib=320, limit_mib=256, recycle_s=12.0, parallel=1)
 QUICK = Plan(quick=True, workers=2, perf_rounds=1, perf_n=5_000, perf_repeats=3,
              search_n=2_000, chunksizes=(1, 100), roundtrip_samples=100, kill9_n=1_000,
              kill9_spin_s=0.0002, batch_n=12, batch_spin_s=0.005, task_timeout_s=1.0,
-             stall_s=4.0, deadline_s=20.0, gather_s=2.0, leak_mib=160, limit_mib=128,
+             stall_s=4.0, deadline_s=20.0, gather_s=4.0, leak_mib=160, limit_mib=128,
              recycle_s=4.0, parallel=6)
 
 
@@ -278,6 +278,7 @@ def run_perf(plan: Plan, runner: Runner) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in PERF_KEYS}
     rows: dict[str, Any] = {}
     spec = {"scenario": "perf", "workers": plan.workers, "n": plan.perf_n,
+            "gather_s": plan.gather_s,
             "search_n": plan.search_n, "samples": plan.roundtrip_samples,
             "repeats": plan.perf_repeats}
     for r in range(plan.perf_rounds):
@@ -335,7 +336,7 @@ def _scenario_jobs(plan: Plan, scenario: str) -> list[Job]:
             "deadline_s": plan.deadline_s, "gather_s": plan.gather_s,
             "leak_mib": plan.leak_mib, "limit_mib": plan.limit_mib,
             "recycle_s": plan.recycle_s}
-    budget = START_MARGIN_S + plan.deadline_s + 2 * plan.gather_s + plan.recycle_s + 10
+    budget = START_MARGIN_S + plan.deadline_s + 2 * plan.gather_s + plan.recycle_s + 20
     return [Job(key, {**base, "facility": dataclasses.asdict(_facility(plan, scenario, key))},
                 budget) for key in ROBUST_KEYS.get(scenario, PERF_KEYS)]
 
