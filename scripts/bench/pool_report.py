@@ -65,8 +65,9 @@ def _throughput(m: dict[str, Any], libraries: dict[str, Any]) -> str:
                    f"search (median, {m['search_n']:,} tasks) at chunksize "
                    + " / ".join(str(c) for c in m["chunksizes"])],
                   _rows(m, libraries, cells),
-                  f"median of {m['rounds']} round(s) × {m['repeats']} maps, each round a fresh "
-                  "pool; pool start-up and warm-up excluded")
+                  f"the search's two best chunksizes measured at full size in each of "
+                  f"{m['rounds']} round(s) × {m['repeats']} maps (each round a fresh pool); the "
+                  "better median is shown; pool start-up and warm-up excluded")
 
 
 def _roundtrip(m: dict[str, Any], libraries: dict[str, Any]) -> str:
