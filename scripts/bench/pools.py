@@ -99,10 +99,10 @@ FULL = Plan(quick=False, workers=os.cpu_count() or 2, perf_rounds=3, perf_n=100_
             batch_spin_s=0.01, task_timeout_s=2.0, stall_s=8.0, deadline_s=120.0, gather_s=5.0,
             leak_mib=320, limit_mib=256, recycle_s=12.0, parallel=1)
 QUICK = Plan(quick=True, workers=2, perf_rounds=1, perf_n=5_000, perf_repeats=3,
-             search_n=2_000, chunksizes=(1, 10, 100), roundtrip_samples=100, kill9_n=1_000,
+             search_n=2_000, chunksizes=(10, 100, 1000), roundtrip_samples=100, kill9_n=1_000,
              kill9_spin_s=0.0002, batch_n=12, batch_spin_s=0.005, task_timeout_s=1.0,
-             stall_s=4.0, deadline_s=20.0, gather_s=4.0, leak_mib=160, limit_mib=128,
-             recycle_s=4.0, parallel=6)
+             stall_s=4.0, deadline_s=20.0, gather_s=3.0, leak_mib=160, limit_mib=128,
+             recycle_s=4.0, parallel=8)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
