@@ -37,7 +37,8 @@ def _header(results: dict[str, Any]) -> str:
              f"Python {meta['python']}, {meta['plan']['workers']} workers per pool"]
     versions = _versions(results)
     for key, info in results["libraries"].items():
-        lines.append(f"  {info['label']:<42} {versions.get(key) or info.get('status', '?')}")
+        version = versions.get(key) or versions.get(key.split("/")[0])  # a variant's library
+        lines.append(f"  {info['label']:<42} {info.get('status') or version or '?'}")
     return "\n".join(lines)
 
 

@@ -297,6 +297,7 @@ def run_perf(plan: Plan, runner: Runner) -> dict[str, Any]:
     for key, got_rounds in rounds.items():
         if key not in rows:
             rows[key] = _fold_perf(got_rounds)
+    rows = {key: rows[key] for key in PERF_KEYS}  # the tables' order, whatever ended first
     return {"workers": plan.workers, "n": plan.perf_n, "search_n": plan.search_n,
             "chunksizes": list(plan.chunksizes), "rounds": plan.perf_rounds,
             "repeats": plan.perf_repeats, "rows": rows}
