@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
-
-import pool_report  # noqa: E402
+BENCH = str(Path(__file__).resolve().parents[2] / "scripts" / "bench")
+sys.path.insert(0, BENCH)  # the benchmark's modules import each other by bare name
+try:
+    import pool_report
+finally:
+    sys.path.remove(BENCH)  # no other test should find scripts/bench's modules by accident
 
 T = 2.0
 
