@@ -99,7 +99,10 @@ def _robustness(scenario: str, m: dict[str, Any], libraries: dict[str, Any]) -> 
         if row.get("ran_twice") or row.get("wrong") or row.get("completed_without_run"):
             extra += f"; ran twice {row['ran_twice']}, wrong results {row['wrong']}"
         cap = row["capacity_after"]
-        after = f"{cap['workers']}/{m['workers']}" + (f" ({cap['note']})" if cap["note"] else "")
+        after = f"{cap['workers']}/{m['workers']}"
+        if cap.get("attempts", 1) > 1:  # not at once: when it was whole, or how long it was not
+            after += f" at {cap['after_s']:.1f} s"
+        after += f" ({cap['note']})" if cap["note"] else ""
         return [row["facility"], _fmt(row["completed"]), _fmt(row["failed"]), _fmt(row["lost"]),
                 _fmt(row["hung"]), wall, after, extra.lstrip("; ")]
 
@@ -110,7 +113,8 @@ def _robustness(scenario: str, m: dict[str, Any], libraries: dict[str, Any]) -> 
                    "workers after", "what the caller got"],
                   _rows(m, libraries, cells),
                   "hung: no outcome when the wait gave up (nothing new for a while, or the "
-                  "deadline); a real caller would still be waiting")
+                  "deadline); a real caller would still be waiting. workers after: how many "
+                  "ran a task at once, probed again each second until whole (\"at\": when)")
 
 
 def _errors(row: dict[str, Any]) -> str:

@@ -320,16 +320,40 @@ def _leaker(pool: Pool, log: Path, limit_mib: int, watch_s: float) -> dict[str, 
         time.sleep(0.05)  # the trickle's pace, not a synchronisation
 
 
-def _probe(pool: Pool, workers: int, where: Path, gather_s: float) -> dict[str, Any]:
-    """How many workers can run a task at the same time now (``workers`` when all can)."""
-    where.mkdir()
-    ctx = Context(log=os.devnull, gather_dir=str(where), gather_n=workers, gather_s=gather_s)
+#: One capacity probe's wait for its peers; probes repeat until the pool is whole or the
+#: window (``gather_s``) is over.
+PROBE_S = 1.0
+
+
+def _probe(pool: Pool, workers: int, where: Path, window_s: float) -> dict[str, Any]:
+    """How many workers can run a task at the same time (``workers`` when all can), and how
+    soon. Probes repeat: a pool that holds a queued task behind a running one (prefetch) does
+    not hand it to a worker that joins meanwhile, so one probe sent while a replacement was
+    starting would see the pool short for as long as the probe waits."""
+    began = time.monotonic()
+    attempt, seen, notes = 0, 0, Counter[str]()
+    while True:
+        attempt += 1
+        left = window_s - (time.monotonic() - began)
+        seen, notes, refused = _probe_once(pool, workers, where / str(attempt),
+                                           max(0.1, min(PROBE_S, left)))
+        if refused or seen >= workers or left <= PROBE_S:
+            break
+    note = ", ".join(f"{k} ×{v}" for k, v in notes.items())
+    return {"workers": seen, "after_s": time.monotonic() - began, "attempts": attempt,
+            "note": note}
+
+
+def _probe_once(pool: Pool, workers: int, where: Path,
+                wait_s: float) -> tuple[int, Counter[str], bool]:
+    where.mkdir(parents=True)
+    ctx = Context(log=os.devnull, gather_dir=str(where), gather_n=workers, gather_s=wait_s)
     try:
         futures = [pool.submit_untimed(task, 10**9 + i, "gather", ctx) for i in range(workers)]
     except Exception as exc:
-        return {"workers": 0, "note": f"submit refused: {type(exc).__name__}"}
-    done, pending = cf.wait(futures, timeout=gather_s + 10)
-    seen, notes = 0, Counter()
+        return 0, Counter({f"submit refused: {type(exc).__name__}": 1}), True
+    done, pending = cf.wait(futures, timeout=workers * wait_s + 10)
+    seen, notes = 0, Counter[str]()
     for future in done:
         if future.exception() is not None:
             notes[type(future.exception()).__name__] += 1
@@ -337,7 +361,7 @@ def _probe(pool: Pool, workers: int, where: Path, gather_s: float) -> dict[str, 
             seen = max(seen, future.result()[1])
     if pending:
         notes["no answer"] += len(pending)
-    return {"workers": seen, "note": ", ".join(f"{k} ×{v}" for k, v in notes.items())}
+    return seen, notes, False
 
 
 SCENARIOS = {"perf": perf, "kill9": robustness, "hang": robustness, "poison": robustness,
