@@ -103,8 +103,10 @@ SUPERVISORD_NAMES = _rows(
     ("startsecs", "ready_after",
      "seconds a program must stay up to count as ready (command services)"),
     ("startretries", "backoff.max_retries",
-     "failures within backoff.window before the circuit breaker opens; janus-mp retries "
-     "again after backoff.cooldown instead of giving up for good (FATAL)"),
+     "not carried over: supervisord counts failed start attempts, backoff.max_retries counts "
+     "every failure within backoff.window (600 s) however long the worker ran; the defaults "
+     "(10, and a breaker that tries again after half_open_after = 60 s) keep a service that "
+     "is killed now and then running"),
     ("exitcodes", "success_codes",
      "the exit codes that count as expected; not exit_codes, which maps a module's exceptions "
      "to exit codes"),

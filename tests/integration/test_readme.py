@@ -106,8 +106,8 @@ def readme_metric_names() -> set[str]:
                                             text) if not text.startswith("*", m.end())}
 
 
-#: A deployment exercising every kind of metric source: a pool with a standby, an HTTP app,
-#: the command line's own log writer.
+#: A deployment exercising every kind of metric source: a service with a standby, an HTTP app,
+#: a hosted task pool, the command line's own log writer.
 METRICS_CONFIG = """
 [services.crunch]
 target = "myapp.services:Crunch"
@@ -117,6 +117,9 @@ standby = 1
 [services.web]
 wsgi = "myapp.web:app"
 bind = ["127.0.0.1:0"]
+
+[pools.render]
+workers = 1
 """
 
 #: What a family named in the README may be written as (OpenMetrics sample suffixes).

@@ -302,6 +302,7 @@ initial_delay = 0.05
 max_delay = 0.1
 max_retries = 2
 window = 120
+half_open_after = "never"     # the breaker ends it for good (no half-open trial)
 
 [groups.g]
 members = ["db", "flaky"]

@@ -1,7 +1,7 @@
 """Run one README Python snippet as written, and stop what it starts once it is up.
 
 ``python run_snippet.py SNIPPET.py``: the snippet runs as ``__main__``. A supervisor it starts
-with ``run_until_shutdown()`` is watched from a thread: once every service it runs has all its
+with ``run_until_shutdown()`` in its main thread is watched from a thread: once every service it runs has all its
 workers ready (or a one-shot finished), ``SNIPPET-UP`` is printed and a graceful shutdown asked
 for, so a snippet that serves for ever still ends, and a worker that crashes on a name the
 snippet forgot to define shows as an exit in the snapshot and fails the run.
@@ -52,7 +52,10 @@ def _watch(sup: JanusSupervisor) -> None:
 
 
 def _run_until_shutdown(self: JanusSupervisor) -> int:
-    threading.Thread(target=_watch, args=(self,), daemon=True).start()
+    # A supervisor run from another thread belongs to something the snippet stops itself (a
+    # TaskPool's, a snippet's own thread); only the one that would serve for ever is watched.
+    if threading.current_thread() is threading.main_thread():
+        threading.Thread(target=_watch, args=(self,), daemon=True).start()
     return _original(self)
 
 

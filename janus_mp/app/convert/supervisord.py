@@ -114,8 +114,8 @@ def _program(table: Table, program: str, values: Mapping[str, str], supervisor: 
         elif key == "startsecs":
             table.set("ready_after", _number(key, value, program), _says(row.name, row.note))
         elif key == "startretries":
-            table.set("backoff", {"max_retries": _integer(key, value, program)},
-                      _says(row.name, row.note))
+            _integer(key, value, program)  # checked, not carried over: see the note
+            table.note(f"supervisord's {key} = {value}: {row.note}")
         elif key == "exitcodes":
             codes = [_integer(key, code.strip(), program) for code in value.split(",")]
             table.set("success_codes", codes, _says(row.name, row.note))
