@@ -31,6 +31,7 @@ from janus_mp.app.services import ADAPTERS, build_service, instantiate, resolve_
 from janus_mp.app.upgrade import Handover
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.ordering import creation_order
+from janus_mp.core.pool_config import PoolConfig
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.pools.hosted import HostedPools
@@ -289,7 +290,7 @@ def demo_deployment(workers: int, supervisor_overrides: Mapping[str, Any],
                     web: str | None, log: SupervisorLog | None = None
                     ) -> tuple[Deployment, str]:
     """`janus-mp demo`, and where to look at it (empty with metrics off)."""
-    from janus_mp.app.demo import demo_services
+    from janus_mp.app.demo import POOL, demo_services
 
     config = SupervisorConfig(name="janus-mp-demo", **{**DEFAULT_METRICS,
                                                        **supervisor_overrides})
@@ -300,13 +301,16 @@ def demo_deployment(workers: int, supervisor_overrides: Mapping[str, Any],
         raise JanusError(f"--http-{exc.key}: {exc.rule}") from None
     for service, options in services:
         sup.spawn_service(service, options)
+    # the web service's /pool hands its CPU work to this pool's workers
+    hosted = host_pools(sup, (PoolEntry(POOL, PoolConfig(workers=workers, task_timeout=60.0)),)
+                        if web is not None else ())
     deployment = Deployment(sup, socket_path=control_socket_path(None, config.name),
                             title="janus-mp: supervisor demo",
                             log_writer=log.writer if log is not None else None,
-                            service_logs=service_logs(config))
+                            service_logs=service_logs(config), pools=hosted)
     if config.metrics_port is None:
         return deployment, ""
-    site = "".join(f"; web at http://{address}/primes?n=50000"
+    site = "".join(f"; web at http://{address}/primes?n=50000 (and /pool?n=50000)"
                    for address in sup.listening_addresses("web")
                    if not address.startswith("unix:"))
     return deployment, (f"metrics at http://{config.metrics_host}:{config.metrics_port}"

@@ -1,8 +1,8 @@
-"""The built-in demo: a few CPU-bound services, one of them flaky, one serving HTTP, with
-their own metrics.
+"""The built-in demo: a few CPU-bound services, one of them flaky, one serving HTTP that hands
+CPU work to a task pool, with their own metrics.
 
 ``janus-mp demo`` runs these under a supervisor with ``/metrics`` on localhost, so restarts,
-backoff, recycling and the workers' own counters can be watched live.
+backoff, recycling, the pool's tasks and the workers' own counters can be watched live.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from janus_mp.adapters import ApiModuleAdapter
 from janus_mp.core.backoff import BackoffConfig
 from janus_mp.core.config import SpawnOptions
 from janus_mp.core.exits import RestartPolicy
+from janus_mp.pools.client import pool
 from janus_mp.service import JanusService, WorkerContext
 
 PRIMES_FOUND = Counter("demo_primes_found_total", "Primes found by the primes service")
@@ -89,16 +90,30 @@ class Flaky(JanusService):
         return 1
 
 
+#: The task pool the demo's web service hands work to (`[pools.crunch]` in a config file).
+POOL = "crunch"
+
+
+def count_primes(n: int) -> int:
+    """Primes below ``n`` in pure Python: what /primes computes in the web worker itself and
+    /pool hands to a worker of the task pool."""
+    return sum(1 for k in range(min(n, 200_000)) if _is_prime(k))
+
+
 def web_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """GET /primes?n=N counts primes below N (capped) in pure Python: CPU-bound per request."""
+    """GET /primes?n=N counts primes below N (capped) in the web worker: CPU-bound per request;
+    GET /pool?n=N has a worker of the task pool count them (the web worker only waits)."""
     path = environ.get("PATH_INFO", "/")
+    query = environ.get("QUERY_STRING", "")
+    n = int(query[2:]) if query.startswith("n=") and query[2:].isdigit() else 20_000
     if path == "/primes":
-        query = environ.get("QUERY_STRING", "")
-        n = int(query[2:]) if query.startswith("n=") and query[2:].isdigit() else 20_000
-        body = f"{sum(1 for k in range(min(n, 200_000)) if _is_prime(k))}\n".encode()
+        body = f"{count_primes(n)}\n".encode()
+        status = "200 OK"
+    elif path == "/pool":
+        body = f"{pool(POOL).submit(count_primes, n).result(timeout=60)}\n".encode()
         status = "200 OK"
     elif path == "/":
-        body = b"janus-mp demo: try /primes?n=50000\n"
+        body = b"janus-mp demo: try /primes?n=50000 or /pool?n=50000\n"
         status = "200 OK"
     else:
         body, status = b"not found\n", "404 Not Found"

@@ -389,6 +389,9 @@ def test_demo_serves_metrics_and_answers_status_and_top(cli, tmp_path):
     with urllib.request.urlopen(f"http://{web}/primes?n=1000", timeout=10) as r:
         assert r.read() == b"168\n"
     assert 'demo_http_requests_total{path="/primes"} 1.0' in scrape()
+    with urllib.request.urlopen(f"http://{web}/pool?n=1000", timeout=60) as r:
+        assert r.read() == b"168\n"  # counted by a worker of the demo's task pool
+    assert 'janus_pool_tasks_total{outcome="done",pool="crunch"} 1.0' in scrape()
     status = cli.janus("status", "--name", "janus-mp-demo", env=env)
     assert status.returncode == 0 and "primes" in status.stdout and "hasher" in status.stdout
     top = cli.janus("top", "--once", "--name", "janus-mp-demo", env=env)
