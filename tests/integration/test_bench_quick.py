@@ -32,7 +32,8 @@ def test_bench_quick_produces_numbers(tmp_path: Path) -> None:
     # Not `scrape`: scripts/bench_scrape.py --quick has its own test (test_benchmarks_quick),
     # and here it cost 28 s of this test's 42; `http` still runs the external-script path.
     argv = [sys.executable, "scripts/bench/run.py", "--quick", "--json", str(out), "--chart",
-            str(tmp_path / "restart.png"), "--only", "restart,shutdown,idle,scale,storm,http"]
+            str(tmp_path / "restart.png"), "--only",
+                "restart,shutdown,idle,scale,storm,http,crashes,memory"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
