@@ -28,7 +28,10 @@ def main() -> None:
     scenario = importlib.util.module_from_spec(spec)
     sys.modules["scenario"] = scenario
     spec.loader.exec_module(scenario)
-    sup = JanusSupervisor(getattr(scenario, "CONFIG", SupervisorConfig()))
+    # RNG: a scenario that asserts on a restart delay fixes the jitter (a full-jitter draw of 0
+    # restarts at once, with no backing_off step in between).
+    sup = JanusSupervisor(getattr(scenario, "CONFIG", SupervisorConfig()),
+                          rng=getattr(scenario, "RNG", None))
     scenario.build(sup)
     replies = os.fdopen(reply_fd, "w", buffering=1)
     lock = threading.Lock()

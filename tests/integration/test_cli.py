@@ -391,7 +391,8 @@ def test_demo_serves_metrics_and_answers_status_and_top(cli, tmp_path):
     assert 'demo_http_requests_total{path="/primes"} 1.0' in scrape()
     with urllib.request.urlopen(f"http://{web}/pool?n=1000", timeout=60) as r:
         assert r.read() == b"168\n"  # counted by a worker of the demo's task pool
-    assert 'janus_pool_tasks_total{outcome="done",pool="crunch"} 1.0' in scrape()
+    wait_until(lambda: 'janus_pool_tasks_total{outcome="done",pool="crunch"} 1.0' in scrape(),
+               message="the pool's count (the answer may reach the client before the count)")
     status = cli.janus("status", "--name", "janus-mp-demo", env=env)
     assert status.returncode == 0 and "primes" in status.stdout and "hasher" in status.stdout
     top = cli.janus("top", "--once", "--name", "janus-mp-demo", env=env)
