@@ -8,7 +8,7 @@
     signal ─────────────────────► SignalReceived│      (decides)          SignalWorker,
     API / control socket ───────► Register, ... ┘                         ScheduleTimer, Log ...
                                                                               │
-    fork, send, kill, arm a deadline ◄────── Performer.perform (acts) ◄───────┘
+    fork, send, kill, arm a deadline ◄──────── Performer.act (acts) ◄─────────┘
 
 Events that actions answer with (a Spawn's WorkerStarted, a ReadHeartbeat's HeartbeatRead...)
 wait in a queue and are handled before anything else happens; the events of one loop turn are

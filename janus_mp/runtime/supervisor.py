@@ -107,7 +107,8 @@ class JanusSupervisor:
         self.on_shutdown: list[Callable[[], None]] = []
         self.signal_handlers: dict[int, Callable[[], None]] = {}
         #: Called in the loop thread with (service, worker id, returncode, oom_killed) when a
-        #: worker's exit is known, before the policy hears it (task pools fail its task).
+        #: worker's exit is known, once the policy has decided on it (a standby's promotion
+        #: goes first); task pools fail its task.
         self.on_worker_exited: list[Callable[[str, int, int, bool], None]] = []
         #: Sockets to and from another supervisor in an upgrade (see runtime/handover.py).
         self.handover = HandoverPort(self._listeners, self._observability, self._orphans,
