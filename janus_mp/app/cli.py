@@ -7,11 +7,9 @@ the Python API. User mistakes print one line and exit 2, never a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -19,8 +17,8 @@ import click
 from click.core import ParameterSource
 
 from janus_mp.adapters.http_settings import HTTP_KEYS
-from janus_mp.app.cli_client import call as _call
-from janus_mp.app.cli_client import client_options as _client_options
+from janus_mp.app.cli_exit import exit_with as _exit
+from janus_mp.app.cli_exit import fail as _fail
 from janus_mp.app.cli_run_flags import file_logging, process_overrides, run_flags
 from janus_mp.app.config_file import KINDS
 from janus_mp.app.deploy import Deployment
@@ -29,8 +27,6 @@ from janus_mp.core.config import LOG_FORMATS, START_METHODS
 from janus_mp.core.exits import RestartPolicy
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.version import __version__
-
-USAGE_ERROR = 2
 
 
 def main() -> None:
@@ -41,11 +37,6 @@ def main() -> None:
 @click.version_option(__version__, prog_name="janus-mp")
 def cli() -> None:
     """janus-mp: supervise pools of CPU-bound worker processes."""
-
-
-def _fail(message: str, log: SupervisorLog | None = None) -> NoReturn:
-    click.echo(f"janus-mp: error: {message}", err=True)
-    _exit(USAGE_ERROR, log)
 
 
 def _bind(value: str | None) -> tuple[str, int] | None:
@@ -102,30 +93,6 @@ def _supervise(build: Callable[[], Deployment], pid_file: str | None,
         if written is not None:
             written.remove()  # ours only: never a file put there since (an upgrade's)
     _exit(status, log)
-
-
-def _exit(status: int, log: SupervisorLog | None) -> NoReturn:
-    """Exit with ``status``. Threads the application started when it was imported (in this
-    process: run, check, a reload) and left running would make the interpreter wait for them
-    forever: say so, flush the log, and do not wait."""
-    others = [t for t in threading.enumerate()  # janus-mp's own threads are named janus-mp-*
-              if not t.daemon and t is not threading.main_thread() and t.is_alive()
-              and not t.name.startswith("janus-mp")]
-    if not others:
-        if log is not None:
-            log.flush()  # the writer thread is a daemon: the last lines must not die with it
-        sys.exit(status)
-    notice = (f"not waiting for {len(others)} non-daemon thread{'s' * (len(others) > 1)} the "
-              f"application started ({', '.join(sorted(t.name for t in others))}): exiting "
-              f"with status {status}")
-    if log is None:
-        click.echo(f"janus-mp: {notice}", err=True)
-    else:
-        logging.getLogger("janus_mp.cli").warning("%s", notice)
-        log.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 def _worker_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -357,32 +324,6 @@ def _service_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("file_argument", metavar="[FILE]", required=False,
-                type=click.Path(dir_okay=False))
-@click.option("-c", "--config", "config_option", type=click.Path(dir_okay=False), default=None,
-              help="The config file, as `run -c FILE` takes it.")
-@click.option("--imports/--no-imports", default=True, show_default=True,
-              help="Also import every service target.")
-def check(file_argument: str | None, config_option: str | None, imports: bool) -> None:
-    """Validate a config file (FILE or -c FILE) without starting anything: refuses what
-    `run -c FILE` would refuse (ports are not bound)."""
-    from janus_mp.app import build
-
-    if (file_argument is None) == (config_option is None):
-        _fail("check: give the config file once, as FILE or -c FILE")
-    config_path = file_argument or config_option or ""
-
-    try:
-        names, warnings = build.check(config_path, imports=imports)
-    except JanusError as exc:
-        _fail(str(exc))
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{config_path}: ok ({', '.join(names) or 'no services'})")
-    _exit(0, None)
-
-
-@cli.command()
 @click.option("-w", "--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Workers for each CPU-bound demo service.")
 @click.option("--metrics-bind", default="127.0.0.1:9464", show_default=True, metavar="HOST:PORT")
@@ -409,168 +350,15 @@ def demo(workers: int, metrics_bind: str, http_bind: str, log_level: str) -> Non
     _supervise(build, None, log)
 
 
-# ------------------------------------------------------------------------------------------
-# Talking to a running supervisor over its control socket
-# ------------------------------------------------------------------------------------------
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
-@click.option("--check", is_flag=True,
-              help="Print one line and exit 0 when every service serves (the verdict of "
-                   "/readyz), 1 when not, 2 when no supervisor answers.")
-@_client_options
-def status(as_json: bool, check: bool, socket_path: str | None, name: str,
-           timeout: float) -> None:
-    """Show services, workers, phases, restarts, CPU and memory."""
-    data = _call(socket_path, name, timeout, "status")
-    if check:
-        from janus_mp.app.status_view import readiness
-
-        ready, line = readiness(data)
-        click.echo(line)
-        _exit(0 if ready else 1, None)
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    from janus_mp.app.status_view import render_text
-
-    click.echo(render_text(data))
-
-
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("service")
-@click.argument("workers")
-@_client_options
-def scale(service: str, workers: str, socket_path: str | None, name: str, timeout: float) -> None:
-    """Set SERVICE's pool to WORKERS (or +N / -N)."""
-    value: Any = workers
-    if workers.isdigit():
-        value = int(workers)
-    elif not (workers[:1] in "+-" and workers[1:].isdigit()):
-        _fail(f"scale: {workers!r} is not a worker count (N, +N or -N)")
-    click.echo(_call(socket_path, name, timeout, "scale", service=service, workers=value))
-
-
-@cli.command()
-@_client_options
-def reload(socket_path: str | None, name: str, timeout: float) -> None:
-    """Re-read the config file and apply what changed (rolling restarts)."""
-    click.echo(_call(socket_path, name, timeout, "reload"))
-
-
-@cli.command()
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
-              show_default=True,
-              help="Seconds to wait for the outcome (the supervisor's upgrade_timeout bounds "
-                   "the new one's start).")
-@click.option("--socket", "socket_path", default=None, metavar="PATH",
-              help="Control socket of the supervisor [default: from --name].")
-@click.option("--name", default="janus-mp", show_default=True,
-              help="Name of the supervisor to talk to.")
-def upgrade(socket_path: str | None, name: str, timeout: float) -> None:
-    """Zero-downtime upgrade: start a new supervisor from the current code and janus-mp with
-    the same command line, hand it the listening sockets; once all its workers are ready the
-    old one drains and exits. If it is not ready within upgrade_timeout, it is stopped and the
-    old one keeps serving."""
-    click.echo(_call(socket_path, name, timeout, "upgrade"))
-
-
-@cli.command()
-@click.option("--fast", is_flag=True, help="SIGKILL the workers instead of a graceful stop.")
-@_client_options
-def shutdown(fast: bool, socket_path: str | None, name: str, timeout: float) -> None:
-    """Stop the supervisor and all its services."""
-    click.echo(_call(socket_path, name, timeout, "shutdown", fast=fast))
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("-f", "--follow", is_flag=True,
-              help="Keep streaming new events until the supervisor stops (Ctrl-C to quit).")
-@click.option("--buffer", type=click.IntRange(min=1, max=10_000), default=256,
-              show_default=True,
-              help="Events the supervisor keeps for this client before it loses some.")
-@_client_options
-def events(as_json: bool, follow: bool, buffer: int, socket_path: str | None, name: str,
-           timeout: float) -> None:
-    """Show recent lifecycle events (spawned, ready, exited, backing_off, breaker_opened...);
-    with -f, follow new ones as they happen."""
-    from janus_mp.app.control import default_socket_path
-    from janus_mp.app.control import follow as follow_stream
-    from janus_mp.app.events_view import render_event
-
-    try:
-        items = follow_stream(socket_path or default_socket_path(name), "events", timeout,
-                              follow=follow, buffer=buffer)
-        next(items)  # the stream's opening reply carries no result
-        for item in items:
-            click.echo(json.dumps(item) if as_json else render_event(item))
-    except JanusError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        pass
-
-
-@cli.command()
-@click.argument("service", required=False)
-@click.option("-n", "--lines", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Recent lines to show first (the supervisor keeps the last 500 of each "
-                   "service).")
-@click.option("-f", "--follow", is_flag=True,
-              help="Then print every new line as it comes, across log rotations, until the "
-                   "supervisor stops (Ctrl-C to quit).")
-@click.option("--supervisor", "own", is_flag=True,
-              help="The supervisor's own log instead (supervisorctl's maintail).")
-@_client_options
-def logs(service: str | None, lines: int, follow: bool, own: bool, socket_path: str | None,
-         name: str, timeout: float) -> None:
-    """Show the captured output of SERVICE (or of all services), or with --supervisor the
-    supervisor's own log."""
-    args: dict[str, Any] = {"lines": lines, "follow": follow, **({"supervisor": True} if own
-                                                                 else {})}
-    if service is not None:
-        args["service"] = service
-    if not follow:
-        for line in _call(socket_path, name, timeout, "logs", **args):
-            click.echo(line)
-        return
-    from janus_mp.app.control import default_socket_path
-    from janus_mp.app.control import follow as follow_stream
-
-    stream = follow_stream(socket_path or default_socket_path(name), "logs", timeout, **args)
-    try:
-        for line in next(stream):
-            click.echo(line)
-        for message in stream:
-            for line in message.get("lines", ()):
-                click.echo(line)
-            if message.get("lost"):
-                click.echo(f"janus-mp: {message['lost']} lines lost: this client read too "
-                           "slowly", err=True)
-            sys.stdout.flush()
-    except JanusError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        pass
-
-
-@cli.command()
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True)
-@click.option("--once", is_flag=True, help="Draw one frame and exit (for scripts and tests).")
-@_client_options
-def top(interval: float, once: bool, socket_path: str | None, name: str, timeout: float) -> None:
-    """A live view of the supervisor, refreshed in place."""
-    from janus_mp.app.status_view import run_top
-
-    run_top(lambda: _call(socket_path, name, timeout, "status"), interval, once)
-
-
 def _register_commands() -> None:
-    """Commands kept in modules of their own (cli.py holds run and the control commands)."""
+    """Commands kept in modules of their own (cli.py holds the group, run and demo)."""
+    from janus_mp.app.cli_check import check
+    from janus_mp.app.cli_control import COMMANDS
     from janus_mp.app.cli_convert import convert
     from janus_mp.app.cli_ops import restart, send_signal, start, stop
     from janus_mp.app.cli_profile import profile
 
-    for command in (restart, stop, start, send_signal, convert, profile):
+    for command in (*COMMANDS, check, restart, stop, start, send_signal, convert, profile):
         cli.add_command(command)
 
 

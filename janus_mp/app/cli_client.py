@@ -9,9 +9,8 @@ from typing import Any, NoReturn
 
 import click
 
+from janus_mp.app.cli_exit import USAGE_ERROR
 from janus_mp.errors import JanusError
-
-USAGE_ERROR = 2
 
 
 def client_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,9 +7,9 @@ socket left by a killed supervisor is reclaimed; a live one belongs to another s
 is refused.
 
 Commands: status, restart, scale, stop, start, reload, upgrade, shutdown, events, logs (see
-``Deployment.handle``). Two replies stream: ``events`` (a :class:`StreamReply`) and ``logs``
-with ``follow`` (a :class:`Streaming`). Both answer ``{"ok": true, "result": ...}`` first and
-then one JSON line per item, on the same connection, until the stream ends or the client goes
+``Deployment.handle``). Two replies stream, both a :class:`StreamReply`: ``events`` and
+``logs`` with ``follow``. Each answers ``{"ok": true, "result": ..., "stream": true}`` first
+and then one JSON line per item, on the same connection, until the stream ends or the client goes
 away or stops reading for ``SEND_DEADLINE``. A streaming client gives its connection place back
 once its request is read and holds one of ``MAX_FOLLOWERS`` places instead, so streams never
 take the places one-shot commands need; one client, :func:`follow`, reads them both.
@@ -67,15 +67,19 @@ STREAM_IDLE_CHECK = 1.0
 
 @dataclass
 class StreamReply:
-    """A handler's reply that is many lines: ``items`` yields JSON-able objects, or None when
-    it has nothing for a while (the server then checks the client is still connected);
-    ``close`` runs when the stream ends, however it ends."""
+    """A handler's reply that is many lines: ``first`` is the result of the opening line, then
+    ``items`` yields JSON-able objects, or None when it has nothing for a while (the server
+    then checks the client is still connected). ``items`` runs in the connection's own thread:
+    a client that stops reading blocks only that thread (and is dropped after SEND_DEADLINE),
+    so whatever feeds ``items`` must not wait for it. ``close`` runs when the stream ends,
+    however it ends — refused for want of a follower's place too."""
 
     items: Iterator[Any]
     close: Callable[[], None]
     #: The items end by themselves (``events`` without follow): answered on the connection's
     #: own place, like any one-shot command, never refused for want of a follower's place.
     finite: bool = False
+    first: Any = None
 
 
 def default_run_dir() -> str:
@@ -261,15 +265,11 @@ class ControlServer:
             if isinstance(result, StreamReply) and result.finite:
                 _stream(conn, result)
                 return None
-            if isinstance(result, (StreamReply, Streaming)):
+            if isinstance(result, StreamReply):
                 if not self._followers.acquire(blocking=False):
-                    cancel = result.close if isinstance(result, StreamReply) else result.cancel
-                    if cancel is not None:
-                        cancel()
+                    result.close()
                     raise JanusError(f"too many followers ({MAX_FOLLOWERS}): try again later")
-                if isinstance(result, StreamReply):
-                    return lambda: _stream(conn, result)
-                return lambda: _follow(conn, result)
+                return lambda: _stream(conn, result)
             reply = {"ok": True, "result": result}
         except (JanusError, KeyError, ValueError, TypeError) as exc:
             reply = {"ok": False, "error": one_line(exc)}
@@ -285,7 +285,7 @@ def _stream(conn: socket.socket, reply: StreamReply) -> None:
     """Send the stream's items as lines until it ends or the client has gone."""
     try:
         conn.settimeout(SEND_DEADLINE)  # a client that stops reading is dropped
-        send(conn, {"ok": True, "result": None, "stream": True})
+        send(conn, {"ok": True, "result": reply.first, "stream": True})
         for item in reply.items:
             if item is None:
                 if _client_gone(conn):
@@ -313,36 +313,9 @@ def _client_gone(conn: socket.socket) -> bool:
         return True
 
 
-@dataclass(frozen=True)
-class Streaming:
-    """A reply that goes on (``logs -f``): ``first`` is the result; then ``stream(send,
-    client_gone)`` runs in the connection's own thread, sending one JSON object a line, until
-    it returns. A client that stops reading blocks only that thread (and is dropped after
-    SEND_DEADLINE); whatever feeds ``stream`` must not wait for it."""
-
-    first: Any
-    stream: Callable[[Callable[[dict[str, Any]], None], Callable[[], bool]], None]
-    #: Undoes what was set up for ``stream`` when it is refused before it runs.
-    cancel: Callable[[], None] | None = None
-
-
 #: Seconds a streaming reply may stay unable to send before its client is dropped (a
 #: client that never reads holds a thread and a follower's place until then).
 SEND_DEADLINE = 10.0
-
-
-def _follow(conn: socket.socket, streaming: Streaming) -> None:
-    conn.settimeout(SEND_DEADLINE)
-    with contextlib.suppress(OSError):
-        send(conn, {"ok": True, "result": streaming.first})
-    poller = select.poll()
-    poller.register(conn, select.POLLIN | select.POLLHUP)
-
-    def client_gone() -> bool:  # a following client sends nothing: readable means it left
-        return bool(poller.poll(0))
-
-    with contextlib.suppress(OSError):
-        streaming.stream(lambda obj: send(conn, obj), client_gone)
 
 
 def _peer_allowed(conn: socket.socket) -> bool:

@@ -17,9 +17,9 @@ from typing import Any
 import psutil
 
 from janus_mp.app import worker_signals
-from janus_mp.app.control import STREAM_IDLE_CHECK, ControlServer, Streaming, StreamReply
+from janus_mp.app.control import STREAM_IDLE_CHECK, ControlServer, StreamReply
 from janus_mp.app.log_writer import LogDropsCollector, LogWriter
-from janus_mp.app.service_logs import SUPERVISOR, ServiceLogs, send_lines
+from janus_mp.app.service_logs import SUPERVISOR, ServiceLogs, follower_items
 from janus_mp.app.systemd import SystemdNotifier
 from janus_mp.app.upgrade import Handover, Upgrader
 from janus_mp.app.watch import FileWatcher
@@ -219,7 +219,7 @@ class Deployment:
         return (f"{signum.name} sent to {len(sent)} process{'es' * (len(sent) != 1)} of "
                 f"{listed}" + (f" ({', '.join(map(str, sent))})" if sent else ""))
 
-    def logs(self, request: dict[str, Any]) -> list[str] | Streaming:
+    def logs(self, request: dict[str, Any]) -> list[str] | StreamReply:
         """Recent lines of one service (or all), and with ``follow`` every line after them."""
         logs = self.service_logs
         if logs is None:
@@ -239,15 +239,8 @@ class Deployment:
         if not request.get("follow"):
             return logs.recent(service, count)
         recent, follower = logs.follow(service, count)
-
-        def stream(send: Callable[[dict[str, Any]], None], client_gone: Callable[[], bool]
-                   ) -> None:
-            try:
-                send_lines(follower, send, client_gone)
-            finally:
-                logs.unfollow(follower)
-
-        return Streaming(recent, stream, cancel=lambda: logs.unfollow(follower))
+        return StreamReply(follower_items(follower), lambda: logs.unfollow(follower),
+                           first=recent)
 
     def status(self) -> dict[str, Any]:
         snapshot = self.sup.snapshot().to_dict()

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from janus_mp.errors import ConfigError, JanusError
@@ -337,17 +337,16 @@ class RotatingLog(logging.handlers.RotatingFileHandler):
             logging.getLogger("janus_mp.output").error("cannot write %s", self.baseFilename)
 
 
-def send_lines(follower: Follower, send: Callable[[dict[str, Any]], None],
-               client_gone: Callable[[], bool], wake: float = 1.0) -> None:
-    """Stream a follower's lines to one client until it leaves or the supervisor stops."""
+def follower_items(follower: Follower, wake: float = 1.0) -> Iterator[dict[str, Any] | None]:
+    """A follower's lines as a stream's items until the supervisor stops; None after each
+    wait, so the server looks whether the client is still there (see control.StreamReply)."""
     while True:
         lines, lost, closed = follower.take(wake)
         if lost:
-            send({"lost": lost})
+            yield {"lost": lost}
         if lines:
-            send({"lines": lines})
+            yield {"lines": lines}
         if closed:
-            send({"end": "the supervisor is stopping"})
+            yield {"end": "the supervisor is stopping"}
             return
-        if client_gone():
-            return
+        yield None

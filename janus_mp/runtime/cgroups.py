@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass
 
 from janus_mp import osproc
+from janus_mp.core.config import SpawnOptions
 from janus_mp.errors import JanusError
 
 SUPERVISOR_LEAF = "janus.supervisor"
@@ -163,6 +164,38 @@ class ServiceCgroups:
             with contextlib.suppress(OSError):
                 os.rmdir(path)
         self._paths.clear()
+
+
+class ServiceLimits:
+    """The services' cgroups, made the first time a service asks for a limit: a supervisor
+    whose services ask for none never touches the cgroup tree."""
+
+    def __init__(self) -> None:
+        self._cgroups: ServiceCgroups | None = None
+
+    def limit(self, service: str, options: SpawnOptions) -> None:
+        """Give ``service`` its cgroup (memory_max, cpu_max, pids_max) now, before any of its
+        workers exists; CgroupError in one line naming the service where cgroup v2 cannot."""
+        assert options.memory_max is None or isinstance(options.memory_max, int)
+        limits = Limits(options.memory_max, options.cpu_max, options.pids_max)
+        if not limits.controllers:
+            return
+        try:
+            if self._cgroups is None:
+                self._cgroups = ServiceCgroups(own_cgroup())
+            self._cgroups.prepare({service: limits})
+        except CgroupError as exc:
+            raise CgroupError(f"service {service!r}: {exc}") from None
+
+    def procs_file(self, service: str) -> str | None:
+        return None if self._cgroups is None else self._cgroups.procs_file(service)
+
+    def was_oom_killed(self, service: str) -> bool:
+        return self._cgroups is not None and self._cgroups.was_oom_killed(service)
+
+    def remove(self) -> None:
+        if self._cgroups is not None:
+            self._cgroups.remove()
 
 
 def join(procs_file: str) -> None:

@@ -197,6 +197,10 @@ class Processes:
         conn.close()
         return mpc.Connection(moved)
 
+    def of_pid(self, pid: int) -> WorkerProcess | None:
+        """The live worker whose process is ``pid``, if any."""
+        return next((worker for worker in self.by_id.values() if worker.pid == pid), None)
+
     def signal(self, worker: WorkerProcess, signum: int) -> None:
         """Signal the worker itself and its process group: a worker that left its group is
         still reached, and so is whatever it left behind in the group."""
@@ -206,6 +210,14 @@ class Processes:
         else:
             osproc.signal_process(worker.pid, signum)
         osproc.signal_group(worker.pid, signum)
+
+    def signal_worker(self, worker: int, signum: int, *, group: bool = True) -> None:
+        """Signal a worker not reaped yet: with its process group, or its process alone."""
+        process = self.by_id.get(worker)
+        if process is not None and group:
+            self.signal(process, signum)
+        elif process is not None:
+            osproc.signal_process(process.pid, signum)
 
     def reap(self, worker: WorkerProcess) -> int:
         """The exit code of a worker whose exit source is readable (never blocks)."""

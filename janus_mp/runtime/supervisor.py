@@ -1,21 +1,15 @@
 """JanusSupervisor: the public API over a thin runtime that performs what the policy decides.
 
-    OS happenings                 events                     actions
-    ─────────────                 ──────                     ───────
-    pidfd readable ─► reap ─────► WorkerExited ─┐
-    pipe: b"r"/b"R" ────────────► WorkerReady   │
-    deadline due ───────────────► TimerDue      ├─► core.policy.handle ─► Spawn, CancelWorker,
-    signal ─────────────────────► SignalReceived│      (decides)          SignalWorker,
-    API / control socket ───────► Register, ... ┘                         ScheduleTimer, Log ...
-                                                                              │
-    fork, send, kill, arm a deadline ◄──────────── _perform (acts) ◄──────────┘
+The runtime's parts, each owning one thing, are wired in ``JanusSupervisor.__init__``:
 
-The path of one worker exit: its pidfd turns readable → ``_on_exit_source`` reaps it (the
-zombie is already there: nothing blocks) → ``WorkerExited`` → the policy classifies the exit,
-moves the slot's lifecycle, consults backoff and breaker, and asks for a ``ScheduleTimer``
-(RESTART) → when it is due, ``Spawn`` forks the replacement. What can take time (folding the
-dead worker's metrics files, sweeping its orphans through /proc) runs after the turn's
-events, never between an exit and its replacement.
+    OS happenings ─► WorkerPlumbing ─┐      events                     actions
+    (a worker's pipe, its exit)      ├─► Performer.feed ─► core.policy.handle ─► Performer.act
+    loop: deadlines, signals, API ───┘                                 (Spawn ─► WorkerPlumbing)
+
+The performer (``runtime/performer.py``) holds the full data-flow diagram; the path of one
+worker exit is told in ``runtime/worker_plumbing.py``. Between the loop's turns the supervisor
+runs what may take time (the plumbing's reaping, the guard's orphan reaping, the published
+metrics) and its ``on_turn`` hooks.
 """
 
 from __future__ import annotations
@@ -27,33 +21,15 @@ import random
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import multiprocess
 
-from janus_mp import osproc
 from janus_mp.core import events as ev
 from janus_mp.core import policy
 from janus_mp.core.actions import (
-    Action,
-    CancelRoot,
-    CancelService,
-    CancelTimer,
-    CancelWorker,
-    ForgetService,
-    Log,
-    MeasureRss,
-    OpenService,
-    Promote,
     Publish,
-    ReadHeartbeat,
-    ReleaseListeners,
-    ScheduleTimer,
-    ShutdownStarted,
-    SignalWorker,
-    Spawn,
 )
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
 from janus_mp.core.counters import MetricsSnapshot, SupervisorMetrics
@@ -64,22 +40,23 @@ from janus_mp.core.timers import TimerKey
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
-from janus_mp.runtime.cgroups import CgroupError, Limits, ServiceCgroups, own_cgroup
+from janus_mp.runtime.cgroups import ServiceLimits
 from janus_mp.runtime.handover import HandoverPort
 from janus_mp.runtime.lifelines import Lifelines
 from janus_mp.runtime.listeners import ListenerSet
 from janus_mp.runtime.loop import Loop
-from janus_mp.runtime.memory import measure_workers
 from janus_mp.runtime.notice_hub import NoticeSubscription
 from janus_mp.runtime.observability import Observability
 from janus_mp.runtime.orphans import Orphans
 from janus_mp.runtime.output_capture import OutputCapture, OutputDropsCollector
-from janus_mp.runtime.processes import Processes, WorkerProcess
+from janus_mp.runtime.performer import Performer
+from janus_mp.runtime.processes import Processes
 from janus_mp.runtime.shared_event import SharedEventFactory
 from janus_mp.runtime.specs import ServiceSpec, make_spec
 from janus_mp.runtime.tokens import ServiceTokens
 from janus_mp.runtime.watchers import Watchers
-from janus_mp.service import READY, JanusService
+from janus_mp.runtime.worker_plumbing import WorkerPlumbing
+from janus_mp.service import JanusService
 
 log = logging.getLogger("janus_mp.supervisor")
 T = TypeVar("T")
@@ -106,14 +83,8 @@ class JanusSupervisor:
         self._orphans = Orphans(self.config.name, self.config.reap_orphans, self._worker_pids)
         self._specs: dict[str, ServiceSpec] = {}
         self._tokens = ServiceTokens(SharedEventFactory(self._start_method))
-        self._queue: deque[ev.Event] = deque()
-        self._feeding = False
-        self._in_turn = False  # events of one loop turn are settled once, at its end
-        self._unsettled = False
         self._lifelines = Lifelines()  # one pipe per service: cut = all its workers stop
-        self._cgroups: ServiceCgroups | None = None  # made when a service asks for limits
-        self._after_turn_pids: list[int] = []
-        self._deferred: list[Action] = []  # a batch's Log and Publish actions (see _flush)
+        self._limits = ServiceLimits()  # cgroups, made when a service asks for limits
         self._reap_children = False
         self._strays_wake: float | None = None
         self._closed = False
@@ -125,8 +96,6 @@ class JanusSupervisor:
         self._published_version = -1
         #: Every worker's stdout/stderr; set ``output.sink`` before running to send it elsewhere.
         self.output = OutputCapture(self.private_fds)
-        self.output.on_fatal_signal = lambda pid, signum: self._loop.call(
-            lambda: self._on_fatal_signal(pid, signum), wait=False)
         self._observability = Observability(
             self.config, self._start_method, self.private_fds, metrics=self.metrics_snapshot,
             ping=lambda timeout: bool(self._loop.call(lambda: True, timeout=timeout)),
@@ -138,7 +107,8 @@ class JanusSupervisor:
         self.on_shutdown: list[Callable[[], None]] = []
         self.signal_handlers: dict[int, Callable[[], None]] = {}
         #: Called in the loop thread with (service, worker id, returncode, oom_killed) when a
-        #: worker's exit is known, before the policy hears it (task pools fail its task).
+        #: worker's exit is known, once the policy has decided on it (a standby's promotion
+        #: goes first); task pools fail its task.
         self.on_worker_exited: list[Callable[[str, int, int, bool], None]] = []
         #: Sockets to and from another supervisor in an upgrade (see runtime/handover.py).
         self.handover = HandoverPort(self._listeners, self._observability, self._orphans,
@@ -146,7 +116,25 @@ class JanusSupervisor:
         #: Probes, stack dumps, lifecycle notices and hooks (runtime/watchers.py).
         self._watchers = Watchers(
             self.config.hooks, self.private_fds, wall_offset=lambda: time.time() - self._clock(),
-            deliver=lambda event: self._loop.call(lambda: self._feed(event), wait=False))
+            deliver=lambda event: self._loop.call(lambda: self._performer.feed(event), wait=False))
+        # The two halves of the runtime, wired here and nowhere else: the performer acts on
+        # what the policy decides (a Spawn through the plumbing); the plumbing feeds the
+        # policy what workers say and when they exit.
+        self._plumbing = WorkerPlumbing(
+            clock, self._start_method, loop=self._loop, processes=self._processes,
+            specs=self._specs, tokens=self._tokens, lifelines=self._lifelines,
+            listeners=self._listeners, orphans=self._orphans,
+            observability=self._observability, watchers=self._watchers, output=self.output,
+            private_fds=self.private_fds, limits=self._limits,
+            feed=lambda event: self._performer.feed(event),
+            exited=self._worker_exited, reaped=self._worker_reaped)
+        self._performer = Performer(
+            self._state, clock, loop=self._loop, processes=self._processes,
+            specs=self._specs, tokens=self._tokens, lifelines=self._lifelines,
+            listeners=self._listeners, watchers=self._watchers, spawn=self._plumbing.spawn,
+            shutdown_started=self._shutdown_started)
+        self.output.on_fatal_signal = lambda pid, signum: self._loop.call(
+            lambda: self._plumbing.on_fatal_signal(pid, signum), wait=False)
 
     # ==========================================================================================
     # Public API. Mutators are safe from any thread: off the loop thread they run in the loop.
@@ -154,7 +142,7 @@ class JanusSupervisor:
     def spawn_service(self, service: JanusService | Callable[..., Any] | type,
                       options: SpawnOptions | None = None) -> str:
         """Register a service (and start it at once if the loop runs). Returns its name."""
-        spec = self._spec(service, options or SpawnOptions())
+        spec = make_spec(service, options or SpawnOptions(), self._start_method)
         return self._loop.call(lambda: self._register(spec))
 
     def spawn_group(self, group: ServiceGroup) -> str:
@@ -180,15 +168,11 @@ class JanusSupervisor:
             gc.collect()  # cheap: only what _open built (threads, sockets, buffers)
             gc.freeze()
         try:
-            self._feed(ev.Begin())
+            self._performer.feed(ev.Begin())
             self._after_turn()
             while not self._done():
-                self._in_turn = True
-                try:
+                with self._performer.turn():
                     self._loop.turn(self._on_timer)
-                    self._settle()
-                finally:
-                    self._in_turn = False
                 self._after_turn()
         finally:
             self._close()
@@ -196,7 +180,7 @@ class JanusSupervisor:
 
     def shutdown(self, status: int = 0, *, fast: bool = False) -> None:
         """Ask for a graceful (or, with ``fast``, immediate SIGKILL) shutdown. Thread-safe."""
-        self._loop.call(lambda: self._feed(ev.Shutdown(status, fast)), wait=False)
+        self._loop.call(lambda: self._performer.feed(ev.Shutdown(status, fast)), wait=False)
 
     def stop_service(self, name: str) -> None:
         self._command(ev.StopService(name))
@@ -221,7 +205,7 @@ class JanusSupervisor:
             raise ConfigError("workers", "must be an integer (+N or -N)")
 
         def apply() -> int:
-            self._feed(ev.Scale(name, delta=delta))
+            self._performer.feed(ev.Scale(name, delta=delta))
             return self._state.services[name].desired
         return self._loop.call(apply)
 
@@ -232,7 +216,7 @@ class JanusSupervisor:
         Only the worker count changed: the pool is scaled. Anything else changed: the new spec
         replaces the old one and the pool is rolling-restarted onto it.
         """
-        spec = self._spec(service, options)
+        spec = make_spec(service, options, self._start_method)
         return self._loop.call(lambda: self._update(spec))
 
     def remove_service(self, name: str) -> None:
@@ -335,227 +319,45 @@ class JanusSupervisor:
 
     def worker_of_pid(self, pid: int) -> tuple[str, int] | None:
         """Loop thread only: (service, worker id) of a live worker process, or None."""
-        for process in self._processes.by_id.values():
-            if process.pid == pid:
-                return process.service, process.id
-        return None
+        process = self._processes.of_pid(pid)
+        return None if process is None else (process.service, process.id)
 
     def signal_worker(self, worker: int, signum: int, *, group: bool = True) -> None:
         """Loop thread only: signal a worker (and its process group) that is not reaped yet."""
-        process = self._processes.by_id.get(worker)
-        if process is None:
-            return
-        if group:
-            self._processes.signal(process, signum)
-        else:
-            osproc.signal_process(process.pid, signum)
+        self._processes.signal_worker(worker, signum, group=group)
 
     def publish(self, notice: LifecycleNotice) -> None:
         """Loop thread only: a notice for subscribers, ``events`` and hooks (task pools')."""
-        self._act(Publish(notice))
+        self._performer.act(Publish(notice))
 
     def handle_signal(self, signum: int) -> None:
         """Feed a signal to the loop as if it had been received (tests, embedding)."""
         self._loop.call(lambda: self._on_signal(signum), wait=False)
 
     # ==========================================================================================
-    # Feeding the policy, performing its actions
+    # Feeding the policy; the hooks the runtime's parts call back
     # ==========================================================================================
     def _command(self, event: ev.Event) -> None:
-        self._loop.call(lambda: self._feed(event))
+        self._loop.call(lambda: self._performer.feed(event))
 
-    def _feed(self, event: ev.Event) -> None:
-        """Hand ``event`` to the policy and perform its actions; events that actions answer
-        with (WorkerStarted, SpawnFailed...) are handled before anything else happens."""
-        if self._feeding:
-            self._queue.append(event)
-            return
-        settle_now = not self._in_turn  # in a turn, the turn's end settles (once)
-        self._run(lambda: policy.handle(self._state, event, self._clock(), settle=settle_now),
-                  settle_now)
-        self._unsettled = self._unsettled or not settle_now
+    def _worker_exited(self, service: str, worker: int, returncode: int,
+                       oom_killed: bool) -> None:
+        for hook in self.on_worker_exited:
+            hook(service, worker, returncode, oom_killed)
 
-    def _settle(self) -> None:
-        """After a turn's events: derived phases, shutdown stages, gauges, once (again only
-        if what settling did was answered by events, a Spawn's WorkerStarted...)."""
-        while self._unsettled:
-            self._unsettled = self._run(lambda: policy.settle(self._state, self._clock()),
-                                        settle=False)
+    def _worker_reaped(self, pid: int) -> None:
+        for hook in self.on_worker_reaped:
+            try:
+                hook(pid)
+            except Exception:  # a metrics hook must never stop supervision
+                log.exception("worker-reaped hook failed for pid %d", pid)
 
-    def _run(self, decide: Callable[[], list[Action]], settle: bool) -> bool:
-        """Perform what ``decide`` returns, then the events its actions answered with; True
-        if there were such events."""
-        self._feeding = True
-        try:
-            for action in decide():
-                self._perform(action)
-            answered = bool(self._queue)
-            while self._queue:
-                for action in policy.handle(self._state, self._queue.popleft(), self._clock(),
-                                            settle=settle):
-                    self._perform(action)
-            return answered
-        finally:
-            self._feeding = False
-            self._queue.clear()
-            self._flush()
-
-    def _flush(self) -> None:
-        """Write the batch's log lines and publish its notices. They wait only for the forks,
-        promotions and timers that follow them (a synchronous log handler, a woken hook
-        thread never delays a replacement) and go before anything else is seen to happen:
-        "killing it" is in the log before the kill."""
-        deferred, self._deferred = self._deferred, []
-        for action in deferred:
-            self._act(action)
-
-    def _perform(self, action: Action) -> None:
-        if isinstance(action, (Log, Publish)):
-            self._deferred.append(action)  # after the forks and promotions: see _flush
-            return
-        if self._deferred and not isinstance(action, (Spawn, Promote, ScheduleTimer,
-                                                      CancelTimer)):
-            self._flush()  # a log line says why before anything else is seen to happen
-        self._act(action)
-
-    def _act(self, action: Action) -> None:
-        match action:
-            case Spawn():
-                self._spawn(action)
-            case Promote():
-                process = self._processes.by_id.get(action.worker)
-                if process is not None:
-                    process.promote(action.slot, action.generation, action.max_requests,
-                                    self._clock())
-            case ScheduleTimer(key=key, at=at):
-                self._loop.deadlines.schedule(key, at)
-            case CancelTimer(key=key):
-                self._loop.deadlines.cancel(key)
-            case CancelWorker(worker=worker, reason=reason):
-                process = self._processes.by_id.get(worker)
-                if process is not None:
-                    process.token.cancel(reason)
-            case SignalWorker(worker=worker, signal=sig):
-                process = self._processes.by_id.get(worker)
-                if process is not None:
-                    self._processes.signal(process, signal.Signals[sig.value])
-            case Log(level=level, message=message):
-                log.log(int(level), message)
-            case ReadHeartbeat(worker=worker):
-                process = self._processes.by_id.get(worker)
-                if process is not None:
-                    self._queue.append(ev.HeartbeatRead(worker, process.heartbeat.value))
-            case MeasureRss():
-                self._queue.append(ev.RssMeasured(action.service, measure_workers(
-                    self._processes.by_id, action.workers,
-                    self._specs[action.service].options.memory_measure)))
-            case OpenService(service=name):
-                self._tokens.open(name)
-                self._lifelines.open(name)
-            case CancelService(service=name, reason=reason):
-                self._lifelines.cut(name)  # first: then no worker of it needs a message
-                self._tokens.cancel(name, reason)
-            case CancelRoot(reason=reason):
-                self._lifelines.cut_all()
-                self._tokens.cancel_root(reason)
-            case ReleaseListeners(service=name):
-                self._listeners.release(name)
-            case ForgetService(service=name):
-                self._specs.pop(name, None)
-                self._tokens.forget(name)
-                self._lifelines.forget(name)
-            case ShutdownStarted():
-                for hook in self.on_shutdown:
-                    hook()
-            case _:
-                process = self._processes.by_id.get(getattr(action, "worker", -1))
-                answer = self._watchers.perform(action, process, self._listeners.addresses)
-                if answer is False:
-                    raise TypeError(f"no way to perform {action!r}")
-                if isinstance(answer, ev.Event):
-                    self._queue.append(answer)
-
-    def _spawn(self, action: Spawn) -> None:
-        spec = self._specs[action.service]
-        where = "standby" if action.standby else action.slot
-        token = self._tokens.of(action.service).child(f"{action.service}[{where}]")
-        try:
-            with self.private_fds.frozen() as thread_fds:
-                other_fds = [*self._loop.own_fds(), *self._orphans.guard_fds(), *thread_fds,
-                             *self._listeners.fds_except(action.service),
-                             *self._lifelines.fds_except(action.service)]
-                lifeline = None if action.standby or self._start_method != "fork" else \
-                    self._lifelines.read_end(action.service)
-                worker = self._processes.spawn(
-                    action, spec.payload, token, now=self._clock(),
-                    wait_for_ready=spec.options.wait_for_ready,
-                    metrics=self._observability.store,
-                    listeners=self._listeners.sockets(action.service), other_fds=other_fds,
-                    watchdog_timeout=spec.options.watchdog_timeout,
-                    extras={**self._watchers.worker_extras(action.worker),
-                            "post_fork": spec.options.post_fork,
-                            "worker_exit": spec.options.worker_exit,
-                            "lifeline": lifeline,
-                            "cgroup_procs": None if self._cgroups is None else
-                            self._cgroups.procs_file(action.service)},
-                    process_settings=spec.options.process)
-        except OSError as exc:  # fork failed (EAGAIN under a pids limit, ENOMEM): back off
-            token.detach()
-            self._queue.append(ev.SpawnFailed(action.worker, str(exc)))
-            return
-        self.output.attach(worker.service, worker.slot, worker.pid, worker.output_fds)
-        worker.lifeline = lifeline is not None
-        token.on_cancel(lambda _node: self._tell_cancel(worker))
-        self._orphans.track(worker.pid)
-        self._loop.add_reader(worker.exit_source, lambda: self._on_exit_source(worker))
-        self._loop.add_reader(worker.conn, lambda: self._on_message(worker))
-        self._queue.append(ev.WorkerStarted(action.worker, worker.pid))
-
-    def _tell_cancel(self, worker: WorkerProcess) -> None:
-        """A worker's node was cancelled: tell its process, unless its service's lifeline was
-        cut (it heard that already, with all the others: see runtime/lifelines.py)."""
-        if not (worker.lifeline and self._lifelines.is_cut(worker.service)):
-            worker.send_cancel()
-
-    def _on_message(self, worker: WorkerProcess) -> None:
-        messages, closed = worker.read_messages()
-        for message in messages:
-            self._feed(worker.event_for(message))
-        if closed:
-            self._loop.remove_reader(worker.conn)  # exiting; its exit source will tell us
-
-    def _on_exit_source(self, worker: WorkerProcess) -> None:
-        """The one door of a worker's exit: reap it, tell the policy, clean up after.
-
-        Between the kernel's report and the policy's decision (a standby's Promote) only
-        what the decision needs: a READY said just before, the exit status. The worker's fds,
-        its node of the cancellation tree and its readers are let go afterwards."""
-        ready = READY in worker.read_messages()[0]  # a READY just before a crash still counts
-        returncode = self._processes.reap(worker)
-        oom_killed = returncode == -signal.SIGKILL and self._cgroups is not None and \
-            self._cgroups.was_oom_killed(worker.service)
-        self._processes.forget(worker)  # no action can reach the reaped pid any more
-        if ready:
-            self._feed(ev.WorkerReady(worker.id))
-        self._feed(ev.WorkerExited(worker.id, returncode, oom_killed))
-        for hook in self.on_worker_exited:  # task pools: after the decision (a standby first)
-            hook(worker.service, worker.id, returncode, oom_killed)
-        self._loop.remove_reader(worker.exit_source)
-        self._loop.remove_reader(worker.conn)
-        self._processes.release(worker)
-        self._watchers.worker_gone(worker.id)
-        self._after_turn_pids.append(worker.pid)
-
-    def _on_fatal_signal(self, pid: int, signum: int) -> None:
-        """A worker's fault handler reported a fatal signal: its exit is announced now, before
-        the kernel tears the process down (see runtime/output_pipes.py)."""
-        for worker in self._processes.by_id.values():
-            if worker.pid == pid:
-                self._feed(ev.WorkerExiting(worker.id, -signum))
-                return
+    def _shutdown_started(self) -> None:
+        for hook in self.on_shutdown:
+            hook()
 
     def _on_timer(self, key: TimerKey) -> None:
-        self._feed(ev.TimerDue(key))
+        self._performer.feed(ev.TimerDue(key))
 
     def _on_signal(self, signum: int) -> None:
         try:
@@ -568,27 +370,11 @@ class JanusSupervisor:
         elif name == "SIGCHLD":
             self._reap_children = True
         elif name in _POLICY_SIGNALS:
-            self._feed(ev.SignalReceived(name))
+            self._performer.feed(ev.SignalReceived(name))
 
     def _after_turn(self) -> None:
         """Work that may take time, done once the turn's events (and respawns) are handled."""
-        if self._after_turn_pids:
-            pids, self._after_turn_pids = self._after_turn_pids, []
-            try:  # all of the turn's dead at once: the metrics archive is rewritten once
-                self._observability.workers_gone(pids)
-            except Exception:  # a metrics hook must never stop supervision
-                log.exception("folding the metrics of pids %s failed", pids)
-            for pid in pids:
-                # The guard hears of it after the replacement is running (waking it would
-                # delay that); until then it knows the pid with its start time, so a reuse
-                # of the pid meanwhile is never mistaken for the worker.
-                self._orphans.untrack(pid)
-                for hook in self.on_worker_reaped:
-                    try:
-                        hook(pid)
-                    except Exception:  # a metrics hook must never stop supervision
-                        log.exception("worker-reaped hook failed for pid %d", pid)
-            self._orphans.sweep(sigchld_reaps=self._loop.handles_signals)
+        self._plumbing.after_turn()
         if self._reap_children:
             self._reap_children = False
             self._orphans.reap()
@@ -612,16 +398,11 @@ class JanusSupervisor:
     # ==========================================================================================
     # Services, tokens, snapshots
     # ==========================================================================================
-    def _spec(self, service: JanusService | Callable[..., Any] | type,
-              options: SpawnOptions) -> ServiceSpec:
-        return make_spec(service, options, self._start_method)
-
     def _register(self, spec: ServiceSpec) -> str:
         policy.validate_registration(self._state, spec.name, spec.options)
-        self._limit(spec)
-        self._bind(spec)
+        self._prepare(spec)
         self._specs[spec.name] = spec
-        self._feed(ev.Register(spec.name, spec.options))
+        self._performer.feed(ev.Register(spec.name, spec.options))
         return spec.name
 
     def _update(self, spec: ServiceSpec) -> str:
@@ -629,31 +410,17 @@ class JanusSupervisor:
         old = self._specs.get(spec.name)
         if old is None:
             return self._register(spec)
-        self._limit(spec)
-        self._bind(spec)
+        self._prepare(spec)
         self._specs[spec.name] = spec
         code_changed = old.service.identity() != spec.service.identity()
-        self._feed(ev.Update(spec.name, spec.options, code_changed))
+        self._performer.feed(ev.Update(spec.name, spec.options, code_changed))
         return spec.name
 
-    def _limit(self, spec: ServiceSpec) -> None:
-        """Give the service its cgroup (memory_max, cpu_max, pids_max) now, before any of its
-        workers exists: where cgroup v2 cannot do it, the registration fails in one line."""
-        options = spec.options
-        assert options.memory_max is None or isinstance(options.memory_max, int)
-        limits = Limits(options.memory_max, options.cpu_max, options.pids_max)
-        if not limits.controllers:
-            return
-        try:
-            if self._cgroups is None:
-                self._cgroups = ServiceCgroups(own_cgroup())
-            self._cgroups.prepare({spec.name: limits})
-        except CgroupError as exc:
-            raise CgroupError(f"service {spec.name!r}: {exc}") from None
-
-    def _bind(self, spec: ServiceSpec) -> None:
-        """Bind the service's listeners now, before any of its workers exists: a refused
-        address fails the registration in one line and starts nothing."""
+    def _prepare(self, spec: ServiceSpec) -> None:
+        """Give the service its cgroup and bind its listeners now, before any of its workers
+        exists: a limit cgroup v2 cannot set or a refused address fails the registration in
+        one line and starts nothing."""
+        self._limits.limit(spec.name, spec.options)
         service = spec.service
         if service.binds or self._listeners.sockets(spec.name):
             self._listeners.bind(spec.name, tuple(service.binds), service.backlog)
@@ -689,8 +456,7 @@ class JanusSupervisor:
             if not policy.finished(self._state):  # an exception escaped: leave nothing behind
                 self._processes.kill_all_now()
             self._orphans.close()
-            if self._cgroups is not None:
-                self._cgroups.remove()  # empty now: every worker was reaped
+            self._limits.remove()  # empty now: every worker was reaped
         finally:
             self._watchers.close()
             self.output.close()

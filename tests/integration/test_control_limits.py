@@ -36,6 +36,9 @@ class Handler:
             return {"state": "running"}
         if request["command"] == "history":
             return StreamReply(iter([{"n": 1}, {"n": 2}]), lambda: None, finite=True)
+        if request["command"] == "tail":  # a result first, as `logs -f` answers
+            return StreamReply(iter([None, {"lines": ["c"]}]), self.closed.set,
+                               first=["a", "b"])
         if request["command"] == "events":
             flood = bool(request.get("flood"))
             stop = threading.Event()
@@ -102,6 +105,23 @@ def test_followers_are_capped_and_one_shot_commands_still_answer(server):
             reader.close()
             sock.close()
     wait_until(lambda: handler.open_streams == 0, timeout=20, message="streams closed")
+
+
+def test_a_stream_opens_with_its_result_then_sends_its_items_and_closes(server):
+    srv, handler = server
+    sock = _connect(srv.path)
+    try:
+        sock.sendall(b'{"command": "tail"}\n')
+        reader = sock.makefile("rb")
+        assert json.loads(reader.readline()) == {"ok": True, "result": ["a", "b"],
+                                                 "stream": True}
+        assert json.loads(reader.readline()) == {"lines": ["c"]}
+        assert reader.readline() == b""  # the items ended: so did the connection
+        assert handler.closed.wait(10)
+        reader.close()
+    finally:
+        sock.close()
+    assert list(control.follow(srv.path, "tail", timeout=5)) == [["a", "b"], {"lines": ["c"]}]
 
 
 def test_a_follower_that_never_reads_is_dropped(server, monkeypatch):

@@ -95,3 +95,31 @@ def test_a_cgroup_shared_with_other_processes_is_refused(tmp_path):
     with pytest.raises(CgroupError, match=r"not this supervisor's \(pids 1\): give janus-mp"):
         ServiceCgroups(str(base)).prepare({"web": Limits(pids_max=5)})
     assert (base / "cgroup.procs").read_text() == f"{os.getpid()}\n1\n"  # nobody moved
+
+
+def test_service_limits_make_the_cgroups_only_when_a_service_asks_for_a_limit(tmp_path,
+                                                                               monkeypatch):
+    from janus_mp.core.config import SpawnOptions
+    from janus_mp.runtime import cgroups
+
+    base = fake_cgroup(tmp_path)
+    asked: list[bool] = []
+    monkeypatch.setattr(cgroups, "own_cgroup", lambda: asked.append(True) or str(base))
+    limits = cgroups.ServiceLimits()
+    limits.limit("plain", SpawnOptions())
+    assert asked == [] and limits.procs_file("plain") is None
+    assert not limits.was_oom_killed("plain")
+    limits.limit("web", SpawnOptions(pids_max=10))
+    assert asked == [True]
+    assert limits.procs_file("web") == str(base / (SERVICE_PREFIX + "web") / "cgroup.procs")
+
+
+def test_service_limits_name_the_service_in_a_refusal(tmp_path, monkeypatch):
+    from janus_mp.core.config import SpawnOptions
+    from janus_mp.runtime import cgroups
+
+    base = fake_cgroup(tmp_path, controllers="hugetlb")
+    monkeypatch.setattr(cgroups, "own_cgroup", lambda: str(base))
+    with pytest.raises(CgroupError) as refused:
+        cgroups.ServiceLimits().limit("web", SpawnOptions(pids_max=10))
+    assert str(refused.value).startswith("service 'web': ") and "\n" not in str(refused.value)
