@@ -335,7 +335,7 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
         sock.sendall(json.dumps({"command": command, **args}).encode() + b"\n")
         data = b""
-        while not data.endswith(b"\n"):
+        while b"\n" not in data:  # the reply is its first line (a stream's items may follow)
             chunk = sock.recv(65536)
             if not chunk:
                 break
@@ -347,7 +347,7 @@ def call(path: str, command: str, timeout: float = 30.0, **args: Any) -> Any:
                          f"{exc.strerror or exc}") from None
     finally:
         sock.close()
-    return _result(data)
+    return _result(data.split(b"\n", 1)[0])
 
 
 def _result(line: bytes) -> Any:
