@@ -152,19 +152,11 @@ class _Connection:
 
 
 def _settle(future: TaskFuture, kind: Kind, body: bytes) -> None:
-    if kind is Kind.RESULT:
-        try:
-            value = payloads.loads(body)
-        except Exception as exc:
-            future.set_exception(payloads.UnpicklableResult(
-                f"the result could not be unpickled: {type(exc).__name__}: {exc}"))
-            return
-        future.set_result(value)
-    elif kind is Kind.RAISED:
-        future.set_exception(payloads.load_raised(body))
+    if kind is Kind.RESULT or kind is Kind.RAISED:
+        outcomes.settle_answer(future, kind, body)
+        return
+    error = outcomes.decode(body)
+    if isinstance(error, concurrent.futures.CancelledError):
+        future.cancel()
     else:
-        error = outcomes.decode(body)
-        if isinstance(error, concurrent.futures.CancelledError):
-            future.cancel()
-        else:
-            future.set_exception(error)
+        future.set_exception(error)

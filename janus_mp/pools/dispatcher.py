@@ -25,7 +25,7 @@ import signal
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from janus_mp.core import tasks
@@ -60,6 +60,23 @@ from janus_mp.runtime.supervisor import JanusSupervisor
 
 log = logging.getLogger("janus_mp.pools")
 _PEERCRED = struct.Struct("3i")
+
+
+def accept_peers(supervisor: JanusSupervisor, listener: socket.socket,
+                 label: str) -> Iterator[tuple[socket.socket, int]]:
+    """Every connection waiting on ``listener``, with the pid of the process at its other end
+    (SO_PEERCRED, from the kernel: the caller decides whom it accepts)."""
+    while True:
+        try:
+            sock, _ = supervisor.private_fds.accept(listener)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.warning("%s: accept failed: %s", label, exc)
+            return
+        pid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                               _PEERCRED.size))[0]
+        yield sock, pid
 
 
 @dataclass(frozen=True)
@@ -221,16 +238,7 @@ class Dispatcher:
     # -- workers -----------------------------------------------------------------------------
     def _accept(self) -> None:
         assert self._listener is not None
-        while True:
-            try:
-                sock, _ = self.supervisor.private_fds.accept(self._listener)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("%s: accept failed: %s", self.service, exc)
-                return
-            pid, _uid, _gid = _PEERCRED.unpack(
-                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        for sock, pid in accept_peers(self.supervisor, self._listener, self.service):
             owner = self.supervisor.worker_of_pid(pid)
             if owner is None or owner[0] != self.service or owner[1] in self._workers:
                 log.warning("%s: refused a task connection from pid %d (not a worker of "

@@ -342,16 +342,9 @@ def results_in_order(futures: list[TaskFuture], end: float | None,
 
 def _settle(future: TaskFuture, resolve: Resolve, kind: Kind | None, body: bytes) -> None:
     outcome = resolve.outcome
-    if outcome is Outcome.DONE and kind is Kind.RESULT:
-        try:
-            value = payloads.loads(body)
-        except Exception as exc:
-            future.set_exception(payloads.UnpicklableResult(
-                f"the result could not be unpickled: {type(exc).__name__}: {exc}"))
-            return
-        future.set_result(value)
-    elif outcome is Outcome.RAISED and kind is Kind.RAISED:
-        future.set_exception(payloads.load_raised(body))
+    if kind is not None and (outcome, kind) in ((Outcome.DONE, Kind.RESULT),
+                                                (Outcome.RAISED, Kind.RAISED)):
+        outcomes.settle_answer(future, kind, body)
     elif outcome is Outcome.CANCELLED:
         future.cancel()
     else:

@@ -31,7 +31,7 @@ from typing import Any
 from janus_mp.core.pool_config import PoolConfig
 from janus_mp.core.task_messages import Outcome, Resolve
 from janus_mp.pools import outcomes
-from janus_mp.pools.dispatcher import Dispatcher, Item
+from janus_mp.pools.dispatcher import Dispatcher, Item, accept_peers
 from janus_mp.pools.frames import SUBMIT_HEAD, FrameError, FrameReader, Kind, frame
 from janus_mp.pools.task_loop import TaskLoop
 from janus_mp.runtime.supervisor import JanusSupervisor
@@ -39,7 +39,6 @@ from janus_mp.runtime.supervisor import JanusSupervisor
 log = logging.getLogger("janus_mp.pools")
 ENV = "JANUS_MP_POOLS"
 SUBMIT_SOCKET = "submit.sock"
-_PEERCRED = struct.Struct("3i")
 #: janus_pool_task_duration_seconds buckets.
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 
@@ -151,16 +150,7 @@ class HostedPools:
 
     def _accept(self) -> None:
         assert self._listener is not None
-        while True:
-            try:
-                sock, _ = self.supervisor.private_fds.accept(self._listener)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("pools: accept failed: %s", exc)
-                return
-            pid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                   _PEERCRED.size))[0]
+        for sock, pid in accept_peers(self.supervisor, self._listener, "pools"):
             if self.supervisor.worker_of_pid(pid) is None:
                 log.warning("pools: refused a submitter, pid %d (not a worker of this "
                             "supervisor)", pid)

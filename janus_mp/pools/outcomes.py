@@ -9,6 +9,23 @@ from typing import Any
 
 from janus_mp.core.task_messages import Outcome, WorkerExit
 from janus_mp.errors import JanusError, PoisonTask, QueueFull, TaskTimeout, WorkerDied
+from janus_mp.pools import payloads
+from janus_mp.pools.frames import Kind
+
+
+def settle_answer(future: concurrent.futures.Future[Any], kind: Kind, body: bytes) -> None:
+    """Settle ``future`` from what its worker answered: the pickled RESULT, or the pickled
+    exception it RAISED (a result that cannot be unpickled fails that future only)."""
+    if kind is Kind.RAISED:
+        future.set_exception(payloads.load_raised(body))
+        return
+    try:
+        value = payloads.loads(body)
+    except Exception as exc:
+        future.set_exception(payloads.UnpicklableResult(
+            f"the result could not be unpickled: {type(exc).__name__}: {exc}"))
+        return
+    future.set_result(value)
 
 
 def error_for(outcome: Outcome | str, exit_: WorkerExit | None = None,
