@@ -16,6 +16,7 @@ the harness instead of init, where the teardown finds, kills and reaps it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import math
@@ -24,6 +25,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -372,3 +374,20 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def progress(text: str) -> None:
+    """One timestamped progress line on stderr (stdout carries the tables)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def selection(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type for ``--only a,b``: the names, each one of ``choices``."""
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown) or '(empty)'}: choose from {','.join(choices)}")
+        return names
+    return parse

@@ -53,7 +53,9 @@ from common import (
     descendants,
     exit_on_termination_signals,
     median,
+    progress,
     reap_orphans,
+    selection,
     summarize,
     supervised,
 )
@@ -142,24 +144,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                      epilog="\n".join(__doc__.splitlines()[4:]))
     parser.add_argument("--quick", action="store_true",
                         help="under 30 s: 5,000-task maps, 1,000-task kill batch, 1 s timeouts")
-    parser.add_argument("--only", type=_selection, default=SELECTABLE,
+    parser.add_argument("--only", type=selection(SELECTABLE), default=SELECTABLE,
                         help=f"comma-separated subset of {','.join(SELECTABLE)}")
     parser.add_argument("--json", type=Path, help="default: scripts/results/pools.json "
                                                   "(pools_quick.json with --quick)")
     return parser.parse_args(argv)
-
-
-def _selection(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in SELECTABLE]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown {', '.join(unknown) or '(empty)'}: choose from {','.join(SELECTABLE)}")
-    return names
-
-
-def _progress(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def _env() -> dict[str, str]:
@@ -228,7 +217,7 @@ class Runner:
                     if job.key not in self.available:
                         job.result = {"status": "not installed"}
                         continue
-                    _progress(f"{job.spec['scenario']} {job.key}")
+                    progress(f"{job.spec['scenario']} {job.key}")
                     stack = everything.enter_context(contextlib.ExitStack())
                     sup, work = self._start(job, stack)
                     running.append((job, stack, sup, time.monotonic() + job.budget_s, work))

@@ -44,7 +44,14 @@ from typing import Any
 import measure
 import report
 from circus_anchor import Circus
-from common import ROOT, become_subreaper, exit_on_termination_signals, reap_orphans
+from common import (
+    ROOT,
+    become_subreaper,
+    exit_on_termination_signals,
+    progress,
+    reap_orphans,
+    selection,
+)
 from floor import Floor
 from gunicorn_anchor import Gunicorn
 from janus import Janus
@@ -115,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             for name in report.MEASUREMENTS:
                 if name in selected:
-                    _progress(f"{name} …")
+                    progress(f"{name} …")
                     results[name] = RUNNERS[name](plan, systems, available, ws)
             external = {name: _external(name, path, plan)
                         for name, path in EXTERNAL.items() if name in selected}
@@ -150,26 +157,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="under a minute: few samples, 20 workers instead of 200, 100 "
                              "instead of 1,000, a 3 s idle window; exit 1 unless every "
                              "measurement produced numbers")
-    parser.add_argument("--only", type=_selection, default=SELECTABLE,
+    parser.add_argument("--only", type=selection(SELECTABLE), default=SELECTABLE,
                         help=f"comma-separated subset of {','.join(SELECTABLE)}")
     parser.add_argument("--json", type=Path, help="default: scripts/results/bench.json "
                                                   "(bench_quick.json with --quick)")
     parser.add_argument("--chart", type=Path, help="default: scripts/results/bench_restart.png "
                                                    "(bench_restart_quick.png with --quick)")
     return parser.parse_args(argv)
-
-
-def _selection(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in SELECTABLE]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown {', '.join(unknown) or '(empty)'}: choose from {','.join(SELECTABLE)}")
-    return names
-
-
-def _progress(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def _meta(plan: Plan, selected: Sequence[str]) -> dict[str, Any]:
@@ -216,20 +210,18 @@ def _rotated(items: list[System], by: int) -> list[System]:
 
 # ── the measurements, system by system ───────────────────────────────────────────────────────
 
-def run_restart(plan: Plan, systems: dict[str, System], available: set[str],
-                ws: Workspace) -> dict[str, Any]:
-    keys = ("janus-mp", "janus-mp/standby", "janus-mp/defaults", "floor", "gunicorn",
-            "supervisord", "circus")
-    rows, runnable = _rows(keys, available, systems)
-    interleaved = [s for s in runnable if s.key != "janus-mp/defaults"]
-    rounds: dict[str, list[list[float]]] = {s.key: [] for s in interleaved}
-    for r in range(plan.restart_rounds):
-        for system in _rotated(interleaved, r):
+def _restart_rounds(systems: list[System], rows: dict[str, Any], rounds_n: int,
+                    per_round: int, budget_s: float, ws: Workspace, label: str,
+                    *workload: str) -> None:
+    """Restart rounds of ``systems``, interleaved and rotated; each row becomes the summary of
+    its rounds, or the first error it met."""
+    rounds: dict[str, list[list[float]]] = {s.key: [] for s in systems}
+    for r in range(rounds_n):
+        for system in _rotated(systems, r):
             if "error" in rows[system.key]:
                 continue
-            _progress(f"  restart {system.key} round {r + 1}/{plan.restart_rounds}")
-            got = guarded(measure.restart_round, system, plan.restart_per_round,
-                          plan.restart_budget_s, ws)
+            progress(f"  {label}: {system.key} round {r + 1}/{rounds_n}")
+            got = guarded(measure.restart_round, system, per_round, budget_s, ws, *workload)
             if "error" in got:
                 rows[system.key] = got
             else:
@@ -237,10 +229,20 @@ def run_restart(plan: Plan, systems: dict[str, System], available: set[str],
     for key, got_rounds in rounds.items():
         if "error" not in rows[key]:
             rows[key] = measure.restart(got_rounds)
+
+
+def run_restart(plan: Plan, systems: dict[str, System], available: set[str],
+                ws: Workspace) -> dict[str, Any]:
+    keys = ("janus-mp", "janus-mp/standby", "janus-mp/defaults", "floor", "gunicorn",
+            "supervisord", "circus")
+    rows, runnable = _rows(keys, available, systems)
+    _restart_rounds([s for s in runnable if s.key != "janus-mp/defaults"], rows,
+                    plan.restart_rounds, plan.restart_per_round, plan.restart_budget_s, ws,
+                    "restart")
     if "janus-mp/defaults" in available:
         # One continuous run: the default backoff grows with consecutive failures, so cutting
         # it into rounds would restart the growth and change the distribution.
-        _progress(f"  restart janus-mp/defaults (one run, {plan.defaults_budget_s:g} s)")
+        progress(f"  restart janus-mp/defaults (one run, {plan.defaults_budget_s:g} s)")
         got = guarded(measure.restart_round, systems["janus-mp/defaults"], 10**6,
                       plan.defaults_budget_s, ws)
         rows["janus-mp/defaults"] = got if "error" in got else measure.restart(
@@ -259,7 +261,7 @@ def run_shutdown(plan: Plan, systems: dict[str, System], available: set[str],
             for system in _rotated(runnable, r):
                 if "error" in rows[system.key]:
                     continue
-                _progress(f"  shutdown {system.key} {size} workers "
+                progress(f"  shutdown {system.key} {size} workers "
                           f"({r + 1}/{plan.shutdown_repeats})")
                 got = guarded(measure.shutdown_trial, system, size, ws)
                 if "error" in got:
@@ -276,7 +278,7 @@ def run_shutdown(plan: Plan, systems: dict[str, System], available: set[str],
 def run_idle(plan: Plan, systems: dict[str, System], available: set[str],
              ws: Workspace) -> dict[str, Any]:
     rows, runnable = _rows(("janus-mp", "gunicorn", "supervisord"), available, systems)
-    _progress(f"  idle: {', '.join(s.key for s in runnable)} together, "
+    progress(f"  idle: {', '.join(s.key for s in runnable)} together, "
               f"{plan.idle_window_s:g} s window")
     rows.update(measure.idle(runnable, plan.idle_workers, plan.idle_window_s, ws))
     return {"reference": "janus-mp", "workers": plan.idle_workers,
@@ -287,7 +289,7 @@ def run_scale(plan: Plan, systems: dict[str, System], available: set[str],
               ws: Workspace) -> dict[str, Any]:
     rows, runnable = _rows(("janus-mp", "floor"), available, systems)
     for system in runnable:
-        _progress(f"  scale {system.key} {plan.scale_workers} workers")
+        progress(f"  scale {system.key} {plan.scale_workers} workers")
         rows[system.key] = guarded(measure.scale, system, plan.scale_workers, ws)
     out: dict[str, Any] = {"reference": "janus-mp", "workers": plan.scale_workers, "rows": rows}
     if plan.scale_big:
@@ -307,7 +309,7 @@ def _scale_big(workers: int, runnable: list[System], small: dict[str, Any],
         if refusal is not None:
             rows[system.key] = {"status": refusal}
             continue
-        _progress(f"  scale {system.key} {workers} workers")
+        progress(f"  scale {system.key} {workers} workers")
         rows[system.key] = guarded(measure.scale, system, workers, ws)
     return {"reference": "janus-mp", "workers": workers, "rows": rows}
 
@@ -317,7 +319,7 @@ def run_storm(plan: Plan, systems: dict[str, System], available: set[str],
     rows, runnable = _rows(("janus-mp/defaults", "janus-mp/standby", "gunicorn", "floor"),
                            available, systems)
     for system in runnable:
-        _progress(f"  storm {system.key}")
+        progress(f"  storm {system.key}")
         rows[system.key] = guarded(measure.storm, system, plan.storm_workers,
                                    plan.storm_window_s, ws)
     return {"reference": "janus-mp/defaults", "workers": plan.storm_workers,
@@ -331,21 +333,8 @@ def run_crashes(plan: Plan, systems: dict[str, System], available: set[str],
     by_kind: dict[str, dict[str, Any]] = {}
     for kind in plan.crash_kinds:
         rows, runnable = _rows(keys, available, systems)
-        rounds: dict[str, list[list[float]]] = {s.key: [] for s in runnable}
-        for r in range(plan.crash_rounds):
-            for system in _rotated(runnable, r):
-                if "error" in rows[system.key]:
-                    continue
-                _progress(f"  {kind}: {system.key} round {r + 1}/{plan.crash_rounds}")
-                got = guarded(measure.restart_round, system, plan.crash_per_round,
-                              plan.crash_budget_s, ws, f"crash:{kind}")
-                if "error" in got:
-                    rows[system.key] = got
-                else:
-                    rounds[system.key].append(got["samples_ms"])
-        for key, got_rounds in rounds.items():
-            if "error" not in rows[key]:
-                rows[key] = measure.restart(got_rounds)
+        _restart_rounds(runnable, rows, plan.crash_rounds, plan.crash_per_round,
+                        plan.crash_budget_s, ws, kind, f"crash:{kind}")
         by_kind[kind] = {"real_crash": kind in REAL_CRASHES, "rows": rows}
     return {"reference": "floor", "run_seconds": RUN_SECONDS, "rounds": plan.crash_rounds,
             "samples_per_round": plan.crash_per_round, "budget_s": plan.crash_budget_s,
@@ -358,11 +347,11 @@ def run_memory(plan: Plan, systems: dict[str, System], available: set[str],
     os.environ["BENCH_PRELOAD_MB"] = str(plan.preload_mb)  # read by preload_app.py
     idle_rows, runnable = _rows(("janus-mp", "floor"), available, systems)
     for system in runnable:
-        _progress(f"  memory {system.key} {plan.memory_workers} idle workers")
+        progress(f"  memory {system.key} {plan.memory_workers} idle workers")
         idle_rows[system.key] = guarded(measure.memory, system, "idle", plan.memory_workers, ws)
     preload_rows, runnable = _rows(("janus-mp", "gunicorn", "floor"), available, systems)
     for system in runnable:
-        _progress(f"  memory {system.key} {plan.preload_mb} MB preloaded app, "
+        progress(f"  memory {system.key} {plan.preload_mb} MB preloaded app, "
                   f"{plan.preload_workers} workers")
         preload_rows[system.key] = guarded(measure.memory, system, "preload",
                                            plan.preload_workers, ws)
@@ -387,7 +376,7 @@ def _external(name: str, script: Path, plan: Plan) -> dict[str, Any]:
     hook: dict[str, Any] = {"script": str(script.relative_to(ROOT))}
     if not script.exists():
         return {**hook, "status": "skipped: not written yet"}
-    _progress(f"{name}: {hook['script']} …")
+    progress(f"{name}: {hook['script']} …")
     argv = [sys.executable, str(script), *(["--quick"] if plan.quick else [])]
     began = time.monotonic()
     try:
