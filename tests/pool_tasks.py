@@ -13,6 +13,10 @@ def square(x):
     return x * x
 
 
+def flip(data):
+    return data[::-1]
+
+
 def add(x, y=0):
     return x + y
 

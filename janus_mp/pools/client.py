@@ -127,7 +127,7 @@ class _Connection:
     def _read(self) -> None:
         reader = FrameReader()
         try:
-            while data := self._sock.recv(1 << 20):
+            while data := self._sock.recv(reader.wanted()):
                 for kind, task, body in reader.feed(data):
                     future = self._futures.pop(task, None)
                     if future is None or future.done():

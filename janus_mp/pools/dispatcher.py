@@ -20,7 +20,6 @@ import heapq
 import itertools
 import logging
 import os
-import select
 import signal
 import socket
 import struct
@@ -56,6 +55,7 @@ from janus_mp.core.task_messages import (
     WorkerLost,
 )
 from janus_mp.pools.frames import FrameError, FrameReader, Kind, frame
+from janus_mp.pools.outbox import Outbox
 from janus_mp.runtime.supervisor import JanusSupervisor
 
 log = logging.getLogger("janus_mp.pools")
@@ -94,10 +94,11 @@ Deliver = Callable[[Resolve, Kind | None, bytes], None]
 
 
 class _Worker:
-    def __init__(self, worker: int, sock: socket.socket) -> None:
+    def __init__(self, worker: int, sock: socket.socket, outbox: Outbox) -> None:
         self.id = worker
         self.sock = sock
         self.reader = FrameReader()
+        self.outbox = outbox
         self.open = True
 
 
@@ -220,20 +221,9 @@ class Dispatcher:
                 raise TypeError(f"no way to perform {action!r}")
 
     def _send(self, worker_id: int, data: bytes) -> None:
-        """Write a whole frame. A worker is sent a task only while it runs at most one other,
-        and reads between tasks: a full socket buffer means a large body, read soon."""
         worker = self._workers.get(worker_id)
-        if worker is None or not worker.open:
-            return  # gone: its exit (WorkerLost) gives back what it held
-        view = memoryview(data)
-        try:
-            while view:
-                try:
-                    view = view[worker.sock.send(view):]
-                except BlockingIOError:
-                    select.select([], [worker.sock], [], 1.0)
-        except OSError:
-            pass  # the worker died: its exit (WorkerLost) tells the policy
+        if worker is not None and worker.open:  # else gone: its exit gives back what it held
+            worker.outbox.write(data)
 
     # -- workers -----------------------------------------------------------------------------
     def _accept(self) -> None:
@@ -246,7 +236,7 @@ class Dispatcher:
                 self.supervisor.private_fds.close_socket(sock)
                 continue
             sock.setblocking(False)
-            worker = _Worker(owner[1], sock)
+            worker = _Worker(owner[1], sock, Outbox(sock, self.supervisor, self.lock))
             self._workers[worker.id] = worker
             self.supervisor.add_reader(sock, functools.partial(self._readable, worker))
 
@@ -264,28 +254,24 @@ class Dispatcher:
 
     def _read(self, worker: _Worker) -> tuple[list[tuple[Kind, int, bytes]], bool]:
         """The complete frames waiting on the worker's connection, and whether it closed."""
-        chunks: list[bytes] = []
-        eof = False
+        frames: list[tuple[Kind, int, bytes]] = []
         while True:
+            wanted = worker.reader.wanted()
             try:
-                data = worker.sock.recv(1 << 20)
+                data = worker.sock.recv(wanted)
             except (BlockingIOError, InterruptedError):
-                break
+                return frames, False
             except OSError:
                 data = b""
             if not data:
-                eof = True
-                break
-            chunks.append(data)
-            if len(data) < (1 << 20):
-                break
-        if not chunks:
-            return [], eof
-        try:
-            return worker.reader.feed(b"".join(chunks)), eof
-        except FrameError as exc:
-            log.warning("%s: worker %d: %s", self.service, worker.id, exc)
-            return [], True
+                return frames, True
+            try:
+                frames += worker.reader.feed(data)
+            except FrameError as exc:
+                log.warning("%s: worker %d: %s", self.service, worker.id, exc)
+                return frames, True
+            if len(data) < wanted:
+                return frames, False
 
     def _event(self, worker: _Worker, kind: Kind, task: int, body: bytes) -> TaskEvent | None:
         if kind is Kind.RESULT or kind is Kind.RAISED:
@@ -304,6 +290,7 @@ class Dispatcher:
     def _disconnect(self, worker: _Worker) -> None:
         if worker.open:
             worker.open = False
+            worker.outbox.close()
             self.supervisor.remove_reader(worker.sock)
             self.supervisor.private_fds.close_socket(worker.sock)
 

@@ -18,6 +18,11 @@ HEADER = struct.Struct("<BQI")
 #: A SUBMIT body starts with: timeout (< 0: none), retries, length of the pool's name.
 SUBMIT_HEAD = struct.Struct("<dIH")
 MAX_BODY = 2**32 - 1
+#: What one recv asks for between frames. Asking for much more costs a fresh mmap'd buffer per
+#: call (CPython allocates the whole size, glibc maps anything past 128 KiB): ~15 µs each.
+RECV_SIZE = 1 << 16
+#: The most one recv asks for while a large frame comes in.
+RECV_SIZE_MAX = 1 << 24
 
 
 class Kind(IntEnum):
@@ -68,6 +73,16 @@ class FrameReader:
         if start:
             del buffer[:start]
         return frames
+
+    def wanted(self) -> int:
+        """How much the next recv should ask for: the rest of a large frame that has begun
+        arriving (so it comes in few calls), else RECV_SIZE."""
+        buffer = self._buffer
+        if len(buffer) < HEADER.size:
+            return RECV_SIZE
+        length: int = HEADER.unpack_from(buffer)[2]
+        rest = HEADER.size + length - len(buffer)
+        return min(max(rest, RECV_SIZE), RECV_SIZE_MAX)
 
     @property
     def pending(self) -> int:

@@ -25,6 +25,7 @@ import shutil
 import socket
 import struct
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from janus_mp.core.task_messages import Outcome, Resolve
 from janus_mp.pools import outcomes
 from janus_mp.pools.dispatcher import Dispatcher, Item, accept_peers
 from janus_mp.pools.frames import SUBMIT_HEAD, FrameError, FrameReader, Kind, frame
+from janus_mp.pools.outbox import Outbox
 from janus_mp.pools.task_loop import TaskLoop
 from janus_mp.runtime.supervisor import JanusSupervisor
 
@@ -54,9 +56,10 @@ class _Pool:
 
 
 class _Submitter:
-    def __init__(self, sock: socket.socket, pid: int) -> None:
+    def __init__(self, sock: socket.socket, pid: int, outbox: Outbox) -> None:
         self.sock = sock
         self.pid = pid
+        self.outbox = outbox
         self.reader = FrameReader()
         self.tasks: dict[int, tuple[_Pool, int]] = {}  # their id -> (pool, our id)
         self.open = True
@@ -73,6 +76,7 @@ class HostedPools:
         self._ids = itertools.count(1)
         self._listener: socket.socket | None = None
         self._published: dict[str, dict[str, Any]] = {}
+        self._send_lock = threading.RLock()  # replies are written in the loop thread only
 
     def add(self, name: str, config: PoolConfig) -> None:
         """Register the pool's workers as a service (before the supervisor runs)."""
@@ -157,12 +161,12 @@ class HostedPools:
                 self.supervisor.private_fds.close_socket(sock)
                 continue
             sock.setblocking(False)
-            submitter = _Submitter(sock, pid)
+            submitter = _Submitter(sock, pid, Outbox(sock, self.supervisor, self._send_lock))
             self.supervisor.add_reader(sock, functools.partial(self._readable, submitter))
 
     def _readable(self, submitter: _Submitter) -> None:
         try:
-            data = submitter.sock.recv(1 << 20)
+            data = submitter.sock.recv(submitter.reader.wanted())
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -219,23 +223,17 @@ class HostedPools:
                 resolve.outcome, resolve.exit, resolve.deaths)))
 
     def _reply(self, submitter: _Submitter, data: bytes) -> None:
-        if not submitter.open:
-            return
-        try:
-            submitter.sock.setblocking(True)
-            submitter.sock.settimeout(5.0)  # its reader thread reads at once; never wait long
-            submitter.sock.sendall(data)
-        except OSError:
-            self._gone(submitter)
-        finally:
-            if submitter.open:
-                submitter.sock.setblocking(False)
+        if submitter.open:
+            submitter.outbox.write(data)
+            if submitter.outbox.broken:
+                self._gone(submitter)
 
     def _gone(self, submitter: _Submitter) -> None:
         """The submitter closed or died: nobody waits for its tasks any more."""
         if not submitter.open:
             return
         submitter.open = False
+        submitter.outbox.close()
         self.supervisor.remove_reader(submitter.sock)
         self.supervisor.private_fds.close_socket(submitter.sock)
         for pool, ours in list(submitter.tasks.values()):

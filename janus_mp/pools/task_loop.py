@@ -118,7 +118,7 @@ class _Runner:
     def _take(self, *, wait: bool) -> None:
         """Read what the dispatcher sent (waiting for it if ``wait``) into pending/cancelled."""
         try:
-            data = self.sock.recv(1 << 20, 0 if wait else socket.MSG_DONTWAIT)
+            data = self.sock.recv(self.reader.wanted(), 0 if wait else socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         if not data:

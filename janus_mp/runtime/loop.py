@@ -41,6 +41,23 @@ class LoopClosed(Exception):
     pass
 
 
+class _Watch:
+    """What the loop calls when one fd is readable, writable or both."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self) -> None:
+        self.reader: Callback | None = None
+        self.writer: Callback | None = None
+
+    def fire(self, events: int) -> None:
+        if events & selectors.EVENT_READ and self.reader is not None:
+            self.reader()
+        # The reader may have closed the fd (and cleared this): look again.
+        if events & selectors.EVENT_WRITE and self.writer is not None:
+            self.writer()
+
+
 class Loop:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -64,7 +81,7 @@ class Loop:
         self.last_turn_at = self.clock()
         self._selector = selectors.DefaultSelector()
         self._call_r, self._call_w = _nonblocking_pipe()
-        self._selector.register(self._call_r, selectors.EVENT_READ, self._on_calls)
+        self.add_reader(self._call_r, self._on_calls)
         with self._calls_lock:  # last: a caller that sees the loop thread finds its pipe
             self._thread = threading.get_ident()
 
@@ -72,8 +89,7 @@ class Loop:
         """Route ``names`` to ``on_signal(signum)`` in the loop (main thread only)."""
         assert self._selector is not None
         self._signal_r, self._signal_w = _nonblocking_pipe()
-        self._selector.register(self._signal_r, selectors.EVENT_READ,
-                                lambda: self._on_signal_fd(on_signal))
+        self.add_reader(self._signal_r, lambda: self._on_signal_fd(on_signal))
         for name in names:
             signum = getattr(signal, name)
             self._old_signals[signum] = signal.signal(signum, _just_wake)
@@ -108,16 +124,46 @@ class Loop:
 
     # -- fds ---------------------------------------------------------------------------------
     def add_reader(self, fileobj: Any, callback: Callback) -> None:
-        assert self._selector is not None
-        self._selector.register(fileobj, selectors.EVENT_READ, callback)
+        self._watch(fileobj, reader=callback)
 
     def remove_reader(self, fileobj: Any) -> None:
-        if self._selector is None:
+        self._watch(fileobj, reader=None)
+
+    def add_writer(self, fileobj: Any, callback: Callback) -> None:
+        """Call ``callback`` whenever ``fileobj`` can take more bytes (until removed)."""
+        self._watch(fileobj, writer=callback)
+
+    def remove_writer(self, fileobj: Any) -> None:
+        self._watch(fileobj, writer=None)
+
+    def _watch(self, fileobj: Any, **change: Callback | None) -> None:
+        selector = self._selector
+        if selector is None:
+            assert not any(change.values()), "the loop is not open"
             return
         try:
-            self._selector.unregister(fileobj)
+            key: selectors.SelectorKey | None = selector.get_key(fileobj)
+        except (KeyError, ValueError):
+            key = None
+        except RuntimeError:  # closed: the loop has ended, nothing is watched any more
+            assert not any(change.values()), "the loop is closed"
+            return
+        watch = _Watch() if key is None else key.data
+        for side, callback in change.items():
+            setattr(watch, side, callback)
+        events = ((selectors.EVENT_READ if watch.reader else 0)
+                  | (selectors.EVENT_WRITE if watch.writer else 0))
+        try:
+            if key is None:
+                if events:
+                    selector.register(fileobj, events, watch)
+            elif not events:
+                selector.unregister(fileobj)
+            elif events != key.events:
+                selector.modify(fileobj, events, watch)
         except (KeyError, ValueError, OSError):
-            pass
+            if events:
+                raise
 
     # -- timers ------------------------------------------------------------------------------
     def call_at(self, when: float, callback: Callback) -> None:
@@ -135,8 +181,8 @@ class Loop:
         assert self._selector is not None
         deadline = self.next_deadline()
         timeout = None if deadline is None else max(0.0, deadline - self.clock())
-        for key, _ in self._selector.select(timeout):
-            key.data()
+        for key, events in self._selector.select(timeout):
+            key.data.fire(events)
         # A select that timed out can still leave fds ready: after a stop (SIGSTOP, a paused
         # VM) the kernel reports the timeout, not the data that arrived meanwhile. So before
         # any deadline fires, look again, without waiting, until nothing more is readable.
@@ -146,8 +192,8 @@ class Loop:
             ready = self._selector.select(0)
             if not ready:
                 break
-            for key, _ in ready:
-                key.data()
+            for key, events in ready:
+                key.data.fire(events)
         now = self.clock()
         for timer_key in self.deadlines.pop_due(now):
             on_timer(timer_key)

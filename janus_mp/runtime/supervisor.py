@@ -317,6 +317,13 @@ class JanusSupervisor:
     def remove_reader(self, fileobj: Any) -> None:
         self._loop.remove_reader(fileobj)
 
+    def add_writer(self, fileobj: Any, callback: Callable[[], None]) -> None:
+        """Loop thread only: call ``callback`` whenever ``fileobj`` can take more bytes."""
+        self._loop.add_writer(fileobj, callback)
+
+    def remove_writer(self, fileobj: Any) -> None:
+        self._loop.remove_writer(fileobj)
+
     def worker_of_pid(self, pid: int) -> tuple[str, int] | None:
         """Loop thread only: (service, worker id) of a live worker process, or None."""
         process = self._processes.of_pid(pid)

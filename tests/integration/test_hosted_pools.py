@@ -42,6 +42,10 @@ def square(x):
     return x * x
 
 
+def flip(data):
+    return data[::-1]
+
+
 def crash():
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -56,6 +60,9 @@ def app(environ, start_response):
             body = str(crunch.submit(os.getpid).result(60))
         elif path == "map":
             body = repr(list(crunch.map(square, range(10), chunksize=3, timeout=60)))
+        elif path == "big":
+            data = os.urandom(5 << 20)  # larger than one read, both ways
+            body = str(crunch.submit(flip, data).result(60) == data[::-1])
         elif path == "state":
             body = crunch.submit(state).result(60)
         elif path == "where":
@@ -113,13 +120,14 @@ initargs = ["set up"]
     pool_pids = set(cli.service("crunch")["pids"])
     assert int(get(web, "/pid")[2]) in pool_pids
     assert get(web, "/map")[2] == repr([x * x for x in range(10)]).encode()
+    assert get(web, "/big")[2] == b"True"
     assert get(web, "/crash")[2] == b"died signal=9"
     assert get(web, "/5")[2] == b"25"  # the pool goes on
     assert b"no pool named 'nope'" in get(web, "/missing")[2]
 
     status = cli.status()
     crunch = status["pools"]["crunch"]
-    assert crunch["outcomes"]["died"] == 1 and crunch["outcomes"]["done"] == 8  # map: 4 chunks
+    assert crunch["outcomes"]["died"] == 1 and crunch["outcomes"]["done"] == 9  # map: 4 chunks
     assert crunch["queued"] == 0 and crunch["running"] == 0
     shown = cli.ctl("status").stdout
     assert any(line.startswith("pool crunch") and "died 1" in line
@@ -134,10 +142,10 @@ initargs = ["set up"]
 
     text = get(f"127.0.0.1:{metrics}", "/metrics")[2].decode()
     assert 'janus_pool_tasks_total{outcome="died",pool="crunch"} 1.0' in text
-    assert 'janus_pool_tasks_total{outcome="done",pool="crunch"} 8.0' in text
+    assert 'janus_pool_tasks_total{outcome="done",pool="crunch"} 9.0' in text
     assert 'janus_pool_queue_depth{pool="crunch"} 0.0' in text
     assert 'janus_pool_busy_workers{pool="crunch"} 0.0' in text
-    assert 'janus_pool_task_duration_seconds_count{pool="crunch"} 9.0' in text
+    assert 'janus_pool_task_duration_seconds_count{pool="crunch"} 10.0' in text
 
     # Only the supervisor's own workers may submit: another process is refused.
     directory = get(web, "/where")[2].decode()
@@ -150,7 +158,7 @@ initargs = ["set up"]
                                    name + payloads.call(print, ("intruder",), {})))
         intruder.settimeout(30)
         assert closed_by_peer(intruder)
-    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 8
+    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 9
 
     # A reload leaves the pool as it is (its workers, its counts) and the app keeps using it.
     pool_pids = cli.service("crunch")["pids"]
@@ -158,7 +166,7 @@ initargs = ["set up"]
     assert reloaded.returncode == 0, reloaded.stderr
     assert get(web, "/6")[2] == b"36"
     assert cli.service("crunch")["pids"] == pool_pids
-    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 9
+    assert cli.status()["pools"]["crunch"]["outcomes"]["done"] == 10
 
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(30) == 0

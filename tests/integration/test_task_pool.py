@@ -59,6 +59,16 @@ def test_unpicklable_argument_and_result_fail_only_their_future(pool):
     assert pool.submit(t.square, 4).result(DEADLINE) == 16
 
 
+def test_large_arguments_and_results_cross_whole(pool):
+    data = os.urandom(24 << 20)  # frames far larger than one read, both ways
+    small = pool.submit(t.square, 5)
+    flipped = pool.submit(t.flip, data).result(DEADLINE)
+    assert len(flipped) == len(data) and flipped == data[::-1], "not the same bytes back"
+    assert small.result(DEADLINE) == 25
+    assert [len(r) for r in pool.map(t.flip, [data[:1 << 20]] * 4, timeout=DEADLINE)] == \
+        [1 << 20] * 4
+
+
 @pytest.mark.parametrize("task, args, exitcode, sig", [
     (t.kill_self, (), None, signal.SIGKILL),
     (t.exit_now, (7,), 7, None),

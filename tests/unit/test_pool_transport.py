@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from janus_mp.core.task_messages import Outcome, WorkerExit
 from janus_mp.errors import PoisonTask, QueueFull, TaskTimeout, WorkerDied
 from janus_mp.pools import outcomes, payloads
-from janus_mp.pools.frames import HEADER, FrameError, FrameReader, Kind, frame
+from janus_mp.pools.frames import (
+    HEADER,
+    RECV_SIZE,
+    RECV_SIZE_MAX,
+    FrameError,
+    FrameReader,
+    Kind,
+    frame,
+)
 
 FRAMES = st.lists(st.tuples(st.sampled_from(list(Kind)), st.integers(0, 2**64 - 1),
                             st.binary(max_size=300)), max_size=12)
@@ -30,6 +38,22 @@ def test_frames_cut_anywhere_come_out_whole_and_in_order(frames, cuts):
         start += cut
     got += reader.feed(data[start:])
     assert got == frames and reader.pending == 0
+
+
+def test_a_reader_asks_for_small_reads_between_frames_and_the_rest_of_a_large_one():
+    reader = FrameReader()
+    assert reader.wanted() == RECV_SIZE  # nothing yet
+    big = frame(Kind.RESULT, 1, bytes(5 * RECV_SIZE))
+    assert reader.feed(big[:HEADER.size - 1]) == [] and reader.wanted() == RECV_SIZE
+    assert reader.feed(big[HEADER.size - 1:100]) == []
+    assert reader.wanted() == len(big) - 100  # the rest of the frame in one call
+    assert [body for _, _, body in reader.feed(big[100:])] == [bytes(5 * RECV_SIZE)]
+    assert reader.wanted() == RECV_SIZE
+    reader.feed(HEADER.pack(Kind.RESULT, 2, 2**32 - 1))
+    assert reader.wanted() == RECV_SIZE_MAX  # capped
+    reader = FrameReader()
+    reader.feed(frame(Kind.RESULT, 3, bytes(10))[:HEADER.size + 2])
+    assert reader.wanted() == RECV_SIZE  # a small rest: the usual read
 
 
 def test_an_unknown_frame_kind_is_an_error():
