@@ -46,6 +46,10 @@ class PoolConfig:
     max_queued: int | None = None
     #: A cancelled running task has this long to stop (TaskInterrupted) before a kill.
     cancel_grace: float = 1.0
+    #: Tasks a busy worker is sent beyond the one it runs when no worker is idle (0 or more):
+    #: 1 saves a round trip per task; 0 keeps every task queued until a worker is free, so a
+    #: short task never waits behind a long one in a worker that another could have taken.
+    prefetch: int = 1
     #: Called in each worker before its first task: a callable, or "module:attr" (TOML).
     initializer: Callable[..., Any] | str | None = None
     initargs: tuple[Any, ...] = ()
@@ -53,7 +57,7 @@ class PoolConfig:
     process: ProcessSettings = field(default_factory=ProcessSettings)
 
     def __post_init__(self) -> None:
-        for key in ("workers", "standby", "retries"):
+        for key in ("workers", "standby", "retries", "prefetch"):
             _integer(key, getattr(self, key), 0)
         _integer("max_worker_deaths", self.max_worker_deaths, 1)
         if self.max_tasks_per_worker is not None:
@@ -83,7 +87,8 @@ class PoolConfig:
             raise ConfigError("process", "must be a ProcessSettings")
 
     def rules(self) -> TaskRules:
-        return TaskRules(self.max_worker_deaths, self.cancel_grace, self.max_tasks_per_worker)
+        return TaskRules(self.max_worker_deaths, self.cancel_grace, self.max_tasks_per_worker,
+                         prefetch=self.prefetch)
 
     def spawn_options(self, name: str) -> SpawnOptions:
         """The pool's workers as a service named ``name``. A worker's exit code is whatever a

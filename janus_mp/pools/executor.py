@@ -59,13 +59,15 @@ class TaskPool(concurrent.futures.Executor):
                  max_queued: int | None = None,
                  initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = (),
                  process: ProcessSettings | None = None, start_method: str = "forkserver",
-                 cancel_grace: float = 1.0, backoff: BackoffConfig | None = None,
+                 cancel_grace: float = 1.0, prefetch: int = 1,
+                 backoff: BackoffConfig | None = None,
                  name: str = "pool", start_timeout: float = 60.0) -> None:
         config = PoolConfig(
             workers=usable_cpus() if workers is None else workers, standby=standby,
             task_timeout=task_timeout, retries=retries, max_worker_deaths=max_worker_deaths,
             max_tasks_per_worker=max_tasks_per_worker, max_memory=max_memory,
             memory_measure=memory_measure, max_queued=max_queued, cancel_grace=cancel_grace,
+            prefetch=prefetch,
             initializer=initializer, initargs=initargs, backoff=backoff or POOL_BACKOFF,
             process=process or ProcessSettings())
         options = config.spawn_options(name)

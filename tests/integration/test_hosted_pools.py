@@ -108,6 +108,7 @@ workers = 2
 workers = 2
 task_timeout = 30
 max_queued = 100
+prefetch = 0
 initializer = "poolapp:setup"
 initargs = ["set up"]
 """)
@@ -175,6 +176,7 @@ initargs = ["set up"]
 @pytest.mark.parametrize("table, message", [
     ("[pools.crunch]\nworkers = -1\n", "pools.crunch.workers: must be an integer >= 0"),
     ("[pools.crunch]\nretry = 1\n", "pools.crunch.retry: unknown key (did you mean 'retries'?)"),
+    ("[pools.crunch]\nprefetch = -1\n", "pools.crunch.prefetch: must be an integer >= 0"),
     ("[pools.crunch]\ntask_timeout = 0\n",
      "pools.crunch.task_timeout: must be a number of seconds > 0 or unset"),
     ("[pools.crunch]\nmax_memory = \"lots\"\n",

@@ -136,6 +136,24 @@ def test_a_task_past_its_timeout_fails_and_its_worker_is_replaced(tmp_path):
         assert pool.options(timeout=30).submit(t.square, 6).result(DEADLINE) == 36
 
 
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_prefetch_0_keeps_a_task_queued_until_a_worker_is_free(tmp_path, prefetch):
+    with janus_mp.TaskPool(2, name="tp", prefetch=prefetch) as pool:
+        wait_until(lambda: pool.stats()["workers"] == 2, DEADLINE)  # else one may take both
+        slow = pool.submit(t.mark_and_wait, str(tmp_path / "m1"), str(tmp_path / "go1"))
+        other = pool.submit(t.mark_and_wait, str(tmp_path / "m2"), str(tmp_path / "go2"))
+        wait_until(lambda: (tmp_path / "m1").exists() and (tmp_path / "m2").exists(), DEADLINE)
+        short = pool.submit(t.pid)  # a submission reaches the policy before submit returns
+        assert pool.stats()["queued"] == (1 if prefetch == 0 else 0)  # else sent ahead
+        if prefetch == 0:
+            (tmp_path / "go2").touch()  # the other worker is free: the short task runs there
+            assert short.result(DEADLINE) == other.result(DEADLINE)
+            assert not slow.done()
+        (tmp_path / "go1").touch()
+        (tmp_path / "go2").touch()
+        assert short.result(DEADLINE) in {slow.result(DEADLINE), other.result(DEADLINE)}
+
+
 def test_cancel_a_queued_task_removes_it(tmp_path):
     with janus_mp.TaskPool(1, name="tp") as pool:
         gate = tmp_path / "go"
