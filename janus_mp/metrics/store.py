@@ -81,6 +81,9 @@ class MultiprocessMetrics:
         #: Metrics that existed when the supervisor was about to fork (None: not looked).
         self._made_before: list[Any] | None = None
         self._clashes_told: set[str] = set()  # metric names whose clash was logged
+        #: Set once the supervisor stops for good: close() removes every file then, so dead
+        #: workers' files stay where they are (a scrape meanwhile reads them as they were).
+        self._closing = False
         self._reset_archive()
 
     def _reset_archive(self) -> None:
@@ -130,7 +133,7 @@ class MultiprocessMetrics:
         metrics problem must not stop supervision.
         """
         path = self._path
-        if path is None or self._owner_pid != os.getpid():
+        if path is None or self._owner_pid != os.getpid() or self._closing:
             return
         batches: list[tuple[FileId, list[Entry]]] = []
         doomed: list[str] = []
@@ -221,6 +224,13 @@ class MultiprocessMetrics:
         return sum(1 for name, source in _scan(self._path)
                    if not is_archive(source)
                    and not self._retired.still_empty(f"{self._path}/{name}"))
+
+    def closing(self) -> None:
+        """The supervisor stops for good: folding the last workers' files would be thrown
+        away by close(), and it would slow the stop (each fold rewrites the archive's files).
+        Not while an upgrade's other supervisor shares the directory (it may fold them)."""
+        if self.other_supervisor is None:
+            self._closing = True
 
     def close(self) -> None:
         """Remove the directory if prepare() made it, else only the metrics files. Idempotent."""

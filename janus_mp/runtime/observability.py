@@ -88,6 +88,11 @@ class Observability:
         if self.store is not None:
             self.store.other_supervisor = pid
 
+    def stopping(self) -> None:
+        """The supervisor has begun its final stop."""
+        if self.store is not None:
+            self.store.closing()
+
     def workers_gone(self, pids: list[int]) -> None:
         if self.store is not None:
             self.store.processes_dead(pids)

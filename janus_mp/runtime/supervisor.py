@@ -87,6 +87,7 @@ class JanusSupervisor:
         self._limits = ServiceLimits()  # cgroups, made when a service asks for limits
         self._reap_children = False
         self._strays_wake: float | None = None
+        self._stopping_told = False  # the observability heard that the final stop began
         self._closed = False
         #: Listening sockets bound for services (ApiModuleAdapter...), shared by their pools.
         self._listeners = ListenerSet()
@@ -381,6 +382,9 @@ class JanusSupervisor:
 
     def _after_turn(self) -> None:
         """Work that may take time, done once the turn's events (and respawns) are handled."""
+        if self._state.phase is SupervisorPhase.STOPPING and not self._stopping_told:
+            self._stopping_told = True
+            self._observability.stopping()
         self._plumbing.after_turn()
         if self._reap_children:
             self._reap_children = False
