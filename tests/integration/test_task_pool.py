@@ -325,6 +325,11 @@ def test_start_methods_that_never_fork_the_caller(start_method):
         assert pool.submit(t.square, 12).result(DEADLINE) == 144
         assert isinstance(pool.submit(t.exit_now, 3).exception(DEADLINE), WorkerDied)
         assert pool.submit(t.pid).result(DEADLINE) != os.getpid()
+        if start_method == "forkserver":  # workers come with janus-mp's modules loaded
+            from multiprocess import forkserver
+
+            preload = forkserver._forkserver._preload_modules
+            assert preload[0] == "__main__" and "janus_mp.runtime.worker" in preload
 
 
 def test_a_task_that_took_sigint_does_not_keep_it_from_the_next(tmp_path):
