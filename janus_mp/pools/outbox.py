@@ -76,7 +76,7 @@ class Outbox:
         try:
             while view:
                 view = view[self._sock.send(view):]
-        except (BlockingIOError, InterruptedError):
+        except BlockingIOError:
             return view
         except OSError:
             self.broken = True  # its exit or its closing tells the owner what it held

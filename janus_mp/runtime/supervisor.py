@@ -77,8 +77,6 @@ class JanusSupervisor:
         self._state = SupervisorState(self.config, rng or random.Random())
         self._context = multiprocess.get_context(self.config.start_method)
         self._start_method = self._context.get_start_method()
-        if self._start_method == "forkserver":
-            _preload_in_fork_server(self._context)
         self._loop = Loop(clock)
         self._processes = Processes(self._context, self._start_method)
         self._processes.gc_freeze = self.config.gc_freeze
@@ -482,18 +480,3 @@ class JanusSupervisor:
             self._published = self._state.metrics.snapshot()
             log.info("%s: supervisor stopped (exit status %d) %s", self.config.name,
                      self._state.exit_status, self._published.totals_line())
-
-
-#: What every worker imports: loaded once in the fork server (when janus-mp is the one to start
-#: it), each worker it forks has them already instead of importing them again (~0.3 s each).
-_WORKER_MODULES = ("janus_mp.runtime.worker", "janus_mp.pools.task_loop", "dill")
-
-
-def _preload_in_fork_server(context: Any) -> None:
-    """Add the worker's modules to the fork server's preload list (kept: ``__main__`` and what
-    the program set itself). Without effect once the program's fork server is running."""
-    from multiprocess import forkserver
-
-    wanted = list(getattr(forkserver._forkserver, "_preload_modules", None) or ["__main__"])
-    context.set_forkserver_preload(wanted + [m for m in _WORKER_MODULES if m not in wanted])
-
