@@ -109,7 +109,8 @@ def main(argv: list[str]) -> int:
     else:
         policy = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0,
                                clean_restart_delay=0.0)
-    sup = JanusSupervisor(SupervisorConfig(max_workers=max(1024, workers)))
+    fork_from = os.environ.get("JANUS_FORK_FROM", "supervisor")
+    sup = JanusSupervisor(SupervisorConfig(max_workers=max(1024, workers), fork_from=fork_from))
     workload.record(events, "begin")
     sup.spawn_service(Workload(), SpawnOptions(workers=workers, restart=RestartPolicy.ALWAYS,
                                                backoff=policy,
