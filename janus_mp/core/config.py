@@ -22,7 +22,6 @@ from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.errors import ConfigError
 
 START_METHODS = ("fork", "forkserver", "spawn")
-FORK_SOURCES = ("supervisor", "zygote")
 #: OTP's two shutdown values besides a number of seconds: SIGKILL at once, or wait for ever.
 BRUTAL_KILL = "brutal_kill"
 INFINITY = "infinity"
@@ -94,10 +93,6 @@ class SupervisorConfig:
     install_signal_handlers: bool = True
     #: multiprocess start method; None = the platform default (fork on Linux).
     start_method: str | None = None
-    #: Under the fork start method, who forks workers: "supervisor" (itself), or "zygote" (a
-    #: small process forked once before the first worker, which writes nothing afterwards:
-    #: workers share its pages instead of owning copies of the supervisor's).
-    fork_from: str = "supervisor"
     #: Become a child subreaper and clean up what dead workers leave behind.
     reap_orphans: bool = True
     #: Directory for prometheus_client multiprocess files; None = a private temporary one.
@@ -153,8 +148,6 @@ class SupervisorConfig:
         _flag("healthz_fails_on_given_up", self.healthz_fails_on_given_up)
         if self.start_method is not None and self.start_method not in START_METHODS:
             raise ConfigError("start_method", f"must be one of {', '.join(START_METHODS)}")
-        if self.fork_from not in FORK_SOURCES:
-            raise ConfigError("fork_from", f"must be one of {', '.join(FORK_SOURCES)}")
         if self.metrics_dir is not None and not isinstance(self.metrics_dir, str):
             raise ConfigError("metrics_dir", "must be a path")
         if not isinstance(self.metrics_host, str) or not self.metrics_host:

@@ -352,11 +352,6 @@ class MultiprocessMetrics:
         """
         self._made_before = premade.every_metric()
 
-    def use_metrics_made_before(self, metrics: list[Any]) -> None:
-        """In a worker whose parent walked its heap before forking it (the zygote): that
-        walk's list, instead of a walk here that would write to every shared page."""
-        self._made_before = metrics
-
     def __getstate__(self) -> dict[str, Any]:
         return {"directory": self.directory, "path": self._path}
 

@@ -40,9 +40,7 @@ class Observability:
         #: The other supervisor of an upgrade: a shared metrics_dir keeps its files.
         self.other_supervisor: int | None = None
 
-    def open(self, metrics_made_before: list[Any] | None = None) -> None:
-        """``metrics_made_before``: the walk for them done already, before the zygote's fork
-        (walking again would write to every page the supervisor shares with it)."""
+    def open(self) -> None:
         from janus_mp.metrics.export import SupervisorCollector
         from janus_mp.metrics.registry import SupervisorRegistry
 
@@ -50,10 +48,7 @@ class Observability:
         store = MultiprocessMetrics(config.metrics_dir)
         store.other_supervisor = self.other_supervisor
         store.prepare()
-        if metrics_made_before is not None:
-            store.use_metrics_made_before(metrics_made_before)
-        else:
-            store.find_metrics_made_before()  # every worker is forked after this
+        store.find_metrics_made_before()  # every worker is forked after this
         self.store = store
         registry = SupervisorRegistry(workers=store.collector())
         registry.register(SupervisorCollector(self._metrics, {

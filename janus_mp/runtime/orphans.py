@@ -28,12 +28,10 @@ STRAY_GRACE = 2.0
 
 class Orphans:
     def __init__(self, name: str, enabled: bool,
-                 worker_pids: Callable[[], Collection[int]], *,
-                 helper_pids: Callable[[], set[int]] = set) -> None:
+                 worker_pids: Callable[[], Collection[int]]) -> None:
         self.name = name  # the supervisor's, for log lines
         self.enabled = enabled
         self._worker_pids = worker_pids
-        self._helper_pids = helper_pids  # the zygote (runtime/zygote.py)
         self.guard: DeadMansSwitch | None = None
         self.pending: set[int] = set()  # killed, not reaped yet
         self._give_up_at: float | None = None
@@ -99,7 +97,7 @@ class Orphans:
     # -- reaping and sweeping ----------------------------------------------------------------
     def protected(self) -> set[int]:
         """Children that are ours but neither workers nor orphans: never killed here."""
-        pids = _multiprocess_helper_pids() | self._helper_pids()
+        pids = _multiprocess_helper_pids()
         if self.guard is not None and self.guard.pid is not None:
             pids.add(self.guard.pid)
         return pids | self.kept

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import resource
 import signal
@@ -33,10 +32,7 @@ from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.runtime.arena import Arena
 from janus_mp.runtime.output_pipes import open_output_pipes
 from janus_mp.runtime.worker import WorkerSpec, worker_main
-from janus_mp.runtime.zygote import Zygote, ZygoteUnavailable
 from janus_mp.service import CANCEL, EXITING, PARKED, PROMOTE, READY, RECYCLE, JanusService
-
-log = logging.getLogger("janus_mp.supervisor")
 
 
 @dataclass(eq=False, slots=True)
@@ -115,9 +111,6 @@ class Processes:
         self._low_fds: set[int] = set()
         self._heartbeats = Arena("d", context)
         self.gc_freeze = True  # the worker freezes what it inherited (SupervisorConfig)
-        #: Where fork workers come from when SupervisorConfig.fork_from is "zygote".
-        self.zygote: Zygote | None = None
-        self._not_from_zygote: set[str] = set()  # services already told why (logged once)
 
     def spawn(self, action: Spawn, payload: JanusService | bytes, token: CancellationToken, *,
               now: float, wait_for_ready: bool, metrics: Any, listeners: tuple[Any, ...],
@@ -147,17 +140,12 @@ class Processes:
         output = open_output_pipes()
         spec.output = output.write_ends
         try:
-            pid = self._from_zygote(process, spec) if fork else None
-            if fork and pid is None:  # the child closes them first thing (WorkerSpec.close_fds)
+            if fork:  # the child closes them first thing (see WorkerSpec.close_fds)
                 region = self._region or 1 << 30
                 spec.close_fds = (*(fd for fd in other_fds if fd < region), *self._low_fds,
-                                  parent_conn.fileno(), *output.parent_fds,
-                                  *self._zygote_fds())
+                                  parent_conn.fileno(), *output.parent_fds)
                 spec.close_from = self._region
-            if pid is None:
-                process.start()
-                _forget_in_multiprocess(process)
-                pid = int(process.pid)
+            process.start()
         except BaseException:
             parent_conn.close()
             child_conn.close()
@@ -166,6 +154,8 @@ class Processes:
             raise
         child_conn.close()
         output.close_write_ends()
+        _forget_in_multiprocess(process)
+        pid = int(process.pid)
         if fork:
             with contextlib.suppress(OSError):  # both sides set it: a kill right after
                 os.setpgid(pid, pid)            # start cannot miss the group
@@ -185,33 +175,6 @@ class Processes:
                              fd < self._region)
         self.by_id[worker.id] = worker
         return worker
-
-    def _from_zygote(self, process: Any, spec: WorkerSpec) -> int | None:
-        """The worker's pid if the zygote forked it; None: the supervisor forks it."""
-        if self.zygote is None:
-            return None
-        try:
-            return self.zygote.fork(process, spec.lifeline)
-        except ZygoteUnavailable as exc:
-            if spec.service_name not in self._not_from_zygote:
-                self._not_from_zygote.add(spec.service_name)
-                log.warning("%s: forked by the supervisor, not the zygote: %s",
-                            spec.service_name, exc)
-            return None
-
-    def _zygote_fds(self) -> tuple[int, ...]:
-        fd = self.zygote.fileno if self.zygote is not None else None
-        return (fd,) if fd is not None else ()
-
-    def close_zygote(self) -> None:
-        zygote, self.zygote = self.zygote, None
-        if zygote is not None:
-            zygote.close()
-
-    def helper_pids(self) -> set[int]:
-        """Our children that are neither workers nor orphans (the zygote)."""
-        pid = self.zygote.pid if self.zygote is not None else None
-        return {pid} if pid is not None else set()
 
     def _move_up(self, fd: int | None) -> int | None:
         """``fd`` renumbered into the region (the old number closed), or as it is."""

@@ -40,7 +40,6 @@ from janus_mp.core.timers import TimerKey
 from janus_mp.core.tree import ServiceGroup
 from janus_mp.errors import ConfigError, JanusError
 from janus_mp.private_fds import PrivateFds
-from janus_mp.runtime import zygote
 from janus_mp.runtime.cgroups import ServiceLimits
 from janus_mp.runtime.handover import HandoverPort
 from janus_mp.runtime.lifelines import Lifelines
@@ -81,8 +80,7 @@ class JanusSupervisor:
         self._loop = Loop(clock)
         self._processes = Processes(self._context, self._start_method)
         self._processes.gc_freeze = self.config.gc_freeze
-        self._orphans = Orphans(self.config.name, self.config.reap_orphans, self._worker_pids,
-                                helper_pids=self._processes.helper_pids)
+        self._orphans = Orphans(self.config.name, self.config.reap_orphans, self._worker_pids)
         self._specs: dict[str, ServiceSpec] = {}
         self._tokens = ServiceTokens(SharedEventFactory(self._start_method))
         self._lifelines = Lifelines()  # one pipe per service: cut = all its workers stop
@@ -166,7 +164,6 @@ class JanusSupervisor:
         if self.config.gc_freeze:
             gc.collect()
             gc.freeze()
-        self._start_zygote()  # first: before the supervisor builds anything a worker needn't hold
         self._open()
         if self.config.gc_freeze:
             gc.collect()  # cheap: only what _open built (threads, sockets, buffers)
@@ -452,8 +449,7 @@ class JanusSupervisor:
     # Opening and closing
     # ==========================================================================================
     def _open(self) -> None:
-        zygote = self._processes.zygote  # first: a bad metrics dir or a busy port starts nothing
-        self._observability.open(zygote.metrics_made_before if zygote is not None else None)
+        self._observability.open()  # first: a bad metrics dir or a busy port starts nothing
         self._observability.registry.register(OutputDropsCollector(self.output))
         self.output.open()
         self._loop.open()
@@ -466,26 +462,10 @@ class JanusSupervisor:
         log.info("%s: supervisor started (pid %d, start method %s)", self.config.name,
                  os.getpid(), self._start_method)
 
-    def _start_zygote(self) -> None:
-        if self.config.fork_from != "zygote" or self._start_method != "fork":
-            return
-        if not zygote.available():
-            log.warning("%s: fork_from = \"zygote\" needs Linux on x86-64 or arm64: the "
-                        "supervisor forks workers itself", self.config.name)
-            return
-        known = [obj for spec in self._specs.values() for obj in
-                 (spec.payload, spec.options.post_fork, spec.options.worker_exit)]
-        self._processes.zygote = zygote.Zygote()
-        with self.private_fds.frozen() as thread_fds:
-            pid = self._processes.zygote.start(known, close_fds=[
-                *thread_fds, *self._listeners.fds_except(""), *self._lifelines.fds_except("")])
-        log.info("%s: workers are forked by the zygote (pid %d)", self.config.name, pid)
-
     def _close(self) -> None:
         try:
             if not policy.finished(self._state):  # an exception escaped: leave nothing behind
                 self._processes.kill_all_now()
-            self._processes.close_zygote()
             self._orphans.close()
             self._limits.remove()  # empty now: every worker was reaped
         finally:

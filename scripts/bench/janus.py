@@ -109,8 +109,7 @@ def main(argv: list[str]) -> int:
     else:
         policy = BackoffConfig(initial_delay=0.0, max_delay=0.0, max_retries=0,
                                clean_restart_delay=0.0)
-    fork_from = os.environ.get("JANUS_FORK_FROM", "supervisor")
-    sup = JanusSupervisor(SupervisorConfig(max_workers=max(1024, workers), fork_from=fork_from))
+    sup = JanusSupervisor(SupervisorConfig(max_workers=max(1024, workers)))
     workload.record(events, "begin")
     sup.spawn_service(Workload(), SpawnOptions(workers=workers, restart=RestartPolicy.ALWAYS,
                                                backoff=policy,
