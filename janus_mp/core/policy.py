@@ -65,14 +65,17 @@ from janus_mp.errors import ConfigError, JanusError, UnknownServiceError
 
 
 def handle(state: SupervisorState, event: ev.Event, now: float, *,
-           settle: bool = True) -> list[Action]:
+           settle: bool = True,
+           urgent: Callable[[Action], None] | None = None) -> list[Action]:
     """Apply one event; return what the runtime must do, in order.
 
     With ``settle`` off, what follows from the new state as a whole (derived phases, the
     next shutdown stage, gauges: O(workers) work) waits for :func:`settle`, which a runtime
     calls once per batch of events (one loop turn) instead of once per event.
+    With ``urgent``, a standby's Promote is handed to it the moment it is decided instead of
+    being listed (see :class:`Step`).
     """
-    step = Step(state, now)
+    step = Step(state, now, urgent=urgent)
     handler = _HANDLERS.get(type(event))
     if handler is None:
         raise TypeError(f"no handler for {type(event).__name__}")

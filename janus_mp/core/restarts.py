@@ -45,10 +45,22 @@ def on_exit(step: Step, worker: WorkerState, returncode: int, *,
     if oom_killed and cause is None:  # the kernel killed it, not we: its own reason
         cause = KillCause.OOM_KILLED
     decision = classify_exit(returncode, service.exit_policy, cause)
-    _record(step, worker, returncode, decision)
     if worker.role is WorkerRole.STANDBY:  # it never served: no backoff, no breaker
+        _record(step, worker, returncode, decision)
         standby.on_exit(step, service, worker)
         return
+    # Decided first (a standby's promotion goes out at once, see Step), recorded after: the
+    # record's log line, counters and notice keep their place before the decision's actions.
+    mark = len(step.actions)
+    _decide(step, service, worker, returncode, decision)
+    with step.inserting_at(mark):
+        _record(step, worker, returncode, decision)
+
+
+def _decide(step: Step, service: ServiceState, worker: WorkerState, returncode: int,
+            decision: ExitDecision) -> None:
+    """What a worker's exit means for its slot: nothing, a restart, a successor, an end."""
+    state = step.state
     if service.trial is worker:
         service.trial = None
         step.cancel(TimerKey(TimerKind.TRIAL, service.name))

@@ -7,7 +7,10 @@ becoming a log line.
 
 from __future__ import annotations
 
-from janus_mp.core.actions import Action, CancelTimer, Log, LogLevel, ScheduleTimer
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from janus_mp.core.actions import Action, CancelTimer, Log, LogLevel, Promote, ScheduleTimer
 from janus_mp.core.config import SupervisorConfig
 from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase, TerminationReason
 from janus_mp.core.pool import SupervisorState, WorkerState
@@ -15,17 +18,37 @@ from janus_mp.core.timers import TimerKey, TimerKind
 
 
 class Step:
-    def __init__(self, state: SupervisorState, now: float) -> None:
+    def __init__(self, state: SupervisorState, now: float, *,
+                 urgent: Callable[[Action], None] | None = None) -> None:
         self.state = state
         self.now = now
         self.actions: list[Action] = []
+        #: Performs a Promote the moment it is decided, while the step goes on (the record,
+        #: notices and timers of the exit that caused it): a parked standby takes over a
+        #: dead worker's slot without waiting for the rest of the decision. None: a Promote
+        #: is listed in order with the other actions.
+        self._urgent = urgent
 
     @property
     def config(self) -> SupervisorConfig:
         return self.state.config
 
     def emit(self, action: Action) -> None:
+        if self._urgent is not None and isinstance(action, Promote):
+            self._urgent(action)
+            return
         self.actions.append(action)
+
+    @contextmanager
+    def inserting_at(self, mark: int) -> Iterator[None]:
+        """Actions emitted inside go at position ``mark`` of the list, as if emitted then:
+        bookkeeping done after a decision keeps its place before the decision's actions."""
+        later, self.actions = self.actions, []
+        try:
+            yield
+        finally:
+            inserted, self.actions = self.actions, later
+            self.actions[mark:mark] = inserted
 
     def log(self, level: LogLevel, message: str) -> None:
         self.actions.append(Log(level, message))

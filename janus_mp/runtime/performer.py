@@ -93,8 +93,8 @@ class Performer:
             self._queue.append(event)
             return
         settle_now = not self._in_turn  # in a turn, the turn's end settles (once)
-        self._run(lambda: policy.handle(self._state, event, self._clock(), settle=settle_now),
-                  settle_now)
+        self._run(lambda: policy.handle(self._state, event, self._clock(), settle=settle_now,
+                                        urgent=self.act), settle_now)
         self._unsettled = self._unsettled or not settle_now
 
     @contextmanager
@@ -124,7 +124,7 @@ class Performer:
             answered = bool(self._queue)
             while self._queue:
                 for action in policy.handle(self._state, self._queue.popleft(), self._clock(),
-                                            settle=settle):
+                                            settle=settle, urgent=self.act):
                     self._perform(action)
             return answered
         finally:

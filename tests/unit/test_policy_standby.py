@@ -5,8 +5,12 @@ retired when the service stops, trips, completes or changes, and first at shutdo
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
+import pytest
 
 from janus_mp.core import events as ev
+from janus_mp.core import policy
 from janus_mp.core.actions import Action, CancelWorker, Promote, Spawn
 from janus_mp.core.backoff import BackoffConfig, BreakerState
 from janus_mp.core.config import SpawnOptions, SupervisorConfig
@@ -287,3 +291,56 @@ def test_a_fork_refused_with_no_backoff_delay_is_retried_on_the_next_turn_not_in
     sim.fail_spawns = None
     sim.advance(0.0)
     assert len(sim.spawned) == 3 and sim.current("a", 0).pid is not None
+
+
+def _decided_both_ways(event_of: Any) -> tuple[list[Action], list[Action], list[Action],
+                                                 dict[str, int], Sim]:
+    """The same exit decided by two identical pools: once listing every action, once handing
+    the Promote to an urgent callback. Returns (listed, urgent ones, the rest, what was
+    recorded when the callback ran, the urgent pool)."""
+    listed_sim, urgent_sim = pool(2, standby=1, backoff=ZERO), pool(2, standby=1, backoff=ZERO)
+    for sim in (listed_sim, urgent_sim):
+        park_all(sim)
+    listed = policy.handle(listed_sim.state, event_of(listed_sim), listed_sim.now)
+    urgent: list[Action] = []
+    seen: dict[str, int] = {}
+
+    def promote_now(action: Action) -> None:
+        urgent.append(action)
+        seen["exits recorded"] = len(urgent_sim.state.recent_exits)
+        seen["terminations"] = urgent_sim.state.metrics.snapshot().services["a"].terminated
+
+    recorded_before = len(urgent_sim.state.recent_exits)
+    rest = policy.handle(urgent_sim.state, event_of(urgent_sim), urgent_sim.now,
+                         urgent=promote_now)
+    seen["exits before"] = recorded_before
+    return listed, urgent, rest, seen, urgent_sim
+
+
+@pytest.mark.parametrize("kind", ["announced", "crash"])
+def test_an_urgent_promote_goes_out_before_the_exit_is_recorded_and_the_rest_keeps_its_order(
+        kind: str):
+    def event_of(sim: Sim) -> ev.Event:
+        victim = sim.current("a", 1)
+        return ev.WorkerExiting(victim.id, 1) if kind == "announced" else \
+            ev.WorkerExited(victim.id, -9)
+
+    listed, urgent, rest, seen, sim = _decided_both_ways(event_of)
+    assert len(of(Promote, listed)) == 1
+    assert urgent == of(Promote, listed)  # the same promotion, handed over at once...
+    assert rest == [a for a in listed if not isinstance(a, Promote)]  # ...the rest as listed
+    # When the standby was told, the exit was not recorded yet; it was by the step's end.
+    assert seen["exits recorded"] == seen["exits before"]
+    assert len(sim.state.recent_exits) == seen["exits before"] + 1
+    assert sim.state.metrics.snapshot().services["a"].terminated == seen["terminations"] + 1
+    assert sim.current("a", 1).role is WorkerRole.CURRENT and sim.current("a", 1).promoted
+    check_invariants(sim)
+
+
+def test_without_a_standby_an_urgent_callback_is_never_called_and_nothing_moves():
+    plain, other = pool(2, backoff=ZERO), pool(2, backoff=ZERO)
+    called: list[Action] = []
+    listed = policy.handle(plain.state, ev.WorkerExited(plain.current("a", 0).id, 1), plain.now)
+    rest = policy.handle(other.state, ev.WorkerExited(other.current("a", 0).id, 1), other.now,
+                         urgent=called.append)
+    assert not called and rest == listed and of(Spawn, rest)
