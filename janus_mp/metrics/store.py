@@ -80,6 +80,9 @@ class MultiprocessMetrics:
         self.other_supervisor: int | None = None
         #: Metrics that existed when the supervisor was about to fork (None: not looked).
         self._made_before: list[Any] | None = None
+        #: prometheus_client's multiprocess value class, built once in the supervisor (never
+        #: used there) so that each forked worker installs it instead of building it.
+        self._value_class: Any = None
         self._clashes_told: set[str] = set()  # metric names whose clash was logged
         #: Set once the supervisor stops for good: close() removes every file then, so dead
         #: workers' files stay where they are (a scrape meanwhile reads them as they were).
@@ -117,6 +120,11 @@ class MultiprocessMetrics:
         self._reset_archive()
         self._path = path
         self._owner_pid = os.getpid()
+        from prometheus_client import values
+
+        # It names files by the pid asking (os.getpid at each use) and starts over in a new
+        # process: built here, it is a worker's own once the worker writes a value.
+        self._value_class = values.MultiProcessValue()
         return path
 
     def process_dead(self, pid: int) -> None:
@@ -329,7 +337,7 @@ class MultiprocessMetrics:
             values.ValueClass = values.MutexValue
             return
         os.environ[ENV] = self._path  # user code that checks it sees multiprocess mode
-        values.ValueClass = values.MultiProcessValue()
+        values.ValueClass = self._value_class or values.MultiProcessValue()
         # No locks taken: a lock held by another parent thread at fork time stays held in the
         # child forever, and this process is still single-threaded here.
         made_before = self._made_before if self._made_before is not None else \

@@ -4,11 +4,13 @@ forkserver, pickled once here so that a service that cannot travel is refused at
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from janus_mp.core.config import SpawnOptions, valid_service_name
+from janus_mp.core.process_settings import ProcessSettings
 from janus_mp.errors import ConfigError, ServiceLoadError
 from janus_mp.service import JanusService, as_service
 
@@ -19,6 +21,13 @@ class ServiceSpec:
     service: JanusService
     options: SpawnOptions
     payload: JanusService | bytes  # bytes: pickled once for spawn/forkserver workers
+
+    @functools.cached_property
+    def process(self) -> ProcessSettings | None:
+        """The workers' process settings, None when there are none to apply (decided once
+        here, not by every worker at its start)."""
+        settings = self.options.process
+        return None if settings is None or settings.empty else settings
 
 
 def make_spec(service: JanusService | Callable[..., Any] | type, options: SpawnOptions,

@@ -90,7 +90,7 @@ class WorkerPlumbing:
                             "worker_exit": spec.options.worker_exit,
                             "lifeline": lifeline,
                             "cgroup_procs": self._limits.procs_file(action.service)},
-                    process_settings=spec.options.process)
+                    process_settings=spec.process)
         except OSError as exc:  # fork failed (EAGAIN under a pids limit, ENOMEM): back off
             token.detach()
             return ev.SpawnFailed(action.worker, str(exc))
