@@ -19,6 +19,7 @@ service's verdict (see :mod:`janus_mp.core.exits`).
 from __future__ import annotations
 
 import _thread
+import contextlib
 import faulthandler
 import gc
 import logging
@@ -127,13 +128,18 @@ def worker_main(spec: WorkerSpec) -> None:
             except Exception:  # metrics must never stop a worker from serving
                 log.exception("%s[%d]: prometheus multiprocess init failed", spec.service_name,
                               spec.index)
-        if parking is not None and not _park(spec, parking):
-            raise SystemExit(0)  # stopped while parked: it never served
-        ctx = WorkerContext(
+        # Built before a standby parks: its promotion only names the slot it takes.
+        prepared = WorkerContext(
             service=spec.service_name, index=spec.index, generation=spec.generation,
             shutdown=spec.token, conn=spec.conn, heartbeat=spec.heartbeat,
             listeners=spec.listeners, max_requests=spec.max_requests,
             stop_timeout=spec.stop_timeout, watchdog_timeout=spec.watchdog_timeout)
+        if parking is not None:
+            if not _park(spec, parking):
+                raise SystemExit(0)  # stopped while parked: it never served
+            prepared.index, prepared.generation = spec.index, spec.generation
+            prepared.max_requests = spec.max_requests
+        ctx = prepared
         if not spec.wait_for_ready:
             ctx.ready()
         code = _run_service(service, ctx)
@@ -151,6 +157,10 @@ def worker_main(spec: WorkerSpec) -> None:
         if osproc.has_children():
             osproc.kill_descendants(os.getpid())
     if ctx is not None and not spec.token.is_cancelled():
+        # What is left of this process is its teardown: it yields the CPU to its successor
+        # (a standby woken by the announcement, a new fork) and to the supervisor first.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, 19)
         # The supervisor acts on it while this process tears down (a worker it stopped has
         # nothing to tell: that exit was decided already).
         ctx.announce_exit(code)
