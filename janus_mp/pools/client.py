@@ -7,7 +7,6 @@ from a worker makes its own connection.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import itertools
 import os
@@ -68,6 +67,8 @@ class PoolHandle:
         return results_in_order(futures, end, chunksize > 1)
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        import asyncio  # here: asyncio is ~6 MB that every worker would map
+
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
     def cancel(self, future: concurrent.futures.Future[Any]) -> bool:

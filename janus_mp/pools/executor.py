@@ -16,7 +16,6 @@ wake-up per batch (a ``map`` hands over all its chunks at once).
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import concurrent.futures
 import itertools
@@ -152,6 +151,8 @@ class TaskPool(concurrent.futures.Executor):
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``await pool.run(fn, *args)``: the result, without blocking the event loop."""
+        import asyncio  # here: asyncio is ~6 MB that every worker would map
+
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
     def cancel(self, future: concurrent.futures.Future[Any]) -> bool:
@@ -320,6 +321,8 @@ class _Options:
         return self._pool._map(fn, iterables, timeout, chunksize, self._timeout, self._retries)
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        import asyncio  # here: asyncio is ~6 MB that every worker would map
+
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
 

@@ -20,13 +20,13 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
-import psutil
-
 from janus_mp import osproc
 
 
 def tree_memory(pid: int, measure: str) -> int | None:
     """Bytes of ``measure`` over ``pid`` and its descendants; None when ``pid`` is gone."""
+    import psutil  # here: only supervisors with max_memory pay for it (and not their workers)
+
     try:
         root = psutil.Process(pid)
     except psutil.Error:
