@@ -24,7 +24,7 @@ from janus_mp.core.config import BRUTAL_KILL, INFINITY, SpawnOptions, Supervisor
 from janus_mp.core.counters import SupervisorMetrics
 from janus_mp.core.exits import ExitPolicy, KillCause
 from janus_mp.core.lifecycle import ServiceLifecycle, ServicePhase, TerminationReason
-from janus_mp.core.timers import TimerKind
+from janus_mp.core.timers import TimerKinds
 from janus_mp.core.tree import Tree
 
 
@@ -65,7 +65,7 @@ class WorkerState:
     parked_at: float | None = None  # a standby that booted and waits to be promoted
     promoted: bool = False  # a standby that took a slot
     exit_announced: bool = False  # told its exit code: decided on, now tearing down
-    timers: set[TimerKind] = field(default_factory=set)
+    timers: TimerKinds = field(default_factory=TimerKinds)
     probe_failures: int = 0  # consecutive failed health probes (core/health.py)
     stack_dump: str | None = None  # asked for before it was killed (core/dumps.py)
 

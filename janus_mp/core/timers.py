@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -30,6 +31,36 @@ class TimerKind(StrEnum):
     PROBE = "probe"                  # run the worker's health probe            (worker)
     DUMP = "dump"                    # its stack dump had time: read it, SIGKILL (worker)
     USER = "user"                    # call_later: runtime-side callbacks      (number)
+
+
+class TimerKinds:
+    """The kinds of timer armed for one worker (a few at most), in a tuple: an empty set is
+    216 bytes, and the supervisor holds one of these per worker."""
+
+    __slots__ = ("_kinds",)
+
+    def __init__(self) -> None:
+        self._kinds: tuple[TimerKind, ...] = ()
+
+    def add(self, kind: TimerKind) -> None:
+        if kind not in self._kinds:
+            self._kinds += (kind,)
+
+    def discard(self, kind: TimerKind) -> None:
+        if kind in self._kinds:
+            self._kinds = tuple(k for k in self._kinds if k is not kind)
+
+    def clear(self) -> None:
+        self._kinds = ()
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds
+
+    def __iter__(self) -> Iterator[TimerKind]:
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        return len(self._kinds)
 
 
 @dataclass(frozen=True, order=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import selectors
+import select
 import sys
 import threading
 import time
@@ -55,7 +55,7 @@ CLOSE_GRACE = 2.0
 log = logging.getLogger("janus_mp.output")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: three per worker live in the supervisor
 class OutputSource:
     service: str
     slot: int
@@ -113,7 +113,7 @@ class LoggingSink:
                     service, lines)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pipe:
     fd: int
     source: OutputSource
@@ -156,11 +156,14 @@ class OutputCapture:
     def attach(self, service: str, slot: int, pid: int, read_fds: dict[str, int]) -> None:
         """Start reading a new worker's pipes (they are registered as private at once)."""
         pipes = []
+        sources: dict[str, OutputSource] = {}  # the crash pipe's lines are shown as stderr's
         for stream, fd in read_fds.items():
             self._private_fds.add(fd)
             crash = stream == CRASH
-            pipes.append(_Pipe(fd, OutputSource(service, slot, pid, "err" if crash else stream),
-                               announces=crash))
+            shown = "err" if crash else stream
+            source = sources.get(shown) or sources.setdefault(
+                shown, OutputSource(service, slot, pid, shown))
+            pipes.append(_Pipe(fd, source, announces=crash))
         if self._reader is None:  # not open (a bare Processes user): nobody reads, close
             for pipe in pipes:
                 self._close_pipe(pipe)
@@ -197,17 +200,19 @@ class OutputCapture:
 
     # -- reader thread -------------------------------------------------------------------------
     def _read_all(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        # A bare epoll and a dict by fd: a selector would also keep a SelectorKey per pipe
+        # (~80 bytes each, three per worker, for as long as the worker lives).
+        epoll = select.epoll()
+        pipes: dict[int, _Pipe] = {}
+        epoll.register(self._wake_r, select.EPOLLIN)
         try:
-            self._select(selector)
+            self._select(epoll, pipes)
         finally:
-            for key in list(selector.get_map().values()):
-                if isinstance(key.data, _Pipe):
-                    self._close_pipe(key.data)
-            selector.close()
+            for pipe in pipes.values():
+                self._close_pipe(pipe)
+            epoll.close()
 
-    def _select(self, selector: selectors.BaseSelector) -> None:
+    def _select(self, epoll: select.epoll, pipes: dict[int, _Pipe]) -> None:
         deadline: float | None = None
         while True:
             if self._closing and deadline is None:
@@ -215,19 +220,26 @@ class OutputCapture:
             with self._lock:
                 attaching, self._attaching = self._attaching, []
             for new in attaching:
-                selector.register(new.fd, selectors.EVENT_READ, new)
-            if deadline is not None and len(selector.get_map()) <= 1:
+                epoll.register(new.fd, select.EPOLLIN)
+                pipes[new.fd] = new
+            if deadline is not None and not pipes:
                 return  # closing, and every pipe reached its EOF
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            timeout = -1.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
             if timeout == 0.0:
                 return
-            for key, _ in selector.select(timeout):
-                if key.data is None:
+            try:
+                ready = epoll.poll(timeout)
+            except InterruptedError:
+                continue
+            for fd, _events in ready:
+                if fd == self._wake_r:
                     with contextlib.suppress(OSError):
                         while os.read(self._wake_r, 4096):
                             pass
                     continue
-                pipe = key.data
+                pipe = pipes.get(fd)
+                if pipe is None:
+                    continue  # closed earlier in this batch
                 try:
                     data = os.read(pipe.fd, READ_SIZE)
                 except (BlockingIOError, InterruptedError):
@@ -240,7 +252,8 @@ class OutputCapture:
                     if pipe.partial:  # a last line without its newline
                         self._queue(pipe.source, pipe.partial + b"\n")
                         pipe.partial = b""
-                    selector.unregister(pipe.fd)
+                    epoll.unregister(pipe.fd)
+                    del pipes[pipe.fd]
                     self._close_pipe(pipe)
 
     def _take(self, pipe: _Pipe, data: bytes) -> None:

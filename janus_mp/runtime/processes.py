@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import os
 import resource
-import select
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +51,6 @@ class WorkerProcess:
     #: Read ends of its stdout/stderr pipes, until the output capture takes them over.
     output_fds: dict[str, int] = field(default_factory=dict)
     lifeline: bool = False  # it holds its service's lifeline (runtime/lifelines.py)
-    poller: Any = None  # a select.poll on its pipe, made at the first read
 
     @property
     def exit_source(self) -> Any:
@@ -62,13 +60,8 @@ class WorkerProcess:
         """What the worker said since the last read (never blocks), and whether its pipe is
         closed (it is exiting)."""
         messages: list[bytes] = []
-        if self.poller is None:
-            # Connection.poll() builds a selector each call (~25 µs); this is on the path
-            # from a worker's last word to its standby's promotion.
-            self.poller = select.poll()
-            self.poller.register(self.conn.fileno(), select.POLLIN)
         try:
-            while self.poller.poll(0):  # readable, or hung up: recv says which
+            while self.conn.poll():
                 messages.append(self.conn.recv_bytes(64))
         except (EOFError, OSError):
             return messages, True
