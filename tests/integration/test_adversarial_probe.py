@@ -21,7 +21,7 @@ import os, sys, time
 def fifo_dump(ctx):
     """Swaps its stack-dump file for a FIFO, then stops heartbeating."""
     from janus_mp.runtime import worker
-    path = worker._dump_file.name
+    path = os.readlink(f"/proc/self/fd/{worker._dump_file}")  # the fd faulthandler writes to
     os.unlink(path)
     os.mkfifo(path)
     ctx.ready()
