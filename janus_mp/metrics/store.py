@@ -8,8 +8,9 @@ holds live workers' data only, and a scrape reads those plus a copy of the archi
 
     prepare()        supervisor, before any worker: the directory, empty of stale files
     worker_init()    each worker, before user code: every metric writes to this pid's files
-    processes_dead() supervisor loop, after a turn that reaped workers: read their files,
-                     fold, rewrite the archive's files, empty theirs (removed later)
+    processes_dead() supervisor loop, a moment after workers were reaped (all of those
+                     dead meanwhile at once): read their files, fold, rewrite the
+                     archive's files, empty theirs (removed later)
     collector()      HTTP thread, per scrape: archive copy + live files -> metric families
     close()          supervisor, on exit: remove what prepare() made
 
@@ -131,14 +132,26 @@ class MultiprocessMetrics:
         """Fold a reaped worker's files into the archive and delete them; never raises."""
         self.processes_dead([pid])
 
+    def live_gauges_dead(self, pids: list[int]) -> None:
+        """Reaped workers' live gauges (``livesum``, ``liveall``...) stop counting now: their
+        files go at once (an unlink each); the rest waits for :meth:`processes_dead`."""
+        path = self._path
+        if path is None or self._owner_pid != os.getpid():
+            return
+        with self._lock:
+            now = time.monotonic()
+            for source in [source for pid in pids for source in _files_of(str(pid))]:
+                if not source.survives_death:
+                    self._remove(f"{path}/{file_name(source)}", now)
+
     def processes_dead(self, pids: list[int]) -> None:
         """Fold reaped workers' files into the archive and delete them; never raises.
 
         Call it once the pids are reaped (their files are final then); the runtime calls it
-        after the turn that reaped the workers, with all of them, so folding never delays a
-        replacement's spawn and the archive's files are rewritten once per turn, not once
-        per worker. Unreadable or corrupt files are logged and what could be read is kept: a
-        metrics problem must not stop supervision.
+        a quarter of a second after a death, with every worker dead meanwhile, so folding
+        never competes with a replacement's start and the archive's files are rewritten once
+        per batch, not once per worker. Unreadable or corrupt files are logged and what could
+        be read is kept: a metrics problem must not stop supervision.
         """
         path = self._path
         if path is None or self._owner_pid != os.getpid() or self._closing:

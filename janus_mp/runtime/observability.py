@@ -93,6 +93,11 @@ class Observability:
         if self.store is not None:
             self.store.closing()
 
+    def workers_reaped(self, pids: list[int]) -> None:
+        """Just reaped: their live gauges stop counting (the rest is folded later)."""
+        if self.store is not None:
+            self.store.live_gauges_dead(pids)
+
     def workers_gone(self, pids: list[int]) -> None:
         if self.store is not None:
             self.store.processes_dead(pids)

@@ -466,6 +466,7 @@ class JanusSupervisor:
         try:
             if not policy.finished(self._state):  # an exception escaped: leave nothing behind
                 self._processes.kill_all_now()
+            self._plumbing.fold_metrics()  # an upgrade's next supervisor shares the files
             self._orphans.close()
             self._limits.remove()  # empty now: every worker was reaped
         finally:

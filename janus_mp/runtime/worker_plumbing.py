@@ -34,6 +34,12 @@ from janus_mp.service import READY
 
 log = logging.getLogger("janus_mp.supervisor")
 
+#: Dead workers' metrics are folded this long after the first death not yet folded, together
+#: with every death meanwhile (see WorkerPlumbing.fold_metrics)...
+FOLD_DELAY = 0.25
+#: ...or at once when this many wait.
+FOLD_BATCH = 256
+
 
 class WorkerPlumbing:
     """Owns the spawn and exit of worker processes; what they say goes to ``feed``."""
@@ -66,6 +72,8 @@ class WorkerPlumbing:
         self._exited = exited
         self._reaped = reaped
         self._after_turn_pids: list[int] = []
+        self._fold_pending: list[int] = []  # dead workers whose metrics wait to be folded
+        self._fold_due = False  # a fold is scheduled on the loop
 
     def spawn(self, action: Spawn) -> ev.Event:
         """Fork the worker ``action`` asks for; the event answering it: WorkerStarted, or
@@ -147,15 +155,22 @@ class WorkerPlumbing:
             self._feed(ev.WorkerExiting(worker.id, -signum))
 
     def after_turn(self) -> None:
-        """What may take time after the turn's exits (and respawns): fold the dead workers'
-        metrics, let the guard and the hooks know their pids, sweep their orphans."""
+        """What may take time after the turn's exits (and respawns): let the guard and the
+        hooks know the dead workers' pids, sweep their orphans; fold their metrics a little
+        later (see :meth:`fold_metrics`)."""
         if not self._after_turn_pids:
             return
         pids, self._after_turn_pids = self._after_turn_pids, []
-        try:  # all of the turn's dead at once: the metrics archive is rewritten once
-            self._observability.workers_gone(pids)
+        try:  # a dead worker's live gauges must not be scraped: their files go now
+            self._observability.workers_reaped(pids)
         except Exception:  # a metrics hook must never stop supervision
-            log.exception("folding the metrics of pids %s failed", pids)
+            log.exception("dropping the live gauges of pids %s failed", pids)
+        self._fold_pending.extend(pids)
+        if len(self._fold_pending) >= FOLD_BATCH:
+            self.fold_metrics()
+        elif not self._fold_due:
+            self._fold_due = True
+            self._loop.call_at(self._clock() + FOLD_DELAY, self._fold_when_due)
         for pid in pids:
             # The guard hears of it after the replacement is running (waking it would
             # delay that); until then it knows the pid with its start time, so a reuse
@@ -163,6 +178,25 @@ class WorkerPlumbing:
             self._orphans.untrack(pid)
             self._reaped(pid)
         self._orphans.sweep(sigchld_reaps=self._loop.handles_signals)
+
+    def _fold_when_due(self) -> None:
+        self._fold_due = False
+        self.fold_metrics()
+
+    def fold_metrics(self) -> None:
+        """Fold the pending dead workers' metrics files into the archive, all at once.
+
+        Not in the turn that reaped them: then their replacements (a standby just promoted,
+        a fork booting) need the CPUs, and a crash loop would rewrite the archive's files
+        once per death. A scrape meanwhile reads a dead worker's files as they were (they
+        are final), so nothing is counted twice or lost."""
+        pids, self._fold_pending = self._fold_pending, []
+        if not pids:
+            return
+        try:  # the metrics archive is rewritten once for all of them
+            self._observability.workers_gone(pids)
+        except Exception:  # a metrics hook must never stop supervision
+            log.exception("folding the metrics of pids %s failed", pids)
 
 
 class _Call:

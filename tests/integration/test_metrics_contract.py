@@ -5,6 +5,7 @@ made before the fork in any registry, what dead workers counted as the stock
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -192,10 +193,19 @@ def test_the_stock_collector_of_an_app_keeps_every_dead_workers_counts(tmp_path)
         assert stock[("stock_job_seconds_bucket", (("le", "1.0"),))] == 0.0
         assert stock[("stock_job_seconds_bucket", (("le", "5.0"),))] == total
         assert stock[("stock_job_seconds_sum", ())] == 2.0 * total
-        # ...from a handful of files with data, not one per dead worker (the emptied files of
-        # folded workers go in batches, see stock_files).
+        # ...from a handful of files with data, not one per dead worker, once the last deaths
+        # are folded (a moment after them; the emptied files go in batches, see stock_files).
+        def with_data() -> list[str]:
+            found = []
+            for path in metrics_dir.glob("*.db"):
+                with contextlib.suppress(FileNotFoundError):  # emptied and removed meanwhile
+                    if path.stat().st_size > 8:
+                        found.append(path.name)
+            return found
+
+        wait_until(lambda: len(with_data()) <= 4, timeout=10,
+                   message="at most 4 metrics files with data")
         files = list(metrics_dir.glob("*.db"))
-        assert len([f for f in files if f.stat().st_size > 8]) <= 4, files
         print(f"files in the directory: {len(files)}")
         sup.signal(signal.SIGTERM)
         assert sup.wait_exit() == 0
