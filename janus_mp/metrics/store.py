@@ -134,9 +134,10 @@ class MultiprocessMetrics:
 
     def live_gauges_dead(self, pids: list[int]) -> None:
         """Reaped workers' live gauges (``livesum``, ``liveall``...) stop counting now: their
-        files go at once (an unlink each); the rest waits for :meth:`processes_dead`."""
+        files go at once (an unlink each); the rest waits for :meth:`processes_dead`. Once
+        the supervisor stops for good, close() removes every file instead."""
         path = self._path
-        if path is None or self._owner_pid != os.getpid():
+        if path is None or self._owner_pid != os.getpid() or self._closing:
             return
         with self._lock:
             now = time.monotonic()
