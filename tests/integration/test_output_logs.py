@@ -79,11 +79,12 @@ def test_print_stderr_fd_writes_and_children_land_rotated_in_the_service_log(cli
     logs = tmp_path / "logs"
     cli.start("-c", _config(tmp_path, '[services.talk]\ntarget = "outapp:talker"\n',
                             log_dir=str(logs), log_max_bytes=4000, log_backups=2))
-    wait_until(lambda: "hello from a child" in _read(logs / "talk.log"), timeout=20)
-    first = (logs / "talk.log").read_text()
-    for text in ("talk[0] out| hello from print 0", "talk[0] err| hello from stderr",
-                 "talk[0] out| hello from fd 1", "talk[0] out| hello from a child"):
-        assert text in first
+    # stdout and stderr are two pipes, read as each has data: their lines may land in either
+    # order, so wait for all four.
+    expected = ("talk[0] out| hello from print 0", "talk[0] err| hello from stderr",
+                "talk[0] out| hello from fd 1", "talk[0] out| hello from a child")
+    wait_until(lambda: all(text in _read(logs / "talk.log") for text in expected), timeout=20,
+               message="every line of the talker in its log")
     (tmp_path / "go").touch()
     # more rotations: still two backups, none past the limit, and no line cut at a boundary
     wait_until(lambda: _numbers(_read(logs / "talk.log.2").splitlines())[:1] > [200],
