@@ -161,8 +161,9 @@ class OutputCapture:
             self._private_fds.add(fd)
             crash = stream == CRASH
             shown = "err" if crash else stream
-            source = sources.get(shown) or sources.setdefault(
-                shown, OutputSource(service, slot, pid, shown))
+            source = sources.get(shown)
+            if source is None:
+                source = sources[shown] = OutputSource(service, slot, pid, shown)
             pipes.append(_Pipe(fd, source, announces=crash))
         if self._reader is None:  # not open (a bare Processes user): nobody reads, close
             for pipe in pipes:
